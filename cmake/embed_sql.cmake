@@ -1,0 +1,21 @@
+# Writes OUT: a C file holding every sql/NNN_name.sql migration as a string,
+# so triaged and triagectl carry their schema and need no installed SQL dir.
+# Run as: cmake -DSQL_DIR=... -DOUT=... -P embed_sql.cmake
+file(GLOB files RELATIVE ${SQL_DIR} ${SQL_DIR}/[0-9][0-9][0-9]_*.sql)
+list(SORT files)
+set(body "/* Generated from sql/ by cmake/embed_sql.cmake. Do not edit. */\n#include \"internal/migrate.h\"\n\n")
+set(table "const td_migration td_migrations[] = {\n")
+set(i 0)
+foreach(f ${files})
+  string(SUBSTRING ${f} 0 3 ver)
+  math(EXPR vnum "${ver}")
+  string(REGEX REPLACE "^[0-9]+_(.*)\\.sql$" "\\1" name ${f})
+  file(READ ${SQL_DIR}/${f} hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+  string(APPEND body "static const char sql_${i}[] = {${hex}0x00};\n")
+  string(APPEND table "    {${vnum}, \"${name}\", sql_${i}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND table "    {0, NULL, NULL},\n};\n")
+file(WRITE ${OUT}.tmp "${body}\n${table}")
+execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different ${OUT}.tmp ${OUT})
