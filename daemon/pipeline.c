@@ -1,42 +1,837 @@
-/* pipeline.c — wires the stages together (see pipeline.h). */
+/* pipeline.c — from submitted messages to committed incidents.
+ *
+ * The design is simple: messages are decoded as they are submitted and go
+ * into the open batch; a batch is sealed when it holds batch_size messages
+ * or batch_time has passed. One sealed batch at a time is active: folded
+ * into segments (batcher.c), classified by Redis (dedup.c), then applied by
+ * one call of triaged.ingest() in PostgreSQL (store.c), which is the judge
+ * and the incident engine, and which commits the batch's Kafka offsets in the
+ * same transaction (compare-and-set on triaged.kafka_offset). Only then are
+ * the batch's messages acked, in submit order, and its events published.
+ *
+ * Exactly once in effect: a partition's offsets only advance with the
+ * effects. When the compare-and-set fails (the partition moved to another
+ * instance, or a commit whose answer was lost already advanced it), the
+ * function changes nothing and says which partitions are "fenced": their
+ * messages are acked RETRY and the input re-reads its positions. Every
+ * message carries its partition's epoch; a fence or a positions fetch starts
+ * a new epoch, and messages of an old epoch are RETRY'd, never applied, so
+ * nothing after a gap is ever committed.
+ *
+ * Backpressure: the queue (open + sealed + active messages) is bounded by
+ * queue_limit; submit says FULL at the limit, inputs are resumed at half.
+ * PostgreSQL errors retry the same batch with backoff while the queue fills
+ * and the inputs pause: nothing is dropped. Timers (resolve after grace,
+ * close after quiet, flapping) run as triaged.tick() once a second. */
 #include "internal/pipeline.h"
 
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "internal/alert.h"
+#include "internal/batcher.h"
+#include "internal/dedup.h"
 #include "internal/log.h"
+#include "internal/metrics.h"
+#include "internal/store.h"
 #include "internal/util.h"
+
+enum { STMT_INGEST, STMT_TICK, STMT_POSITIONS };
+
+static const td_store_stmt stmts[] = {
+    {"td_ingest",
+     "SELECT kind, key, payload::text FROM triaged.ingest($1::jsonb, $2::jsonb, $3::jsonb)",
+     3},
+    {"td_tick", "SELECT kind, key, payload::text FROM triaged.tick($1::jsonb)", 1},
+    {"td_positions",
+     "SELECT partition, next_offset FROM triaged.kafka_offset"
+     " WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
+     3},
+};
+
+typedef struct partition {
+    char *topic;
+    int32_t partition;
+    int64_t known_next; /* next offset stored in PostgreSQL; -1: none */
+    uint32_t epoch;
+    struct partition *next;
+} partition;
+
+typedef struct item {
+    td_ack_fn ack;
+    void *ack_arg;
+    partition *part; /* NULL: not a replayable input */
+    uint32_t epoch;
+    int64_t offset;
+    const char *reason; /* non-NULL: invalid */
+    char *detail;
+    td_alert *alerts;
+    size_t n_alerts;
+    bool skip;  /* already applied (offset below the stored position) */
+    bool retry; /* fenced: ack RETRY */
+} item;
+
+typedef struct batch {
+    item *items;
+    size_t n, cap;
+    const td_alert **alerts;
+    td_segment *segs;
+    size_t nsegs;
+    uint8_t *hints;
+    int attempts;
+    int64_t sealed_ms;
+    struct batch *next;
+} batch;
+
+typedef struct positions_req {
+    td_pipeline *p;
+    td_positions_fn fn;
+    void *arg;
+    char *topic;
+    int32_t *parts;
+    size_t n;
+} positions_req;
 
 struct td_pipeline {
     const td_config *cfg;
     struct event_base *base;
     td_hostctx *hc;
-    size_t in_flight;
-    int intake_stopped;
+    td_store *store;
+    td_dedup *dedup;
+    char **identity_labels;
+    size_t n_identity_labels;
+    char *actor;
+
+    batch *open;
+    batch *sealed_head, *sealed_tail;
+    batch *active;
+    size_t queued; /* messages in open + sealed + active */
+    bool full;     /* told an input FULL; resume below half */
+    bool intake_stopped;
+    bool tick_running;
+    bool shutting_down;
+    partition *parts;
+
+    struct event *ev_batch, *ev_retry, *ev_tick;
+    td_ratelimit rl_store, rl_invalid;
+
+    td_metric *m_received, *m_alerts, *m_batches, *m_batch_msgs, *m_queue,
+        *m_dups, *m_new, *m_refired, *m_resolved, *m_stale, *m_unknown_resolves,
+        *m_opened, *m_reopened, *m_inc_resolved, *m_inc_closed, *m_retries,
+        *m_fenced, *m_segments, *m_batch_latency, *m_events;
 };
+
+static void kick(td_pipeline *p);
+static void start_batch(td_pipeline *p);
+
+/* ---- partitions ---------------------------------------------------- */
+
+static partition *
+part_get(td_pipeline *p, const char *topic, int32_t part)
+{
+    for (partition *x = p->parts; x; x = x->next)
+        if (x->partition == part && strcmp(x->topic, topic) == 0)
+            return x;
+    partition *x = td_calloc(1, sizeof(*x));
+    x->topic = td_strdup(topic);
+    x->partition = part;
+    x->known_next = -1;
+    x->next = p->parts;
+    p->parts = x;
+    return x;
+}
+
+/* ---- batches ------------------------------------------------------- */
+
+static void
+batch_free(batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        item *it = &b->items[i];
+        for (size_t j = 0; j < it->n_alerts; j++)
+            td_alert_clear(&it->alerts[j]);
+        free(it->alerts);
+        free(it->detail);
+    }
+    free(b->items);
+    free(b->alerts);
+    free(b->segs);
+    free(b->hints);
+    free(b);
+}
+
+static void
+seal(td_pipeline *p)
+{
+    batch *b = p->open;
+    if (!b)
+        return;
+    p->open = NULL;
+    event_del(p->ev_batch);
+    b->sealed_ms = td_mono_ms();
+    if (p->sealed_tail)
+        p->sealed_tail->next = b;
+    else
+        p->sealed_head = b;
+    p->sealed_tail = b;
+    kick(p);
+}
+
+static void
+on_batch_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    seal(arg);
+}
+
+static void
+count_invalid(td_pipeline *p, const char *plugin, const char *reason,
+              const char *detail)
+{
+    char labels[96];
+    uint32_t suppressed;
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
+    td_metric_add(td_counter("messages_invalid",
+                             "Messages rejected, by reason (never silently dropped)",
+                             labels), 1);
+    if (td_ratelimit_allow(&p->rl_invalid, 10, &suppressed))
+        td_warn("invalid message", "plugin=%s reason=%s detail=\"%s\" suppressed=%u",
+                plugin, reason, detail, suppressed);
+}
+
+static item *
+new_item(td_pipeline *p)
+{
+    if (!p->open) {
+        p->open = td_calloc(1, sizeof(batch));
+        struct timeval tv = {(time_t)(p->cfg->batch_time_ms / 1000),
+                             (suseconds_t)(p->cfg->batch_time_ms % 1000) * 1000};
+        event_add(p->ev_batch, &tv);
+    }
+    batch *b = p->open;
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 256;
+        b->items = td_realloc(b->items, b->cap * sizeof(*b->items));
+    }
+    item *it = &b->items[b->n++];
+    memset(it, 0, sizeof(*it));
+    return it;
+}
+
+static int
+decode_fields(const td_pipeline *p, const td_alert_fields *f, td_alert *a,
+              const char **reason, char *detail, size_t dlen)
+{
+    memset(a, 0, sizeof(*a));
+    if (!f || !f->source || !*f->source || !f->resource || !*f->resource ||
+        !f->check || !*f->check) {
+        *reason = "missing_field";
+        snprintf(detail, dlen, "source, resource and check are required");
+        return TD_ERR;
+    }
+    a->source = td_strdup(f->source);
+    a->resource = td_strdup(f->resource);
+    a->check = td_strdup(f->check);
+    a->summary = f->summary ? td_strdup(f->summary) : NULL;
+    a->dedup_key = f->dedup_key ? td_strdup(f->dedup_key) : NULL;
+    a->ci = f->ci ? td_strdup(f->ci) : NULL;
+    a->firing = !(f->status && strcmp(f->status, "resolved") == 0);
+    a->severity = TD_SEV_WARNING;
+    if (f->severity && td_severity_parse(f->severity, &a->severity) != TD_OK) {
+        td_alert_clear(a);
+        *reason = "bad_field";
+        snprintf(detail, dlen, "severity '%.32s' is unknown", f->severity);
+        return TD_ERR;
+    }
+    a->occurred_at_us = f->occurred_at_ms ? f->occurred_at_ms * 1000
+                                          : td_now_ms() * 1000;
+    if (f->n_labels) {
+        a->labels = td_calloc(f->n_labels, sizeof(*a->labels));
+        for (size_t i = 0; i < f->n_labels; i++) {
+            a->labels[i].name = td_strdup(f->label_names[i]);
+            a->labels[i].value = td_strdup(f->label_values[i]);
+        }
+        a->n_labels = f->n_labels;
+    }
+    td_alert_fingerprint(a, (const char *const *)p->identity_labels,
+                         p->n_identity_labels);
+    return TD_OK;
+}
+
+static int
+sink(void *arg, const char *plugin, const td_input_msg *msg)
+{
+    td_pipeline *p = arg;
+    char detail[512] = "";
+    const char *reason = NULL;
+
+    if (p->intake_stopped) {
+        td_ack ack = {.status = TD_ACK_RETRY, .reason = "shutdown",
+                      .detail = "triaged is stopping"};
+        if (msg->ack)
+            msg->ack(msg->ack_arg, &ack);
+        return 0;
+    }
+    td_metric_add(p->m_received, 1);
+    item *it = new_item(p);
+    it->ack = msg->ack;
+    it->ack_arg = msg->ack_arg;
+    if (msg->position) {
+        it->part = part_get(p, msg->position->stream, msg->position->partition);
+        it->epoch = it->part->epoch;
+        it->offset = msg->position->offset;
+    }
+    td_decode_opts o = {
+        .max_size = (size_t)p->cfg->max_message_size,
+        .identity_labels = (const char *const *)p->identity_labels,
+        .n_identity_labels = p->n_identity_labels,
+        .now_us = td_now_ms() * 1000,
+    };
+    int rc;
+    switch (msg->format) {
+    case TD_FMT_ALERT:
+        rc = td_alert_decode(msg->data, msg->len, &o, &it->alerts, &it->n_alerts,
+                             &reason, detail, sizeof(detail));
+        break;
+    case TD_FMT_FIELDS:
+        it->alerts = td_calloc(1, sizeof(*it->alerts));
+        rc = decode_fields(p, msg->fields, it->alerts, &reason, detail, sizeof(detail));
+        if (rc == TD_OK) {
+            it->n_alerts = 1;
+        } else {
+            free(it->alerts);
+            it->alerts = NULL;
+        }
+        break;
+    default:
+        reason = "unsupported_format";
+        snprintf(detail, sizeof(detail), "format %d is not handled by this pipeline",
+                 (int)msg->format);
+        rc = TD_ERR;
+        break;
+    }
+    if (rc != TD_OK) {
+        it->reason = reason;
+        it->detail = td_strdup(detail);
+        count_invalid(p, plugin, reason, detail);
+    } else {
+        td_metric_add(p->m_alerts, it->n_alerts);
+    }
+    p->queued++;
+    td_metric_set(p->m_queue, (double)p->queued);
+    if (p->open->n >= (size_t)p->cfg->batch_size)
+        seal(p);
+    if (p->queued >= (size_t)p->cfg->queue_limit) {
+        p->full = true;
+        return TD_SUBMIT_FULL;
+    }
+    return 0;
+}
+
+/* ---- acks ------------------------------------------------------------ */
+
+static void
+ack_item(item *it, td_ack_status status)
+{
+    if (!it->ack)
+        return;
+    td_ack ack = {.status = status};
+    if (status == TD_ACK_RETRY) {
+        ack.reason = "retry";
+        ack.detail = "the partition's stored position moved; re-read it";
+    } else if (it->reason) {
+        ack.status = TD_ACK_INVALID;
+        ack.reason = it->reason;
+        ack.detail = it->detail;
+    } else {
+        ack.accepted = it->n_alerts;
+    }
+    it->ack(it->ack_arg, &ack);
+    it->ack = NULL;
+}
+
+static void
+release(td_pipeline *p, size_t n)
+{
+    p->queued -= n;
+    td_metric_set(p->m_queue, (double)p->queued);
+    if (p->full && p->queued <= (size_t)p->cfg->queue_limit / 2) {
+        p->full = false;
+        td_host_resume_inputs(p->hc);
+    }
+}
+
+/* ---- the active batch ------------------------------------------------ */
+
+static char *
+segments_json(const batch *b)
+{
+    static const char *hint_names[] = {"dup", "change", "new"};
+    json_t *arr = json_array();
+    for (size_t i = 0; i < b->nsegs; i++) {
+        const td_segment *s = &b->segs[i];
+        const td_alert *a = s->rep;
+        char first[32], last[32];
+        td_format_rfc3339(s->first_us, first);
+        td_format_rfc3339(s->last_us, last);
+        json_t *labels = json_object();
+        for (size_t j = 0; j < a->n_labels; j++)
+            json_object_set_new(labels, a->labels[j].name,
+                                json_string(a->labels[j].value));
+        json_t *o = json_object();
+        json_object_set_new(o, "fp", json_string(a->fp_hex));
+        json_object_set_new(o, "source", json_string(a->source));
+        json_object_set_new(o, "resource", json_string(a->resource));
+        json_object_set_new(o, "check", json_string(a->check));
+        json_object_set_new(o, "dedup_key", a->dedup_key ? json_string(a->dedup_key) : json_null());
+        json_object_set_new(o, "ci", a->ci ? json_string(a->ci) : json_null());
+        json_object_set_new(o, "ci_id", json_null());
+        json_object_set_new(o, "summary", a->summary ? json_string(a->summary) : json_null());
+        json_object_set_new(o, "labels", labels);
+        json_object_set_new(o, "severity", json_string(td_severity_name(s->severity)));
+        json_object_set_new(o, "status", json_string(s->firing ? "firing" : "resolved"));
+        json_object_set_new(o, "n", json_integer((json_int_t)s->n));
+        json_object_set_new(o, "first", json_string(first));
+        json_object_set_new(o, "last", json_string(last));
+        json_object_set_new(o, "hint", json_string(hint_names[b->hints[i]]));
+        json_array_append_new(arr, o);
+    }
+    char *s = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    return s;
+}
+
+/* The offsets compare-and-set for every partition with messages to apply. */
+static char *
+offsets_json(const td_pipeline *p, const batch *b)
+{
+    json_t *arr = json_array();
+    for (partition *x = p->parts; x; x = x->next) {
+        int64_t next = -1;
+        for (size_t i = 0; i < b->n; i++) {
+            const item *it = &b->items[i];
+            if (it->part == x && !it->skip && !it->retry && it->offset + 1 > next)
+                next = it->offset + 1;
+        }
+        if (next < 0)
+            continue;
+        json_t *o = json_object();
+        json_object_set_new(o, "group", json_string(p->cfg->kafka_group));
+        json_object_set_new(o, "topic", json_string(x->topic));
+        json_object_set_new(o, "partition", json_integer(x->partition));
+        json_object_set_new(o, "expect", json_integer(x->known_next));
+        json_object_set_new(o, "next", json_integer(next));
+        json_array_append_new(arr, o);
+    }
+    char *s = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    return s;
+}
+
+static char *
+opts_json(const td_pipeline *p, int tick)
+{
+    char now[32];
+    td_format_rfc3339(td_now_ms() * 1000, now);
+    json_t *o = json_object();
+    json_object_set_new(o, "now", json_string(now));
+    json_object_set_new(o, "actor", json_string(p->actor));
+    json_object_set_new(o, "reopen_window_ms", json_integer(p->cfg->reopen_window_ms));
+    json_object_set_new(o, "flap_threshold", json_integer(p->cfg->flap_threshold));
+    json_object_set_new(o, "flap_window_ms", json_integer(p->cfg->flap_window_ms));
+    if (tick) {
+        json_object_set_new(o, "resolve_grace_ms", json_integer(p->cfg->resolve_grace_ms));
+        json_object_set_new(o, "close_after_ms", json_integer(p->cfg->close_after_ms));
+    }
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+static void on_ingest(void *arg, const PGresult *res, const char *err);
+
+static void
+send_ingest(td_pipeline *p)
+{
+    batch *b = p->active;
+    char *segs = segments_json(b), *offs = offsets_json(p, b), *opts = opts_json(p, 0);
+    const char *params[3] = {segs, offs, opts};
+    td_store_exec(p->store, STMT_INGEST, params, on_ingest, p);
+    free(segs);
+    free(offs);
+    free(opts);
+}
+
+static void
+on_hints(void *arg)
+{
+    td_pipeline *p = arg;
+    send_ingest(p);
+}
+
+/* Mark what this attempt applies: RETRY for stale epochs, skip for offsets
+ * already stored; then fold the rest and ask Redis. */
+static void
+start_batch(td_pipeline *p)
+{
+    batch *b = p->active;
+    size_t na = 0;
+    free(b->alerts);
+    free(b->segs);
+    free(b->hints);
+    b->alerts = NULL;
+    b->segs = NULL;
+    b->hints = NULL;
+    for (size_t i = 0; i < b->n; i++) {
+        item *it = &b->items[i];
+        if (it->part && it->epoch != it->part->epoch)
+            it->retry = true;
+        else if (it->part && it->part->known_next >= 0 &&
+                 it->offset < it->part->known_next)
+            it->skip = true;
+        if (!it->retry && !it->skip && !it->reason)
+            na += it->n_alerts;
+    }
+    b->alerts = td_calloc(na ? na : 1, sizeof(*b->alerts));
+    na = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        item *it = &b->items[i];
+        if (it->retry || it->skip || it->reason)
+            continue;
+        for (size_t j = 0; j < it->n_alerts; j++)
+            b->alerts[na++] = &it->alerts[j];
+    }
+    b->nsegs = td_fold(b->alerts, na, &b->segs);
+    b->hints = td_calloc(b->nsegs ? b->nsegs : 1, 1);
+    td_metric_add(p->m_segments, b->nsegs);
+    td_dedup_classify(p->dedup, b->segs, b->nsegs, b->hints, on_hints, p);
+}
+
+static void
+kick(td_pipeline *p)
+{
+    if (p->active || !p->sealed_head)
+        return;
+    batch *b = p->sealed_head;
+    p->sealed_head = b->next;
+    if (!p->sealed_head)
+        p->sealed_tail = NULL;
+    b->next = NULL;
+    p->active = b;
+    td_metric_add(p->m_batches, 1);
+    td_metric_add(p->m_batch_msgs, b->n);
+    start_batch(p);
+}
+
+static void
+on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    td_pipeline *p = arg;
+    if (p->active)
+        start_batch(p);
+}
+
+static void
+retry_later(td_pipeline *p, const char *why)
+{
+    batch *b = p->active;
+    uint32_t suppressed;
+    int64_t ms = 100LL << (b->attempts < 6 ? b->attempts : 6);
+    b->attempts++;
+    td_metric_add(p->m_retries, 1);
+    if (td_ratelimit_allow(&p->rl_store, 5, &suppressed))
+        td_warn("batch not applied; retrying (inputs pause when the queue fills)",
+                "error=\"%.*s\" attempt=%d retry_ms=%lld queued=%zu suppressed=%u",
+                (int)strcspn(why, "\n"), why, b->attempts, (long long)ms, p->queued,
+                suppressed);
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    event_add(p->ev_retry, &tv);
+}
+
+static uint64_t
+stat_of(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_integer(v) && json_integer_value(v) > 0
+               ? (uint64_t)json_integer_value(v) : 0;
+}
+
+static void
+apply_stats(td_pipeline *p, const char *payload, uint64_t firing_msgs)
+{
+    json_t *o = json_loads(payload, 0, NULL);
+    if (!o)
+        return;
+    uint64_t n_new = stat_of(o, "new_alerts"), refired = stat_of(o, "refired");
+    td_metric_add(p->m_new, n_new);
+    td_metric_add(p->m_refired, refired);
+    td_metric_add(p->m_resolved, stat_of(o, "resolved"));
+    td_metric_add(p->m_stale, stat_of(o, "stale"));
+    td_metric_add(p->m_unknown_resolves, stat_of(o, "unknown_resolves"));
+    td_metric_add(p->m_opened, stat_of(o, "incidents_opened"));
+    td_metric_add(p->m_reopened, stat_of(o, "incidents_reopened"));
+    if (firing_msgs > n_new + refired)
+        td_metric_add(p->m_dups, firing_msgs - n_new - refired);
+    json_decref(o);
+}
+
+static void
+publish_row(td_pipeline *p, const PGresult *res, int row)
+{
+    td_event ev = {
+        .kind = PQgetvalue(res, row, 0),
+        .key = PQgetisnull(res, row, 1) ? NULL : PQgetvalue(res, row, 1),
+        .json = PQgetvalue(res, row, 2),
+        .len = (size_t)PQgetlength(res, row, 2),
+    };
+    if (strcmp(ev.kind, "incident.resolved") == 0)
+        td_metric_add(p->m_inc_resolved, 1);
+    else if (strcmp(ev.kind, "incident.closed") == 0)
+        td_metric_add(p->m_inc_closed, 1);
+    td_metric_add(p->m_events, 1);
+    td_host_publish(p->hc, &ev);
+}
+
+static void
+on_ingest(void *arg, const PGresult *res, const char *err)
+{
+    td_pipeline *p = arg;
+    batch *b = p->active;
+    if (!b)
+        return; /* shut down meanwhile */
+    if (!res) {
+        retry_later(p, err);
+        return;
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        retry_later(p, PQresultErrorMessage(res));
+        return;
+    }
+    int rows = PQntuples(res);
+    /* Fenced: nothing was applied. Start a new epoch for those partitions,
+     * RETRY their messages, and apply the rest again. */
+    int fenced = 0;
+    for (int r = 0; r < rows; r++) {
+        if (strcmp(PQgetvalue(res, r, 0), "fenced") != 0)
+            continue;
+        const char *key = PQgetvalue(res, r, 1);
+        const char *slash = strrchr(key, '/');
+        if (!slash)
+            continue;
+        char *topic = td_strndup(key, (size_t)(slash - key));
+        partition *x = part_get(p, topic, (int32_t)atoi(slash + 1));
+        free(topic);
+        x->epoch++;
+        fenced++;
+        td_metric_add(p->m_fenced, 1);
+        td_info("partition fenced: its stored offset moved; the input re-reads it",
+                "topic=%s partition=%d stored=%s", x->topic, x->partition,
+                PQgetvalue(res, r, 2));
+    }
+    if (fenced) {
+        start_batch(p);
+        return;
+    }
+
+    /* Applied and committed. */
+    uint64_t firing_msgs = 0;
+    for (size_t i = 0; i < b->nsegs; i++)
+        firing_msgs += b->segs[i].n;
+    for (int r = 0; r < rows; r++) {
+        if (strcmp(PQgetvalue(res, r, 0), "stats") == 0)
+            apply_stats(p, PQgetvalue(res, r, 2), firing_msgs);
+        else
+            publish_row(p, res, r);
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        item *it = &b->items[i];
+        if (it->part && !it->retry && !it->skip && it->epoch == it->part->epoch &&
+            it->offset + 1 > it->part->known_next)
+            it->part->known_next = it->offset + 1;
+    }
+    for (size_t i = 0; i < b->n; i++)
+        ack_item(&b->items[i], b->items[i].retry ? TD_ACK_RETRY : TD_ACK_OK);
+    td_metric_observe(p->m_batch_latency, (double)(td_mono_ms() - b->sealed_ms) / 1e3);
+    size_t n = b->n;
+    p->active = NULL;
+    batch_free(b);
+    release(p, n);
+    kick(p);
+}
+
+/* ---- timers ---------------------------------------------------------- */
+
+static void
+on_tick_result(void *arg, const PGresult *res, const char *err)
+{
+    td_pipeline *p = arg;
+    p->tick_running = false;
+    if (!res) {
+        td_debug("tick skipped", "error=\"%s\"", err ? err : "");
+        return;
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        uint32_t suppressed;
+        const char *e = PQresultErrorMessage(res);
+        if (td_ratelimit_allow(&p->rl_store, 5, &suppressed))
+            td_warn("tick failed", "error=\"%.*s\"", (int)strcspn(e, "\n"), e);
+        return;
+    }
+    for (int r = 0; r < PQntuples(res); r++)
+        if (strcmp(PQgetvalue(res, r, 0), "stats") != 0)
+            publish_row(p, res, r);
+}
+
+static void
+on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    td_pipeline *p = arg;
+    if (p->tick_running || !td_store_connected(p->store))
+        return;
+    p->tick_running = true;
+    char *opts = opts_json(p, 1);
+    const char *params[1] = {opts};
+    td_store_exec(p->store, STMT_TICK, params, on_tick_result, p);
+    free(opts);
+}
+
+/* ---- positions --------------------------------------------------------- */
+
+static void
+on_positions(void *arg, const PGresult *res, const char *err)
+{
+    positions_req *q = arg;
+    td_pipeline *p = q->p;
+    int64_t *offs = td_malloc((q->n ? q->n : 1) * sizeof(*offs));
+    if (p->shutting_down)
+        goto out; /* the plugin that asked is gone */
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        td_warn("positions fetch failed", "topic=%s error=\"%s\"", q->topic,
+                res ? PQresultErrorMessage(res) : err);
+        q->fn(q->arg, -1, q->parts, offs, 0);
+        goto out;
+    }
+    for (size_t i = 0; i < q->n; i++) {
+        offs[i] = -1;
+        for (int r = 0; r < PQntuples(res); r++)
+            if (atoi(PQgetvalue(res, r, 0)) == q->parts[i])
+                offs[i] = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+        /* A new epoch: messages of the old one are never applied. */
+        partition *x = part_get(p, q->topic, q->parts[i]);
+        x->known_next = offs[i];
+        x->epoch++;
+    }
+    q->fn(q->arg, 0, q->parts, offs, q->n);
+out:
+    free(offs);
+    free(q->topic);
+    free(q->parts);
+    free(q);
+}
+
+static int
+positions_fetch(void *arg, const char *stream, const int32_t *partitions,
+                size_t n, td_positions_fn fn, void *fn_arg)
+{
+    td_pipeline *p = arg;
+    positions_req *q = td_calloc(1, sizeof(*q));
+    q->p = p;
+    q->fn = fn;
+    q->arg = fn_arg;
+    q->topic = td_strdup(stream);
+    q->parts = td_malloc((n ? n : 1) * sizeof(*q->parts));
+    memcpy(q->parts, partitions, n * sizeof(*partitions));
+    q->n = n;
+    size_t cap = 16 + n * 12, off = 0;
+    char *arr = td_malloc(cap);
+    arr[off++] = '{';
+    for (size_t i = 0; i < n; i++)
+        off += (size_t)snprintf(arr + off, cap - off, "%s%d", i ? "," : "",
+                                (int)partitions[i]);
+    snprintf(arr + off, cap - off, "}");
+    const char *params[3] = {p->cfg->kafka_group, stream, arr};
+    td_store_exec(p->store, STMT_POSITIONS, params, on_positions, q);
+    free(arr);
+    return 0;
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+#define COUNTER(field, name, help) p->field = td_counter(name, help, NULL)
 
 td_pipeline *
 td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
                 char *err, size_t errlen)
 {
-    (void)err;
-    (void)errlen;
     td_pipeline *p = td_calloc(1, sizeof(*p));
     p->cfg = cfg;
     p->base = base;
     p->hc = hc;
+    p->dedup = td_dedup_new(base, cfg->redis_url, err, errlen);
+    if (!p->dedup) {
+        free(p);
+        return NULL;
+    }
+    p->store = td_store_new(base, cfg->pg_conninfo, stmts, TD_ARRAY_LEN(stmts), "pipeline");
+    p->actor = td_asprintf("triaged@%s", cfg->instance);
+    if (cfg->identity_labels && *cfg->identity_labels) {
+        char *copy = td_strdup(cfg->identity_labels), *save = NULL;
+        for (char *t = strtok_r(copy, " ,", &save); t; t = strtok_r(NULL, " ,", &save)) {
+            p->identity_labels = td_realloc(p->identity_labels,
+                                            (p->n_identity_labels + 1) * sizeof(char *));
+            p->identity_labels[p->n_identity_labels++] = td_strdup(t);
+        }
+        free(copy);
+    }
+    p->ev_batch = evtimer_new(base, on_batch_timer, p);
+    p->ev_retry = evtimer_new(base, on_retry_timer, p);
+    p->ev_tick = event_new(base, -1, EV_PERSIST, on_tick, p);
+    struct timeval one = {1, 0};
+    event_add(p->ev_tick, &one);
+
+    COUNTER(m_received, "messages_received", "Messages submitted by inputs");
+    COUNTER(m_alerts, "alerts_received", "Alerts decoded from valid messages");
+    COUNTER(m_batches, "batches", "Batches applied or attempted");
+    COUNTER(m_batch_msgs, "batch_messages", "Messages in batches (divide by batches for the mean size)");
+    COUNTER(m_segments, "segments", "Per-fingerprint segments after folding batches");
+    COUNTER(m_dups, "duplicates", "Firing messages for alerts already firing");
+    COUNTER(m_new, "alerts_new", "New alerts (fingerprints never seen)");
+    COUNTER(m_refired, "alerts_refired", "Resolved alerts that fired again");
+    COUNTER(m_resolved, "alerts_resolved", "Alerts resolved");
+    COUNTER(m_stale, "alerts_stale", "Out-of-order messages that did not move state");
+    COUNTER(m_unknown_resolves, "resolves_unknown", "Resolves for fingerprints never seen");
+    COUNTER(m_opened, "incidents_opened", "Incidents opened");
+    COUNTER(m_reopened, "incidents_reopened", "Incidents reopened");
+    COUNTER(m_inc_resolved, "incidents_resolved", "Incidents resolved");
+    COUNTER(m_inc_closed, "incidents_closed", "Incidents closed");
+    COUNTER(m_retries, "batch_retries", "Batch attempts that failed and were retried");
+    COUNTER(m_fenced, "partitions_fenced", "Partitions whose stored offset moved under us");
+    COUNTER(m_events, "events_published", "Incident and alert events given to outputs");
+    p->m_queue = td_gauge("queue_messages", "Messages taken and not yet acked", NULL);
+    p->m_batch_latency = td_histogram("batch_latency_seconds",
+                                      "From a batch sealed to committed", NULL);
+    td_host_set_sink(hc, sink, positions_fetch, p);
     return p;
 }
 
 void
 td_pipeline_stop_intake(td_pipeline *p)
 {
-    p->intake_stopped = 1;
+    p->intake_stopped = true;
+    seal(p);
 }
 
 size_t
 td_pipeline_in_flight(const td_pipeline *p)
 {
-    return p->in_flight;
+    return p->queued;
 }
 
 void
@@ -45,8 +840,39 @@ td_pipeline_reload(td_pipeline *p, const td_config *cfg)
     p->cfg = cfg;
 }
 
+
 void
 td_pipeline_free(td_pipeline *p)
 {
+    if (!p)
+        return;
+    /* Whatever is left was not applied: inputs replay it (Kafka, from the
+     * offsets in PostgreSQL) or the client sees no answer (HTTP). The plugins
+     * are gone by now, so there is nobody to ack. */
+    p->shutting_down = true;
+    batch *b = p->active;
+    p->active = NULL;
+    if (b)
+        batch_free(b);
+    while ((b = p->sealed_head)) {
+        p->sealed_head = b->next;
+        batch_free(b);
+    }
+    if (p->open)
+        batch_free(p->open);
+    td_dedup_free(p->dedup);
+    td_store_free(p->store);
+    event_free(p->ev_batch);
+    event_free(p->ev_retry);
+    event_free(p->ev_tick);
+    for (partition *x = p->parts, *n; x; x = n) {
+        n = x->next;
+        free(x->topic);
+        free(x);
+    }
+    for (size_t i = 0; i < p->n_identity_labels; i++)
+        free(p->identity_labels[i]);
+    free(p->identity_labels);
+    free(p->actor);
     free(p);
 }

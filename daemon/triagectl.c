@@ -25,6 +25,14 @@ usage(FILE *f)
         "  migrate [--check]   apply pending schema migrations (--check: only\n"
         "                      report; exit 1 when some are pending)\n"
         "  version             schema version of the database and of this build\n"
+        "  incidents [--status S] [--limit N]\n"
+        "                      list incidents, newest first (S: new, acknowledged,\n"
+        "                      resolved, closed, or open = new + acknowledged)\n"
+        "  alerts [--status S] [--limit N]\n"
+        "                      list alerts, most recently seen first (S: firing, resolved)\n"
+        "  audit verify        check every incident timeline's hash chain; exit 1\n"
+        "                      and name the first broken link when one was edited\n"
+        "                      or deleted"
         "\n"
         "Options:\n"
         "  -c, --config FILE   the triaged configuration file (for [postgres])\n"
@@ -102,12 +110,169 @@ cmd_version(const td_config *cfg, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* Print a result as an aligned table with a header line. */
+static void
+print_table(const PGresult *r)
+{
+    int nf = PQnfields(r), nt = PQntuples(r);
+    int *w = calloc((size_t)nf, sizeof(int));
+    if (!w)
+        return;
+    for (int f = 0; f < nf; f++) {
+        w[f] = (int)strlen(PQfname(r, f));
+        for (int t = 0; t < nt; t++)
+            if (PQgetlength(r, t, f) > w[f])
+                w[f] = PQgetlength(r, t, f);
+        if (w[f] > 60)
+            w[f] = 60;
+    }
+    for (int f = 0; f < nf; f++)
+        printf("%-*s%s", f == nf - 1 ? 0 : w[f], PQfname(r, f), f == nf - 1 ? "\n" : "  ");
+    for (int t = 0; t < nt; t++)
+        for (int f = 0; f < nf; f++)
+            printf("%-*.*s%s", f == nf - 1 ? 0 : w[f], 60, PQgetvalue(r, t, f),
+                   f == nf - 1 ? "\n" : "  ");
+    free(w);
+}
+
+/* --status S --limit N, shared by the list commands. */
+static int
+list_args(int argc, char **argv, const char **status, const char **limit)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--status") == 0 && i + 1 < argc)
+            *status = argv[++i];
+        else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc)
+            *limit = argv[++i];
+        else {
+            fprintf(stderr, "triagectl %s: unknown argument '%s'\n", argv[0], argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    char *end;
+    long n = strtol(*limit, &end, 10);
+    if (*end || n < 1 || n > 1000000) {
+        fprintf(stderr, "triagectl %s: --limit must be 1..1000000\n", argv[0]);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+static int
+run_list(const td_config *cfg, const char *sql, const char *status, const char *limit)
+{
+    PGconn *conn = connect_db(cfg);
+    if (!conn)
+        return EXIT_BACKEND;
+    const char *params[2] = {status, limit};
+    PGresult *r = PQexecParams(conn, sql, 2, NULL, params, NULL, NULL, 0);
+    int rc = EXIT_OK;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "triagectl: %s", PQresultErrorMessage(r));
+        rc = EXIT_BACKEND;
+    } else {
+        print_table(r);
+    }
+    PQclear(r);
+    PQfinish(conn);
+    return rc;
+}
+
+static int
+cmd_incidents(const td_config *cfg, int argc, char **argv)
+{
+    const char *status = NULL, *limit = "50";
+    if (list_args(argc, argv, &status, &limit) != EXIT_OK)
+        return EXIT_USAGE;
+    if (status && strcmp(status, "open") && strcmp(status, "new") &&
+        strcmp(status, "acknowledged") && strcmp(status, "resolved") &&
+        strcmp(status, "closed")) {
+        fprintf(stderr, "triagectl incidents: unknown status '%s'\n", status);
+        return EXIT_USAGE;
+    }
+    return run_list(cfg,
+        "SELECT i.number, i.status, 'P' || i.priority AS prio, coalesce(c.name, i.resource) AS ci_or_resource,"
+        " (SELECT count(*) FROM triaged.incident_alert ia WHERE ia.incident_id = i.id) AS alerts,"
+        " to_char(i.opened_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS opened_utc,"
+        " coalesce(to_char(i.resolved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), '-') AS resolved_utc,"
+        " i.title"
+        " FROM triaged.incident i LEFT JOIN triaged.ci c ON c.id = i.ci_id"
+        " WHERE ($1::text IS NULL OR i.status = $1"
+        "        OR ($1 = 'open' AND i.status IN ('new', 'acknowledged')))"
+        " ORDER BY i.opened_at DESC, i.id DESC LIMIT $2::int",
+        status, limit);
+}
+
+static int
+cmd_alerts(const td_config *cfg, int argc, char **argv)
+{
+    const char *status = NULL, *limit = "50";
+    if (list_args(argc, argv, &status, &limit) != EXIT_OK)
+        return EXIT_USAGE;
+    if (status && strcmp(status, "firing") && strcmp(status, "resolved")) {
+        fprintf(stderr, "triagectl alerts: unknown status '%s'\n", status);
+        return EXIT_USAGE;
+    }
+    return run_list(cfg,
+        "SELECT fingerprint, status, severity, resource, check_name AS check, occurrences,"
+        " to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS first_seen_utc,"
+        " to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS last_seen_utc,"
+        " CASE WHEN flapping THEN 'flapping' ELSE '' END AS flags"
+        " FROM triaged.alert WHERE ($1::text IS NULL OR status = $1)"
+        " ORDER BY last_seen DESC, id DESC LIMIT $2::int",
+        status, limit);
+}
+
+static int
+cmd_audit(const td_config *cfg, int argc, char **argv)
+{
+    if (argc != 2 || strcmp(argv[1], "verify") != 0) {
+        fprintf(stderr, "triagectl audit: usage: audit verify\n");
+        return EXIT_USAGE;
+    }
+    PGconn *conn = connect_db(cfg);
+    if (!conn)
+        return EXIT_BACKEND;
+    int rc = EXIT_BACKEND;
+    PGresult *r = PQexec(conn,
+        "SELECT v.incident_id, i.number, v.event_id, v.problem"
+        " FROM triaged.audit_verify() v LEFT JOIN triaged.incident i ON i.id = v.incident_id"
+        " LIMIT 1");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "triagectl audit verify: %s", PQresultErrorMessage(r));
+        goto out;
+    }
+    if (PQntuples(r) > 0) {
+        printf("audit chain BROKEN: incident %s (id %s), event %s: %s\n",
+               PQgetisnull(r, 0, 1) ? "?" : PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0),
+               PQgetisnull(r, 0, 2) ? "-" : PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    PQclear(r);
+    r = PQexec(conn, "SELECT count(*), count(DISTINCT incident_id) FROM triaged.incident_event");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "triagectl audit verify: %s", PQresultErrorMessage(r));
+        goto out;
+    }
+    printf("audit chain intact: %s events in %s incidents\n", PQgetvalue(r, 0, 0),
+           PQgetvalue(r, 0, 1));
+    rc = EXIT_OK;
+out:
+    PQclear(r);
+    PQfinish(conn);
+    return rc;
+}
+
 static const struct {
     const char *name;
     int (*fn)(const td_config *cfg, int argc, char **argv);
 } commands[] = {
     {"migrate", cmd_migrate},
     {"version", cmd_version},
+    {"incidents", cmd_incidents},
+    {"alerts", cmd_alerts},
+    {"audit", cmd_audit},
 };
 
 int

@@ -126,10 +126,14 @@ struct td_host {
                        int (*fn)(const char *key, const char *value, void *arg),
                        void *arg);
 
-    /* Hand a message to the pipeline. Returns 0 when taken (ack will be
-     * called), or TD_SUBMIT_FULL when the pipeline is full: the plugin stops
-     * reading (pause the partition, stop reading the socket) until the host
-     * calls its resume() callback. */
+    /* Hand a message to the pipeline. The message is always taken (its data
+     * copied) and its ack called exactly once, later or at once. Returns 0,
+     * or TD_SUBMIT_FULL: taken, but the pipeline is now full; the plugin
+     * stops reading (pause the partition, stop reading the socket) until the
+     * host calls its resume() callback. Acks for one position stream
+     * (topic, partition) arrive in submit order. After a TD_ACK_RETRY for a
+     * partition, every later in-flight message of it is RETRY'd too, until
+     * the plugin fetches its positions again. */
     int (*submit)(const td_host *h, const td_input_msg *msg);
 
     /* Add to a counter metric triaged_<name>{plugin="...",<labels>}. */

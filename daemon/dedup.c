@@ -1,0 +1,368 @@
+/* dedup.c — the Redis side of deduplication (see dedup.h).
+ *
+ * Keys are "triaged:{<fingerprint>}": the braces are a Redis Cluster hash
+ * tag, so a fingerprint's key lives on one shard and each script call touches
+ * one key. A key holds the newest known state (s = f|r, t = its time in µs,
+ * v = severity) and expires after a week without news, so Redis memory is
+ * bounded by the alerts of the last week, whatever the storm. The script is
+ * loaded with SCRIPT LOAD on every (re)connect; a NOSCRIPT reply (Redis
+ * restarted and lost it) turns into a "change" hint and a reload. */
+#include "internal/dedup.h"
+
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal/log.h"
+#include "internal/metrics.h"
+#include "internal/util.h"
+
+#define KEY_TTL_S 604800
+
+static const char script[] =
+    "local s = redis.call('HMGET', KEYS[1], 's', 't', 'v')\n"
+    "local hint\n"
+    "if not s[1] then hint = 2\n"
+    "elseif ARGV[4] == '1' and s[1] == 'f' and s[3] == ARGV[3] then hint = 0\n"
+    "else hint = 1 end\n"
+    "if (not s[2]) or tonumber(ARGV[2]) >= tonumber(s[2]) then\n"
+    "  redis.call('HSET', KEYS[1], 's', ARGV[1], 't', ARGV[2], 'v', ARGV[3])\n"
+    "end\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
+    "return hint\n";
+
+typedef struct request {
+    td_dedup *d;
+    uint8_t *hints;
+    const td_segment *segs;
+    size_t n;
+    size_t pending;
+    td_dedup_cb cb;
+    void *arg;
+    bool cancelled;
+    int64_t started_ms;
+    struct request *prev, *next;
+} request;
+
+typedef struct call {
+    request *req;
+    size_t first, count; /* segment range of one fingerprint */
+} call;
+
+struct td_dedup {
+    struct event_base *base;
+    char *host, *password;
+    int port, db;
+    redisAsyncContext *ac;
+    bool connected, script_loaded;
+    char sha[41];
+    struct event *ev_retry;
+    int64_t backoff_ms;
+    request *requests; /* outstanding, for cancellation */
+    td_metric *m_latency, *m_errors, *m_disconnects, *m_noscript;
+    td_ratelimit rl;
+};
+
+static void connect_now(td_dedup *d);
+
+static void
+schedule_reconnect(td_dedup *d)
+{
+    struct timeval tv = {(time_t)(d->backoff_ms / 1000),
+                         (suseconds_t)(d->backoff_ms % 1000) * 1000};
+    event_add(d->ev_retry, &tv);
+    d->backoff_ms = d->backoff_ms * 2 > 5000 ? 5000 : d->backoff_ms * 2;
+}
+
+static void
+on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    connect_now(arg);
+}
+
+static void
+warn_down(td_dedup *d, const char *msg, const char *err)
+{
+    uint32_t suppressed;
+    if (td_ratelimit_allow(&d->rl, 5, &suppressed))
+        td_warn(msg, "error=\"%s\" retry_ms=%lld suppressed=%u", err ? err : "",
+                (long long)d->backoff_ms, suppressed);
+}
+
+static void
+on_script_loaded(redisAsyncContext *ac, void *r, void *priv)
+{
+    td_dedup *d = priv;
+    redisReply *reply = r;
+    (void)ac;
+    if (reply && reply->type == REDIS_REPLY_STRING && reply->len == 40) {
+        memcpy(d->sha, reply->str, 40);
+        d->sha[40] = '\0';
+        d->script_loaded = true;
+    } else if (reply) {
+        td_error("redis: SCRIPT LOAD failed", "error=\"%s\"",
+                 reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+    }
+}
+
+static void
+on_setup_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    (void)ac;
+    (void)priv;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        td_error("redis: setup command failed", "error=\"%s\"", reply->str);
+}
+
+static void
+on_connect(const redisAsyncContext *ac, int status)
+{
+    td_dedup *d = ac->data;
+    if (status != REDIS_OK) {
+        warn_down(d, "redis: cannot connect", ac->errstr);
+        d->ac = NULL; /* hiredis frees it */
+        td_metric_add(d->m_disconnects, 1);
+        schedule_reconnect(d);
+        return;
+    }
+    d->connected = true;
+    d->backoff_ms = 250;
+    td_info("redis: connected", "host=%s port=%d db=%d", d->host, d->port, d->db);
+}
+
+static void
+on_disconnect(const redisAsyncContext *ac, int status)
+{
+    td_dedup *d = ac->data;
+    d->connected = false;
+    d->script_loaded = false;
+    d->ac = NULL;
+    if (status != REDIS_OK) {
+        warn_down(d, "redis: connection lost", ac->errstr);
+        td_metric_add(d->m_disconnects, 1);
+        schedule_reconnect(d);
+    }
+}
+
+static void
+connect_now(td_dedup *d)
+{
+    redisAsyncContext *ac = redisAsyncConnect(d->host, d->port);
+    if (!ac || ac->err) {
+        warn_down(d, "redis: cannot connect", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        schedule_reconnect(d);
+        return;
+    }
+    ac->data = d;
+    d->ac = ac;
+    redisLibeventAttach(ac, d->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    /* Queued now, sent once connected, in order. */
+    if (d->password)
+        redisAsyncCommand(ac, on_setup_reply, d, "AUTH %s", d->password);
+    if (d->db)
+        redisAsyncCommand(ac, on_setup_reply, d, "SELECT %d", d->db);
+    redisAsyncCommand(ac, on_script_loaded, d, "SCRIPT LOAD %s", script);
+}
+
+static int
+parse_url(td_dedup *d, const char *url, char *err, size_t errlen)
+{
+    const char *p = url;
+    if (strncmp(p, "redis://", 8) != 0) {
+        snprintf(err, errlen, "redis url '%s' must start with redis://", url);
+        return TD_ERR;
+    }
+    p += 8;
+    const char *at = strchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon)
+            d->password = td_strndup(colon + 1, (size_t)(at - colon - 1));
+        p = at + 1;
+    }
+    size_t hl = strcspn(p, ":/");
+    d->host = hl ? td_strndup(p, hl) : td_strdup("127.0.0.1");
+    p += hl;
+    d->port = 6379;
+    if (*p == ':') {
+        char *end;
+        long port = strtol(p + 1, &end, 10);
+        if (end == p + 1 || port < 1 || port > 65535) {
+            snprintf(err, errlen, "redis url '%s': bad port", url);
+            return TD_ERR;
+        }
+        d->port = (int)port;
+        p = end;
+    }
+    if (*p == '/' && p[1]) {
+        char *end;
+        long db = strtol(p + 1, &end, 10);
+        if (*end || db < 0 || db > 1000) {
+            snprintf(err, errlen, "redis url '%s': bad database number", url);
+            return TD_ERR;
+        }
+        d->db = (int)db;
+    } else if (*p && strcmp(p, "/") != 0) {
+        snprintf(err, errlen, "redis url '%s': unexpected '%s'", url, p);
+        return TD_ERR;
+    }
+    return TD_OK;
+}
+
+td_dedup *
+td_dedup_new(struct event_base *base, const char *url, char *err, size_t errlen)
+{
+    td_dedup *d = td_calloc(1, sizeof(*d));
+    d->base = base;
+    if (parse_url(d, url, err, errlen) != TD_OK) {
+        td_dedup_free(d);
+        return NULL;
+    }
+    d->backoff_ms = 250;
+    d->ev_retry = evtimer_new(base, on_retry, d);
+    d->m_latency = td_histogram("redis_latency_seconds",
+                                "Redis round trip per batch", NULL);
+    d->m_errors = td_counter("redis_errors", "Redis script calls that failed "
+                             "(the alert went to PostgreSQL's slow path)", NULL);
+    d->m_disconnects = td_counter("redis_disconnects", "Redis connections lost or refused", NULL);
+    d->m_noscript = td_counter("redis_noscript", "NOSCRIPT replies (script reloaded)", NULL);
+    connect_now(d);
+    return d;
+}
+
+static void
+request_done(request *q)
+{
+    td_dedup *d = q->d;
+    if (q->prev)
+        q->prev->next = q->next;
+    else if (d)
+        d->requests = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    if (!q->cancelled) {
+        if (d)
+            td_metric_observe(d->m_latency, (double)(td_mono_ms() - q->started_ms) / 1e3);
+        q->cb(q->arg);
+    }
+    free(q);
+}
+
+static void
+on_eval(redisAsyncContext *ac, void *r, void *priv)
+{
+    call *c = priv;
+    request *q = c->req;
+    redisReply *reply = r;
+    uint8_t hint = TD_HINT_CHANGE;
+    (void)ac;
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0 &&
+        reply->integer <= 2) {
+        hint = (uint8_t)reply->integer;
+    } else if (!q->cancelled && q->d) {
+        td_metric_add(q->d->m_errors, 1);
+        if (reply && reply->type == REDIS_REPLY_ERROR &&
+            strncmp(reply->str, "NOSCRIPT", 8) == 0 && q->d->script_loaded) {
+            td_metric_add(q->d->m_noscript, 1);
+            q->d->script_loaded = false;
+            redisAsyncCommand(q->d->ac, on_script_loaded, q->d, "SCRIPT LOAD %s", script);
+        }
+    }
+    if (!q->cancelled)
+        for (size_t i = 0; i < c->count; i++)
+            q->hints[c->first + i] = hint;
+    free(c);
+    if (--q->pending == 0)
+        request_done(q);
+}
+
+void
+td_dedup_classify(td_dedup *d, const td_segment *segs, size_t n, uint8_t *hints,
+                  td_dedup_cb cb, void *arg)
+{
+    memset(hints, TD_HINT_CHANGE, n);
+    if (!d->connected || !d->script_loaded || !d->ac || n == 0) {
+        cb(arg);
+        return;
+    }
+    request *q = td_calloc(1, sizeof(*q));
+    q->d = d;
+    q->hints = hints;
+    q->segs = segs;
+    q->n = n;
+    q->cb = cb;
+    q->arg = arg;
+    q->started_ms = td_mono_ms();
+    q->next = d->requests;
+    if (d->requests)
+        d->requests->prev = q;
+    d->requests = q;
+    q->pending = 1; /* held until every call is sent */
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && segs[j].fp == segs[i].fp)
+            j++;
+        const td_segment *last = &segs[j - 1];
+        char key[32], ts[24], sev[4], single[2], ttl[16];
+        char hex[17];
+        td_fp_hex(segs[i].fp, hex);
+        snprintf(key, sizeof(key), "triaged:{%s}", hex);
+        snprintf(ts, sizeof(ts), "%lld", (long long)last->last_us);
+        snprintf(sev, sizeof(sev), "%d", (int)last->severity);
+        single[0] = (segs[i].fp_single && segs[i].firing) ? '1' : '0';
+        single[1] = '\0';
+        snprintf(ttl, sizeof(ttl), "%d", KEY_TTL_S);
+        call *c = td_malloc(sizeof(*c));
+        *c = (call){q, i, j - i};
+        if (redisAsyncCommand(d->ac, on_eval, c, "EVALSHA %s 1 %s %s %s %s %s %s",
+                              d->sha, key, last->firing ? "f" : "r", ts, sev,
+                              single, ttl) != REDIS_OK) {
+            free(c); /* leaves CHANGE hints for this fingerprint */
+            td_metric_add(d->m_errors, 1);
+        } else {
+            q->pending++;
+        }
+        i = j;
+    }
+    if (--q->pending == 0)
+        request_done(q);
+}
+
+bool
+td_dedup_connected(const td_dedup *d)
+{
+    return d->connected;
+}
+
+void
+td_dedup_free(td_dedup *d)
+{
+    if (!d)
+        return;
+    for (request *q = d->requests; q; q = q->next) {
+        q->cancelled = true;
+        q->d = NULL;
+    }
+    d->requests = NULL;
+    if (d->ac) {
+        redisAsyncContext *ac = d->ac;
+        d->ac = NULL;
+        ac->data = d;
+        redisAsyncFree(ac); /* calls pending callbacks with NULL replies */
+    }
+    if (d->ev_retry)
+        event_free(d->ev_retry);
+    free(d->host);
+    free(d->password);
+    free(d);
+}
