@@ -145,18 +145,19 @@ const td_option td_options[] = {
              "413."),
 
     /* [pipeline] */
-    OPT_INT("pipeline", "batch_size", "500", 1, 100000, 0, batch_size,
-            "Most alerts processed together in one batch (one Redis round "
-            "trip, one PostgreSQL transaction)."),
+    OPT_INT("pipeline", "batch_size", "10000", 1, 1000000, 0, batch_size,
+            "Most messages applied together in one batch (one Redis round "
+            "trip, one PostgreSQL transaction). Batches grow by themselves "
+            "while PostgreSQL is busy with the previous one."),
     OPT_DUR("pipeline", "batch_time", "20ms", MSEC(1), SEC(10), 0,
             batch_time_ms,
-            "Longest time a batch waits to fill up before it is processed "
-            "anyway."),
+            "Longest time a batch waits to fill up while PostgreSQL is idle; "
+            "when a batch commits, the next one starts at once."),
     OPT_SIZE("pipeline", "max_message_size", "256KiB", KIB(1), MIB(16), 0,
              max_message_size,
              "Largest alert message accepted; a larger one is rejected with "
              "a reason."),
-    OPT_INT("pipeline", "queue_limit", "20000", 100, 10000000, 0, queue_limit,
+    OPT_INT("pipeline", "queue_limit", "100000", 100, 10000000, 0, queue_limit,
             "Most alerts waiting in memory; beyond it the inputs are paused "
             "until the pipeline catches up."),
     OPT_LIST("pipeline", "identity_labels", "", 0, identity_labels,

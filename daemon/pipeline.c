@@ -510,10 +510,20 @@ start_batch(td_pipeline *p)
     td_dedup_classify(p->dedup, b->segs, b->nsegs, b->hints, on_hints, p);
 }
 
+/* Group commit: whenever PostgreSQL is free, the waiting messages go as one
+ * batch at once; while it is busy, the open batch grows (up to batch_size).
+ * So batches are small and fast at low rates and large at high rates, and a
+ * storm costs about one statement per distinct alert, not per message. */
 static void
 kick(td_pipeline *p)
 {
-    if (p->active || !p->sealed_head)
+    if (p->active)
+        return;
+    if (!p->sealed_head && p->open && p->open->n > 0) {
+        seal(p); /* calls kick() again */
+        return;
+    }
+    if (!p->sealed_head)
         return;
     batch *b = p->sealed_head;
     p->sealed_head = b->next;

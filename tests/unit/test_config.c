@@ -131,8 +131,8 @@ Test(config, good_file_loads_with_typed_values_and_defaults)
     cr_assert_null(cfg->http_tokens);
     cr_assert_not(cfg->http_open_reads);
     cr_assert_eq(cfg->http_max_body, 1024 * 1024);
-    cr_assert_eq(cfg->batch_size, 500);
-    cr_assert_eq(cfg->queue_limit, 20000);
+    cr_assert_eq(cfg->batch_size, 10000);
+    cr_assert_eq(cfg->queue_limit, 100000);
     cr_assert_eq(cfg->reopen_window_ms, 30 * 60 * 1000);
     cr_assert_eq(cfg->close_after_ms, 24LL * 60 * 60 * 1000);
     cr_assert_eq(cfg->correlation_window_ms, 10 * 60 * 1000);
@@ -240,7 +240,7 @@ ParameterizedTestParameters(config, each_mistake_is_reported_with_its_line)
           ":6: invalid duration '20' for pipeline.batch_time "
           "(use e.g. 500ms, 30s, 5m, 2h, 7d)" },
         { BASE "[pipeline]\nbatch_size = 0\n",
-          ":6: value '0' out of range for pipeline.batch_size (1..100000)" },
+          ":6: value '0' out of range for pipeline.batch_size (1..1000000)" },
         { BASE "[pipeline]\nbatch_time = 11s\n",
           ":6: value '11s' out of range for pipeline.batch_time (1ms..10s)" },
         { BASE "[http]\nmax_body = 65M\n",

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# tests/bench/bench_kafka.sh — Kafka -> triaged -> PostgreSQL throughput and
+# latency, with kcat's own consume rate from the same broker in the same run
+# as the reference. Prints its figures; asserts nothing.
+#
+#   bash tests/bench/bench_kafka.sh [storm|new|latency|all]
+#
+# storm:   N=1,000,000 messages for 100,000 alerts (90 % duplicates), bursts
+# new:     N=200,000 messages, every one a new alert, 1 in 10 a new incident
+# latency: 5,000 new alerts/s for 20 s, p50/p99 of commit time - occurred_at
+# Uses a running stack when TD_TEST_* is set, else starts one.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${TD_BUILD_DIR:-$root/build}
+what=${1:-all}
+export PGOPTIONS="-c client_min_messages=warning"
+source "$root/tests/stack/stack.sh"
+if [ -z "${TD_TEST_KAFKA_BROKERS:-}" ]; then
+    TD_STACK_KAFKA_PARTITIONS=16 stack_up
+fi
+work=$(mktemp -d "$TD_TEST_DIR/bench.XXXXXX")
+B=$TD_TEST_KAFKA_BROKERS
+pid=""
+cleanup() { [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+
+fresh_db() {
+    db="bench_$1_$$"
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db"
+    pg="$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
+}
+
+start_triaged() { # topic
+    cat > "$work/triaged.conf" <<CONF
+[triaged]
+instance = bench
+[postgres]
+conninfo = $pg
+migrate = yes
+[redis]
+url = $TD_TEST_REDIS_URL
+[kafka]
+brokers = $B
+group = g_$db
+alerts_topic = $1
+[plugins]
+dir = $build/plugins
+load = in_kafka
+CONF
+    redis-cli -u "$TD_TEST_REDIS_URL" flushdb >/dev/null
+    "$build/triaged" -c "$work/triaged.conf" > "$work/triaged-$db.log" 2>&1 &
+    pid=$!
+}
+
+stop_triaged() {
+    kill -TERM "$pid"; wait "$pid" || true; pid=""
+}
+
+# Wait until sum(occurrences) reaches $1; print seconds from the first
+# committed alert to the last.
+wait_done() {
+    local want=$1 got=0 t_first="" deadline=$((SECONDS + 600))
+    while [ "$got" -lt "$want" ] && [ $SECONDS -lt $deadline ]; do
+        got=$(psql "$pg" -qAtc "SELECT coalesce(sum(occurrences),0) FROM triaged.alert" 2>/dev/null || echo 0)
+        [ -z "$t_first" ] && [ "$got" -gt 0 ] && t_first=$(now) && first_got=$got
+        sleep 0.05
+    done
+    [ "$got" -ge "$want" ] || { echo "only $got of $want arrived" >&2; tail "$work"/triaged-*.log >&2; exit 1; }
+    local t_end; t_end=$(now)
+    python3 -c "print(f'{($want - $first_got) / ($t_end - $t_first):.0f}')"
+}
+
+kcat_rate() { # topic n
+    local t0 t1 n
+    t0=$(now)
+    n=$(kcat -C -b "$B" -t "$1" -e -q -o beginning -f '%s\n' | wc -l)
+    t1=$(now)
+    [ "$n" -eq "$2" ] || { echo "kcat read $n of $2" >&2; exit 1; }
+    python3 -c "print(f'{$2 / ($t1 - $t0):.0f}')"
+}
+
+run_throughput() { # name n fingerprints order
+    local name=$1 n=$2 f=$3 order=$4 topic="bench_${1}_$$"
+    stack_kafka_control "topic $topic 32" >/dev/null
+    python3 "$root/tests/bench/gen_alerts.py" "$n" --fingerprints "$f" --order "$order" > "$work/msgs"
+    local t0 t1; t0=$(now)
+    kcat -P -b "$B" -t "$topic" -K $'\t' -z none < "$work/msgs"
+    t1=$(now)
+    echo "$name: produced $n messages ($f alerts) in $(python3 -c "print(f'{$t1-$t0:.1f}')") s"
+    local kr; kr=$(kcat_rate "$topic" "$n")
+    fresh_db "$name"
+    start_triaged "$topic"
+    local tr; tr=$(wait_done "$n")
+    local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$pid/status)
+    stop_triaged
+    echo "$name: kcat consumes $kr msg/s; triaged commits $tr msg/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; peak RSS ${rss} kB"
+    psql "$pg" -qAtc "SELECT 'alerts ' || count(*) || ', occurrences ' || sum(occurrences) || ', incidents ' || (SELECT count(*) FROM triaged.incident) FROM triaged.alert"
+}
+
+run_latency() {
+    local topic="bench_lat_$$" rate=5000 secs=20
+    stack_kafka_control "topic $topic 16" >/dev/null
+    fresh_db latency
+    start_triaged "$topic"
+    sleep 5 # group join
+    python3 - "$rate" "$secs" <<'PY' | kcat -P -b "$B" -t "$topic" -K $'\t' -z none -X linger.ms=1
+import sys, time, datetime
+rate, secs = int(sys.argv[1]), int(sys.argv[2])
+t0 = time.time(); i = 0
+while i < rate * secs:
+    due = t0 + i / rate
+    d = due - time.time()
+    if d > 0: time.sleep(d)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    r = f"host-{i // 10:06d}"
+    sys.stdout.write(f'{r}\t{{"source":"lat","resource":"{r}","check":"c{i % 10}","occurred_at":"{now}"}}\n')
+    sys.stdout.flush()
+    i += 1
+PY
+    local n=$((rate * secs)) got=0 deadline=$((SECONDS + 60))
+    until [ "$got" -ge "$n" ] || [ $SECONDS -ge $deadline ]; do
+        got=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.alert"); sleep 0.2
+    done
+    psql "$pg" -qAtc "SELECT 'latency at ${rate}/s over ' || count(*) || ' alerts: p50 ' ||
+        round(1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM created_at - first_seen))::numeric, 1) || ' ms, p99 ' ||
+        round(1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM created_at - first_seen))::numeric, 1) || ' ms, max ' ||
+        round(1000 * max(extract(epoch FROM created_at - first_seen))::numeric, 1) || ' ms' FROM triaged.alert"
+    stop_triaged
+}
+
+case $what in
+storm) run_throughput storm 1000000 100000 burst ;;
+spread) run_throughput spread 1000000 100000 spread ;;
+new) run_throughput new 200000 200000 burst ;;
+latency) run_latency ;;
+all) run_throughput storm 1000000 100000 burst; run_throughput new 200000 200000 burst; run_latency ;;
+*) echo "usage: $0 [storm|spread|new|latency|all]" >&2; exit 1 ;;
+esac
