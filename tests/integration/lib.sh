@@ -116,3 +116,185 @@ t_produce() {
     kcat -P -b "$TD_TEST_KAFKA_BROKERS" -t "${2:-$T_TOPIC}" -K $'\t' -z none < "$1" \
         || t_fail "kcat produce failed"
 }
+
+# ---- generic helpers for stream tests ---------------------------------------
+
+T_EXIT_HOOKS=()
+T_EXTRA_DBS=()
+
+# Run CMD (a string, eval'd) at exit, before triaged is stopped and the
+# databases dropped (e.g. restore a stopped PostgreSQL). Hooks must not fail.
+t_on_exit() { T_EXIT_HOOKS+=("$1"); }
+
+_t_exit() {
+    local rc=$? h
+    for h in "${T_EXIT_HOOKS[@]}"; do eval "$h" || true; done
+    t_cleanup
+    exit $rc
+}
+trap _t_exit EXIT
+
+# Another fresh database with the schema (dropped at exit); prints its conninfo.
+t_db_extra() {
+    local db="td_${T_NAME//[^a-z0-9]/_}_$$_${1:?name}"
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db" >/dev/null
+    T_EXTRA_DBS+=("$db")
+    echo "$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
+}
+
+_t_drop_extra_dbs() {
+    local db
+    [ "${TD_KEEP_DB:-0}" != 1 ] || return 0
+    for db in "${T_EXTRA_DBS[@]}"; do
+        psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+}
+t_on_exit _t_drop_extra_dbs
+
+# A fresh topic name with N partitions, printed (t_topic sets T_TOPIC instead).
+t_topic_extra() {
+    local t="${1:?name}_${T_NAME//[^a-z0-9]/_}_$$_$RANDOM"
+    stack_kafka_control "topic $t ${2:-8}" >/dev/null || t_fail "cannot create topic $t"
+    echo "$t"
+}
+
+# t_gen FILE N ARGS...: tests/bench/gen_alerts.py N ARGS > FILE.
+t_gen() {
+    local f=$1
+    shift
+    python3 "$TD_SOURCE_DIR/tests/bench/gen_alerts.py" "$@" >"$f" || t_fail "gen_alerts.py $*"
+}
+
+# t_split FILE FROM TO OUT: lines FROM..TO (1-based, inclusive) of FILE to OUT.
+t_split() { sed -n "${2},${3}p" "$1" >"$4"; }
+
+# t_wait_until TIMEOUT DESCRIPTION CMD...: poll CMD (quietly) until it
+# succeeds; fail with DESCRIPTION after TIMEOUT seconds.
+t_wait_until() {
+    local timeout=$1 what=$2 deadline
+    shift 2
+    deadline=$((SECONDS + timeout))
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || t_fail "waited ${timeout}s for: $what"
+        sleep 0.2
+    done
+}
+
+# t_wait_log LOG ERE [TIMEOUT]: wait until a line of LOG matches ERE.
+t_wait_log() {
+    t_wait_until "${3:-30}" "/$2/ in $(basename "$1")" grep -Eq -- "$2" "$1"
+}
+
+# Is process PID alive (not a zombie)?
+t_alive() { _stack_alive "$1"; }
+
+# t_kill9 PID: SIGKILL and wait until it is gone.
+t_kill9() {
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    t_wait_until 10 "pid $1 to die" eval "! _stack_alive $1"
+}
+
+# t_stop PID: SIGTERM (a graceful stop: drains in-flight alerts), wait <= 30 s.
+t_stop() {
+    kill -TERM "$1" 2>/dev/null || true
+    t_wait_until 30 "triaged pid $1 to stop on SIGTERM" eval "! _stack_alive $1"
+    wait "$1" 2>/dev/null || true
+}
+
+# Firing messages in a key<TAB>json file (gen_alerts.py output or the like).
+t_count_firing() {
+    python3 - "$1" <<'PY'
+import json, sys
+n = 0
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        try:
+            m = json.loads(line.split(b"\t", 1)[1])
+        except Exception:
+            continue
+        if isinstance(m, dict) and m.get("status", "firing") == "firing":
+            n += 1
+print(n)
+PY
+}
+
+# t_topic_report TOPIC: per partition, the first offset still held and the
+# number of messages; a first offset above 0 means the broker dropped some
+# (the mock broker keeps only ~5 MB per partition).
+t_topic_report() {
+    kcat -C -b "$TD_TEST_KAFKA_BROKERS" -t "${1:-$T_TOPIC}" -o beginning -e -q \
+        -f '%p %o\n' 2>/dev/null |
+        awk '{ if (!($1 in lo)) lo[$1] = $2; n[$1]++ }
+             END { for (p in n) { printf "partition %s: first offset %s, %d messages%s\n",
+                   p, lo[p], n[p], (lo[p] > 0 ? " (LOW WATERMARK ABOVE 0: messages dropped)" : "") } }' |
+        sort -n -k2
+}
+
+# t_diag_alerts MSGFILE... [-- CONNINFO]: which fingerprints' occurrences
+# differ from the firing messages in the files (source, resource, check),
+# with the highest seq label stored and expected; printed to stderr.
+t_diag_alerts() {
+    local pg=$T_PG files=()
+    while [ $# -gt 0 ]; do
+        if [ "$1" = -- ]; then pg=$2; break; fi
+        files+=("$1")
+        shift
+    done
+    {
+        echo "--- diagnosis: occurrences per fingerprint (expected vs stored)"
+        psql "$pg" -qAtX -F $'\t' -c "SELECT source, resource, check_name, occurrences,
+                coalesce(labels->>'seq', '') FROM triaged.alert" 2>&1 |
+            python3 -c '
+import json, sys
+exp, maxseq = {}, {}
+for fn in sys.argv[1:]:
+    with open(fn, "rb") as f:
+        for line in f:
+            try:
+                m = json.loads(line.split(b"\t", 1)[1])
+            except Exception:
+                continue
+            if not isinstance(m, dict) or m.get("status", "firing") != "firing":
+                continue
+            k = (m.get("source"), m.get("resource"), m.get("check"))
+            exp[k] = exp.get(k, 0) + 1
+            s = (m.get("labels") or {}).get("seq")
+            if s is not None:
+                maxseq[k] = max(maxseq.get(k, -1), int(s))
+got = {}
+for line in sys.stdin:
+    p = line.rstrip("\n").split("\t")
+    if len(p) < 5:
+        print("  psql:", line.rstrip()); continue
+    got[(p[0], p[1], p[2])] = (int(p[3]), p[4])
+bad = 0
+for k in sorted(set(exp) | set(got)):
+    e = exp.get(k, 0); g = got.get(k, (0, ""))
+    if e != g[0]:
+        bad += 1
+        if bad <= 20:
+            print("  %s/%s/%s: expected %d, stored %d (stored seq %s, last seq sent %s)"
+                  % (k + (e, g[0], g[1] or "-", maxseq.get(k, "-"))))
+print("  %d of %d fingerprints differ; expected total %d, stored total %d"
+      % (bad, len(exp), sum(exp.values()), sum(v[0] for v in got.values())))
+' "${files[@]}"
+    } >&2 || true
+}
+
+# t_check_integrity FINGERPRINTS INCIDENTS: the invariants of §4 that hold
+# whatever happened: one alert row per fingerprint, as many as expected, no
+# resource with two open incidents, one incident per resource, every alert in
+# exactly one incident, and an intact audit chain.
+t_check_integrity() {
+    t_expect_sql "SELECT count(*) FROM (SELECT fingerprint FROM triaged.alert GROUP BY 1 HAVING count(*) > 1) d" "0"
+    t_expect_sql "SELECT count(*), count(DISTINCT fingerprint), count(DISTINCT (source, resource, check_name)) FROM triaged.alert" "$1|$1|$1"
+    t_expect_sql "SELECT count(*) FROM (SELECT resource FROM triaged.incident WHERE status IN ('new', 'acknowledged') GROUP BY 1 HAVING count(*) > 1) d" "0"
+    t_expect_sql "SELECT count(*), count(DISTINCT resource) FROM triaged.incident" "$2|$2"
+    t_expect_sql "SELECT count(*), count(DISTINCT alert_id) FROM triaged.incident_alert" "$1|$1"
+    local out
+    out=$("$TD_BUILD_DIR/triagectl" -c "${3:-$T_DIR/triaged.conf}" audit verify 2>&1) ||
+        t_fail "triagectl audit verify exited $?: $out"
+    t_log "ok: triagectl audit verify: $out"
+}
