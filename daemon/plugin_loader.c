@@ -51,7 +51,7 @@ td_plugin_open(const char *dir, const char *name, td_plugin_handle **out,
         snprintf(err, errlen, "plugin %s: %s: %s", name, path, strerror(errno));
         goto fail;
     }
-    dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!dl) {
         snprintf(err, errlen, "plugin %s: cannot load: %s", name, dlerror());
         goto fail;

@@ -68,6 +68,8 @@ url = $TD_TEST_REDIS_URL
 brokers = $TD_TEST_KAFKA_BROKERS
 group = g_$T_DB
 alerts_topic = ${T_TOPIC:-alerts}
+# the mock broker holds a rebalance for session.timeout.ms - 1 s
+rdkafka.session.timeout.ms = 6000
 [plugins]
 dir = $TD_BUILD_DIR/plugins
 CONF

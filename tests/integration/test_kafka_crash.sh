@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Exactly once in effect through crashes (DESIGN §4 Delivery): a 50,000-message
 # stream (5,000 fingerprints over 500 resources, with a seq label) is produced
-# in 50 chunks while triaged runs; triaged is killed with SIGKILL twice in the
-# middle of it (once some but not all occurrences are committed) and
-# restarted with the same config each time. Afterwards: occurrences sum to
+# in chunks of 1,000; triaged is killed with SIGKILL twice in the middle of
+# it (once some but not all of the produced messages are committed), more
+# of the stream is produced while it is dead, and it is restarted with the
+# same config each time. Afterwards: occurrences sum to
 # exactly the firing messages sent, one alert per fingerprint, one incident
 # per resource, no resource with two open incidents, an intact audit chain.
 source "$(dirname "$0")/lib.sh"
@@ -11,45 +12,55 @@ N=50000 F=5000 R=500 CHUNK=1000
 
 t_db
 t_topic 16
+# (t_conf sets a 6 s session timeout: a SIGKILLed consumer keeps its
+# partitions in the group until then, and the restarted one waits that long.)
 t_conf
 t_start
+t_wait_log "$T_DIR/triaged.log" 'consuming from the stored positions' 30
 t_gen "$T_DIR/msgs" $N --fingerprints $F --seq
 total=$(t_count_firing "$T_DIR/msgs")
 [ "$total" = $N ] || t_fail "generator wrote $total firing messages, not $N"
 
-# Produce in chunks in the background, so the stream flows while triaged dies.
-(
-    for ((i = 1; i <= N; i += CHUNK)); do
+occ() { t_sql "SELECT coalesce(sum(occurrences), 0) FROM triaged.alert"; }
+occ_at_least() { [ "$(occ)" -ge "$1" ]; }
+sent=0
+produce_upto() { # produce the stream up to message $1, in chunks
+    local i
+    for ((i = sent + 1; i <= $1; i += CHUNK)); do
         t_split "$T_DIR/msgs" $i $((i + CHUNK - 1)) "$T_DIR/chunk"
         t_produce "$T_DIR/chunk"
     done
-) &
-producer=$!
+    sent=$1
+}
 
-occ() { t_sql "SELECT coalesce(sum(occurrences), 0) FROM triaged.alert"; }
-produced() { t_topic_report | awk '{ n += $6 } END { print n + 0 }'; }
-occ_at_least() { [ "$(occ)" -ge "$1" ]; }
-
+# crash_at AT: wait until AT occurrences are committed, SIGKILL triaged; the
+# crash must land mid-stream: some, not all, of what was produced committed.
 crash_at() {
     local at=$1 got
     t_wait_until 60 "sum(occurrences) >= $at" occ_at_least "$at"
     kill -KILL "$T_PID"
     t_kill9 "$T_PID"
     got=$(occ)
-    t_log "killed triaged (SIGKILL) with $got occurrences committed, $(produced) messages produced so far"
-    [ "$got" -gt 0 ] && [ "$got" -lt $N ] ||
-        t_fail "the crash did not land mid-stream ($got of $N committed)"
-    t_log "ok: crash landed mid-stream ($got of $N committed)"
+    [ "$got" -gt 0 ] && [ "$got" -lt "$sent" ] ||
+        t_fail "the crash did not land mid-stream ($got of $sent produced messages committed)"
+    t_log "ok: SIGKILL landed mid-stream: $got of $sent produced messages committed"
+}
+restart() {
     t_start "$T_DIR/triaged.conf" "$T_DIR/triaged.log"
     t_log "restarted triaged (pid $T_PID)"
 }
-crash_at 12000
-crash_at 32000
 
-wait "$producer" || t_fail "producing the stream failed"
-t_log "produced $N messages in $(( (N + CHUNK - 1) / CHUNK )) chunks"
-sent=$(produced)
-[ "$sent" = $N ] || { t_topic_report >&2; t_fail "the topic holds $sent messages, not $N"; }
+produce_upto 20000
+crash_at 5000
+produce_upto 45000          # while triaged is dead: a backlog of several batches
+restart
+crash_at $(( $(occ) + 1 ))  # as soon as the restarted one commits anything
+produce_upto $N             # the rest, while triaged is dead
+restart
+
+sent_topic=$(t_topic_report | awk '{ n += $6 } END { print n + 0 }')
+[ "$sent_topic" = $N ] || { t_topic_report >&2; t_fail "the topic holds $sent_topic messages, not $N"; }
+t_log "produced $N messages"
 
 # Caught up: the committed positions cover every message of the topic.
 caught_up() {
