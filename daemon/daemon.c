@@ -61,7 +61,9 @@ finish(td_daemon *d)
     if (d->ev_drain)
         event_del(d->ev_drain);
     td_host_fini(d->host);
-    event_base_loopexit(d->base, NULL);
+    /* loopbreak, not loopexit: no other callback (an ack for a plugin just
+     * finished) may run after this one. */
+    event_base_loopbreak(d->base);
 }
 
 static void
