@@ -288,13 +288,19 @@ print("  %d of %d fingerprints differ; expected total %d, stored total %d"
 # t_check_integrity FINGERPRINTS INCIDENTS: the invariants of §4 that hold
 # whatever happened: one alert row per fingerprint, as many as expected, no
 # resource with two open incidents, one incident per resource, every alert in
-# exactly one incident, and an intact audit chain.
+# exactly one incident and named once in the timelines as it joined, and an
+# intact audit chain. CONF (default $T_DIR/triaged.conf) is for triagectl.
 t_check_integrity() {
     t_expect_sql "SELECT count(*) FROM (SELECT fingerprint FROM triaged.alert GROUP BY 1 HAVING count(*) > 1) d" "0"
     t_expect_sql "SELECT count(*), count(DISTINCT fingerprint), count(DISTINCT (source, resource, check_name)) FROM triaged.alert" "$1|$1|$1"
     t_expect_sql "SELECT count(*) FROM (SELECT resource FROM triaged.incident WHERE status IN ('new', 'acknowledged') GROUP BY 1 HAVING count(*) > 1) d" "0"
     t_expect_sql "SELECT count(*), count(DISTINCT resource) FROM triaged.incident" "$2|$2"
     t_expect_sql "SELECT count(*), count(DISTINCT alert_id) FROM triaged.incident_alert" "$1|$1"
+    # the timelines name each alert once as it joined (a replayed message
+    # must not attach an alert again)
+    t_expect_sql "SELECT count(*), count(DISTINCT f) FROM triaged.incident_event e,
+        jsonb_array_elements_text(e.detail->'fingerprints') f
+        WHERE e.kind IN ('opened', 'alerts_attached')" "$1|$1"
     local out
     out=$("$TD_BUILD_DIR/triagectl" -c "${3:-$T_DIR/triaged.conf}" audit verify 2>&1) ||
         t_fail "triagectl audit verify exited $?: $out"
