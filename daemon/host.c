@@ -97,6 +97,15 @@ host_count(const td_host *h, const char *name, const char *labels, uint64_t n)
     td_metrics_plugin_count(self(h)->def->name, name, labels, n);
 }
 
+static void
+host_gauge(const td_host *h, const char *name, const char *labels, double v)
+{
+    char l[256];
+    snprintf(l, sizeof(l), "plugin=\"%s\"%s%s", self(h)->def->name,
+             labels && *labels ? "," : "", labels ? labels : "");
+    td_metric_set(td_gauge(name, NULL, l), v);
+}
+
 static int
 host_positions_fetch(const td_host *h, const char *stream,
                      const int32_t *partitions, size_t n, td_positions_fn fn,
@@ -143,6 +152,7 @@ td_hostctx_new(const td_config *cfg, struct event_base *base,
             .count = host_count,
             .positions_fetch = host_positions_fetch,
             .priv = in,
+            .gauge = host_gauge,
         };
     }
     td_plugin_names_free(names, n);

@@ -147,6 +147,11 @@ struct td_host {
                            td_positions_fn fn, void *arg);
 
     void *priv; /* the host's; plugins must not touch it */
+
+    /* Appended in ABI 1 (check size): set a gauge metric
+     * triaged_<name>{plugin="...",<labels>}. */
+    void (*gauge)(const td_host *h, const char *name, const char *labels,
+                  double v);
 };
 
 #define TD_SUBMIT_FULL 1

@@ -35,6 +35,7 @@
 #include "in_kafka.h"
 
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,12 +94,36 @@ ik_commit(ik *k)
         _on_commit(k->rk, err, NULL, k);
 }
 
+/* Consumer lag: the partitions' high watermarks as librdkafka last saw them
+ * in fetch responses (cached, no request) minus the next offset we expect.
+ * Hosts older than the gauge function do without. */
+static void
+_report_lag(ik *k)
+{
+    const td_host *h = k->host;
+    if (h->size < offsetof(td_host, gauge) + sizeof(h->gauge) || !h->gauge)
+        return;
+    int64_t lag = 0;
+    for (size_t i = 0; i < k->n_parts; i++) {
+        ik_part *p = &k->parts[i];
+        int64_t lo, hi;
+        if (p->state != IK_ACTIVE || p->expect < 0 ||
+            rd_kafka_get_watermark_offsets(k->rk, p->topic, p->partition, &lo,
+                                           &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < p->expect)
+            continue;
+        lag += hi - p->expect;
+    }
+    h->gauge(h, "kafka_consumer_lag", NULL, (double)lag);
+}
+
 static void
 _on_commit_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     ik_commit(arg);
+    _report_lag(arg);
 }
 
 static rd_kafka_conf_t *
