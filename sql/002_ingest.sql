@@ -402,8 +402,17 @@ DECLARE
   v_attached integer := 0;
   v_opened   integer := 0;
   v_reopened integer := 0;
+  v_segs     triaged._segment[] := p_segs;
+  v_i        integer := 0;
+  v_j        integer;
+  v_force    boolean;
+  v_res      triaged._segment;
 BEGIN
-  FOREACH v_seg IN ARRAY p_segs LOOP
+  LOOP
+    v_i := v_i + 1;
+    EXIT WHEN v_i > coalesce(array_length(v_segs, 1), 0);
+    v_seg := v_segs[v_i];
+    v_force := false;
     SELECT * INTO v_alert FROM triaged.alert WHERE fingerprint = v_seg.fp FOR UPDATE;
     IF NOT FOUND THEN
       IF v_seg.status = 'resolved' THEN
@@ -418,8 +427,30 @@ BEGIN
       v_cur_at := '{}';
     END IF;
 
+    -- A firing segment older than the resolve that created this alert (a
+    -- resolve that arrived before any of its firing messages, in an earlier
+    -- batch): the alert did fire then, and resolved at that resolve. Apply
+    -- it as a fire now and the resolve again right after, as if the batches
+    -- had been split elsewhere.
+    IF v_seg.status = 'firing' AND v_alert.status = 'resolved' AND v_alert.fired_at IS NULL
+       AND v_seg."first" < v_alert.state_changed_at THEN
+      v_res := v_seg;
+      v_res.status := 'resolved';
+      v_res.n := 0;
+      v_res."first" := v_alert.state_changed_at;
+      v_res."last" := v_alert.state_changed_at;
+      v_j := v_i;
+      WHILE v_j < array_length(v_segs, 1) AND v_segs[v_j + 1].fp = v_seg.fp
+            AND v_segs[v_j + 1]."first" < v_res."first" LOOP
+        v_j := v_j + 1;
+      END LOOP;
+      v_segs := v_segs[1:v_j] || v_res || v_segs[v_j + 1:];
+      v_force := true;
+    END IF;
+
     -- no status change: same status, or a stale (older) segment
-    IF v_seg.status = v_alert.status OR v_seg."first" < v_alert.state_changed_at THEN
+    IF NOT v_force
+       AND (v_seg.status = v_alert.status OR v_seg."first" < v_alert.state_changed_at) THEN
       IF v_seg.status = v_alert.status AND v_seg.status = 'firing'
          AND v_seg.severity <> v_alert.severity AND v_seg."first" >= v_alert.state_changed_at THEN
         -- severity change of a firing alert
@@ -455,10 +486,34 @@ BEGIN
          OR (v_seg.status = 'firing' AND v_seg.severity <> v_alert.severity) THEN
         v_stale := v_stale + 1;   -- would change state, but is older than it
       END IF;
+      -- A firing segment older than the alert's fired_at, with no resolve
+      -- between them, means the alert has been firing since then: its
+      -- firing period (and the incident it opened) starts earlier.
+      IF v_seg.status = 'firing' AND v_alert.status = 'firing'
+         AND v_seg."first" < v_alert.fired_at
+         AND NOT EXISTS (SELECT 1 FROM triaged.alert_history h
+                          WHERE h.alert_id = v_alert.id AND h.to_status = 'resolved'
+                            AND h.at >= v_seg."first" AND h.at <= v_alert.fired_at) THEN
+        UPDATE triaged.alert_history SET at = v_seg."first"
+         WHERE alert_id = v_alert.id AND to_status = 'firing'
+           AND from_status IS DISTINCT FROM 'firing' AND at = v_alert.fired_at;
+        UPDATE triaged.incident i SET opened_at = v_seg."first"
+          FROM triaged.incident_alert ia
+         WHERE ia.alert_id = v_alert.id AND i.id = ia.incident_id
+           AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
+           AND i.opened_at > v_seg."first";
+        UPDATE triaged.alert SET fired_at = v_seg."first", state_changed_at = v_seg."first"
+         WHERE id = v_alert.id;
+      END IF;
+      -- the newest message's labels and summary win
       UPDATE triaged.alert
          SET occurrences = occurrences + v_seg.n,
              first_seen = CASE WHEN v_seg.status = 'firing'
                                THEN least(first_seen, v_seg."first") ELSE first_seen END,
+             labels = CASE WHEN v_seg.status = status AND v_seg."last" >= last_seen
+                           THEN v_seg.labels ELSE labels END,
+             summary = CASE WHEN v_seg.status = status AND v_seg."last" >= last_seen
+                            THEN coalesce(v_seg.summary, summary) ELSE summary END,
              last_seen = greatest(last_seen, v_seg."last"), updated_at = now()
        WHERE id = v_alert.id;
       CONTINUE;
@@ -958,18 +1013,24 @@ BEGIN
   -- 1. dup fast path: the first segment of a fingerprint, hinted "dup", firing,
   --    on an alert that is firing with that severity: count it, nothing else.
   --    One UPDATE for all of them.
+  --    (Not when the segment is older than the alert's firing period: the
+  --    row-by-row path may have to move that period's start back.)
   WITH d AS (
-    SELECT s.ord, s.fp, s.severity, s.n, s."first", s."last"
+    SELECT s.ord, s.fp, s.severity, s.n, s."first", s."last", s.labels, s.summary
       FROM unnest(v_segs) s
      WHERE s.hint = 'dup' AND s.status = 'firing' AND s.first_of_fp),
   u AS (
     UPDATE triaged.alert a
        SET occurrences = a.occurrences + d.n,
            first_seen = least(a.first_seen, d."first"),
+           labels = CASE WHEN d."last" >= a.last_seen THEN d.labels ELSE a.labels END,
+           summary = CASE WHEN d."last" >= a.last_seen THEN coalesce(d.summary, a.summary)
+                          ELSE a.summary END,
            last_seen = greatest(a.last_seen, d."last"),
            updated_at = now()
       FROM d
      WHERE a.fingerprint = d.fp AND a.status = 'firing' AND a.severity = d.severity
+       AND d."first" >= a.fired_at
     RETURNING d.ord)
   SELECT coalesce(array_agg(u.ord), '{}') INTO v_dup_ords FROM u;
   SELECT count(*) INTO v_ndup_hint FROM unnest(v_segs) s WHERE s.hint = 'dup';
@@ -993,6 +1054,31 @@ BEGIN
             LEFT JOIN triaged.alert e ON e.fingerprint = s.fp
            WHERE h.ord IS NULL) x;
   SELECT count(*) INTO v_unknown FROM unnest(v_cls) s WHERE s.cls = 'unknown';
+
+  -- 2b. a resolve of a fingerprint never seen, with no firing in this batch,
+  --     is kept as a resolved alert with no occurrences and no incident, so
+  --     that firing messages older than it, arriving in a later batch, do
+  --     not leave the alert firing (out-of-order messages never move state
+  --     backwards, wherever the batches split). A later, newer firing
+  --     re-fires it as usual.
+  WITH t AS (
+    INSERT INTO triaged.alert AS a (fingerprint, source, resource, check_name, dedup_key, severity,
+                                    status, summary, labels, ci_id, occurrences, first_seen,
+                                    last_seen, fired_at, resolved_at, state_changed_at, flapping)
+    SELECT s.fp, s.source, s.resource, s."check", s.dedup_key, s.severity, 'resolved', s.summary,
+           s.labels, s.ci_id, 0, s."first", greatest(s."last", s."first"), NULL, s."first",
+           s."first", false
+      FROM unnest(v_cls) s
+     WHERE s.cls = 'unknown'
+       AND NOT EXISTS (SELECT 1 FROM unnest(v_cls) f WHERE f.fp = s.fp AND f.status = 'firing')
+     ORDER BY s.fp
+    ON CONFLICT (fingerprint) DO NOTHING
+    RETURNING a.*)
+  INSERT INTO triaged.alert_history (alert_id, at, from_status, to_status, severity,
+                                     occurrences, detail)
+  SELECT t.id, t.resolved_at, NULL, 'resolved', t.severity, 0,
+         '{"resolve_before_firing": true}'::jsonb
+    FROM t ORDER BY t.id;
 
   -- 3. new alerts, in fingerprint order; a fingerprint another transaction
   --    created meanwhile is left to the row-by-row path

@@ -284,10 +284,15 @@ echo "check: a wrong hint (dup for an unknown fingerprint) still creates the ale
 ingest "$(arr "$(seg c100000000000001 app-1 http major firing 5 2024-03-01T11:00:00Z 2024-03-01T11:00:20Z dup)")"
 check "wrong hint: stats" "$(jget "$stats" dups dup_misses new_alerts incidents_opened)" "0,1,1,1"
 check "wrong hint: alert" "$(q "SELECT status, occurrences FROM triaged.alert WHERE fingerprint = 'c100000000000001'")" "firing|5"
-echo "check: a resolve for an unknown fingerprint creates nothing"
+echo "check: a resolve for an unknown fingerprint is kept as a resolved alert with no occurrences, opening nothing"
 ingest "$(arr "$(seg c100000000000002 app-1 disk major resolved 0 2024-03-01T11:00:00Z 2024-03-01T11:00:00Z new)")"
 check "unknown resolve: stats" "$(jget "$stats" unknown_resolves new_alerts resolved)" "1,0,0"
-check "unknown resolve: no row" "$(q "SELECT count(*) FROM triaged.alert WHERE fingerprint = 'c100000000000002'")" "0"
+check "unknown resolve: resolved row" "$(q "SELECT status, occurrences, fired_at IS NULL, resolved_at FROM triaged.alert WHERE fingerprint = 'c100000000000002'")" "resolved|0|t|2024-03-01 11:00:00+00"
+check "unknown resolve: no incident" "$(q "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'c100000000000002'")" "0"
+echo "check: firing messages older than that resolve, in a later batch, fire and resolve it as one batch would"
+ingest "$(arr "$(seg c100000000000002 app-1 disk major firing 3 2024-03-01T10:50:00Z 2024-03-01T10:55:00Z change)")"
+check "late firing: alert" "$(q "SELECT status, occurrences, fired_at, resolved_at FROM triaged.alert WHERE fingerprint = 'c100000000000002'")" "resolved|3|2024-03-01 10:50:00+00|2024-03-01 11:00:00+00"
+check "late firing: attached to an incident" "$(q "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'c100000000000002'")" "1"
 
 echo "check: several segments of one fingerprint in one batch, in order"
 ingest "$(arr \
