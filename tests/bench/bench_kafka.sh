@@ -95,8 +95,10 @@ run_throughput() { # name n fingerprints order
     start_triaged "$topic"
     local tr; tr=$(wait_done "$n")
     local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$pid/status)
+    # CPU seconds triaged itself used (utime + stime), to tell its share
+    local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' /proc/$pid/stat)
     stop_triaged
-    echo "$name: kcat consumes $kr msg/s; triaged commits $tr msg/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; peak RSS ${rss} kB"
+    echo "$name: kcat consumes $kr msg/s; triaged commits $tr msg/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; peak RSS ${rss} kB; triaged CPU ${cpu} s"
     psql "$pg" -qAtc "SELECT 'alerts ' || count(*) || ', occurrences ' || sum(occurrences) || ', incidents ' || (SELECT count(*) FROM triaged.incident) FROM triaged.alert"
 }
 
