@@ -75,16 +75,40 @@ ALTER TABLE triaged.incident SET (fillfactor = 50);
 -- ---------------------------------------------------------------------------
 -- types
 
--- What ingest and tick return: kind, key, payload.
-CREATE TYPE triaged.ingest_row AS (kind text, key text, payload jsonb);
+-- What ingest and tick return: kind, key, payload. The payload is json, built
+-- as text: a jsonb would be built, sorted and printed again for every row,
+-- which costs more than the rest of a new alert's work.
+CREATE TYPE triaged.ingest_row AS (kind text, key text, payload json);
 
 -- One segment of the batch (the JSON keys of the daemon's segments; ord,
--- first_of_fp and cls are filled in here).
+-- first_of_fp, first_firing, fp_fires and cls are filled in here:
+-- first_firing is the ord of the fingerprint's first firing segment up to
+-- this one (NULL before), fp_fires whether the fingerprint has a firing
+-- segment in the batch).
 CREATE TYPE triaged._segment AS (
   fp text, source text, resource text, "check" text, dedup_key text, ci_id bigint,
   summary text, labels jsonb, severity text, status text, n bigint,
   "first" timestamptz, "last" timestamptz, hint text,
-  ord integer, first_of_fp boolean, cls text);
+  ord integer, first_of_fp boolean, first_firing integer, fp_fires boolean, cls text);
+
+-- An existing alert of the batch, as locked at the start (tid: its row
+-- version then, unchanged while we hold the lock).
+CREATE TYPE triaged._known AS (
+  id bigint, tid tid, fingerprint text, status text, severity text,
+  state_changed_at timestamptz, fired_at timestamptz);
+
+-- An alert created by the batch.
+CREATE TYPE triaged._new_alert AS (
+  id bigint, fingerprint text, resource text, check_name text, ci_id bigint,
+  severity text, occurrences bigint, first_seen timestamptz, last_seen timestamptz,
+  flapping boolean, gkey text);
+
+-- A published alert row (alert.firing / alert.resolved), its payload built at
+-- the end of the batch; incident NULL: the alert's latest incident then.
+CREATE TYPE triaged._alert_out AS (
+  kind text, alert_id bigint, fingerprint text, status text, severity text,
+  resource text, check_name text, occurrences bigint, first_seen timestamptz,
+  last_seen timestamptz, flapping boolean, incident text);
 
 -- A change to an incident noted while processing a batch; turned into events,
 -- updates and one published row per incident at the end of the batch.
@@ -97,7 +121,7 @@ CREATE TYPE triaged._change AS (
 CREATE TYPE triaged._group_req AS (
   gkey text, ci_id bigint, resource text, title text, opened_at timestamptz, severity text);
 CREATE TYPE triaged._group_res AS (
-  gkey text, ci_id bigint, resource text, incident_id bigint, opened boolean);
+  gkey text, ci_id bigint, resource text, incident_id bigint, opened boolean, number text);
 
 -- a timeline event to append (seq orders the events of one incident)
 CREATE TYPE triaged._event_in AS (
@@ -109,7 +133,7 @@ CREATE TYPE triaged._hist AS (
   occurrences bigint, detail jsonb);
 
 CREATE TYPE triaged._loop_result AS (
-  changes triaged._change[], out_rows triaged.ingest_row[],
+  changes triaged._change[], out_rows triaged._alert_out[],
   refired integer, resolved integer, stale integer, unknown_resolves integer,
   severity_changes integer, attached integer, incidents_opened integer,
   incidents_reopened integer);
@@ -169,18 +193,75 @@ $$;
 CREATE AGGREGATE triaged._chain(bytea, bytea) (
   SFUNC = triaged._chain_step, STYPE = bytea);
 
--- The published snapshot of an incident.
+-- JSON text of a value, null for NULL (payloads are built as text).
+CREATE FUNCTION triaged._j(p text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT coalesce(to_json(p)::text, 'null')
+$$;
+CREATE FUNCTION triaged._j(p timestamptz) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT coalesce(to_json(p)::text, 'null')
+$$;
+
+-- The published snapshot of an alert (alert.firing / alert.resolved): the
+-- fields a consumer needs, and the number of the incident it belongs to
+-- (NULL: none). The other arguments are NOT NULL columns of the alert;
+-- status and severity need no escaping (CHECK constraints of alert). One of
+-- these per new alert: kept lean.
+CREATE FUNCTION triaged.alert_payload(p_fingerprint text, p_status text, p_severity text,
+                                      p_resource text, p_check text, p_occurrences bigint,
+                                      p_first_seen timestamptz, p_last_seen timestamptz,
+                                      p_flapping boolean, p_incident text)
+RETURNS json LANGUAGE sql STABLE AS $$
+  SELECT ('{"fingerprint": ' || to_json(p_fingerprint)
+          || ', "status": "' || p_status
+          || '", "severity": "' || p_severity
+          || '", "resource": ' || to_json(p_resource)
+          || ', "check": ' || to_json(p_check)
+          || ', "occurrences": ' || p_occurrences
+          || ', "first_seen": ' || to_json(p_first_seen)
+          || ', "last_seen": ' || to_json(p_last_seen)
+          || ', "flapping": ' || p_flapping
+          || ', "incident": ' || triaged._j(p_incident) || '}')::json
+$$;
+
+-- The published snapshot of an incident, from its columns (a whole-row
+-- argument in an UPDATE's RETURNING costs a composite per row, and a
+-- deforming per field).
+CREATE FUNCTION triaged._incident_json(
+    p_id bigint, p_number text, p_title text, p_status text, p_priority smallint,
+    p_impact smallint, p_urgency smallint, p_severity text, p_resource text, p_ci_id bigint,
+    p_opened_at timestamptz, p_acknowledged_at timestamptz, p_resolved_at timestamptz,
+    p_closed_at timestamptz, p_reopen_count integer, p_resolve_pending_since timestamptz,
+    p_alert_count bigint, p_firing_count bigint)
+RETURNS json LANGUAGE sql STABLE AS $$
+  SELECT ('{"id": ' || p_id
+          || ', "number": ' || triaged._j(p_number)
+          || ', "title": ' || triaged._j(p_title)
+          || ', "status": ' || triaged._j(p_status)
+          || ', "priority": ' || p_priority
+          || ', "impact": ' || p_impact
+          || ', "urgency": ' || p_urgency
+          || ', "severity": ' || triaged._j(p_severity)
+          || ', "resource": ' || triaged._j(p_resource)
+          || ', "ci_id": ' || coalesce(p_ci_id::text, 'null')
+          || ', "opened_at": ' || triaged._j(p_opened_at)
+          || ', "acknowledged_at": ' || triaged._j(p_acknowledged_at)
+          || ', "resolved_at": ' || triaged._j(p_resolved_at)
+          || ', "closed_at": ' || triaged._j(p_closed_at)
+          || ', "reopen_count": ' || p_reopen_count
+          || ', "resolve_pending_since": ' || triaged._j(p_resolve_pending_since)
+          || ', "alert_count": ' || coalesce(p_alert_count::text, 'null')
+          || ', "firing_count": ' || coalesce(p_firing_count::text, 'null') || '}')::json
+$$;
+
 CREATE FUNCTION triaged.incident_payload(i triaged.incident, p_alert_count bigint,
                                          p_firing_count bigint)
-RETURNS jsonb LANGUAGE sql STABLE AS $$
-  SELECT jsonb_build_object(
-    'id', i.id, 'number', i.number, 'title', i.title, 'status', i.status,
-    'priority', i.priority, 'impact', i.impact, 'urgency', i.urgency,
-    'severity', i.severity, 'resource', i.resource, 'ci_id', i.ci_id,
-    'opened_at', i.opened_at, 'acknowledged_at', i.acknowledged_at,
-    'resolved_at', i.resolved_at, 'closed_at', i.closed_at,
-    'reopen_count', i.reopen_count, 'resolve_pending_since', i.resolve_pending_since,
-    'alert_count', p_alert_count, 'firing_count', p_firing_count)
+RETURNS json LANGUAGE sql STABLE AS $$
+  SELECT triaged._incident_json(i.id, i.number, i.title, i.status, i.priority, i.impact,
+                                i.urgency, i.severity, i.resource, i.ci_id, i.opened_at,
+                                i.acknowledged_at, i.resolved_at, i.closed_at, i.reopen_count,
+                                i.resolve_pending_since, p_alert_count, p_firing_count)
 $$;
 
 -- Snapshot rows of several incidents, kind given.
@@ -309,19 +390,21 @@ $$;
 -- find or open the open incident of each group (set-based, concurrency-safe)
 --
 -- One INSERT ... ON CONFLICT per kind of group on the partial unique indexes
--- of 001, rows in key order. DO UPDATE (a no-op assignment) instead of DO
--- NOTHING makes the statement return, and lock, the winner too: either the
--- row we inserted (xmax = 0) or the open incident that was there, or that a
--- concurrent transaction committed meanwhile (PostgreSQL waits for it). If
--- the winner stops being open before it is locked (a tick resolved it), the
--- insertion is retried internally and opens a new one. No planner guesses:
--- the arbiter index is used directly.
+-- of 001, rows in key order. DO UPDATE ... WHERE false locks the open
+-- incident that was there, or that a concurrent transaction committed
+-- meanwhile (PostgreSQL waits for it), without writing a version of it (the
+-- end of the batch updates it once); if the winner stops being open before it
+-- is locked (a tick resolved it), the insertion is retried internally and
+-- opens a new one. The locked ones, not returned, are then read by key, one
+-- index probe per group (LATERAL: the plan cannot start from the partial
+-- index, whose statistics lag behind a fast-growing table); locked by us,
+-- they are still open.
 CREATE FUNCTION triaged._open_incidents(p_reqs triaged._group_req[])
 RETURNS SETOF triaged._group_res
 LANGUAGE plpgsql AS $$
 DECLARE
-  v_ci  triaged._group_res[];
-  v_res triaged._group_res[];
+  v_new  triaged._group_res[];
+  v_old  triaged._group_res[] := '{}';
 BEGIN
   WITH ins AS (
     INSERT INTO triaged.incident AS i (title, status, priority, impact, urgency, severity,
@@ -330,12 +413,13 @@ BEGIN
            triaged.severity_urgency(r.severity), r.severity, r.ci_id, r.resource, r.opened_at
       FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL
      ORDER BY r.ci_id
-    ON CONFLICT (ci_id) WHERE status IN ('new', 'acknowledged') AND merged_into IS NULL
-    DO UPDATE SET title = i.title
-    RETURNING i.id, i.ci_id, i.resource, i.xmax::text = '0' AS opened)
+    ON CONFLICT (ci_id) WHERE ci_id IS NOT NULL AND status IN ('new', 'acknowledged')
+                              AND merged_into IS NULL
+    DO UPDATE SET updated_at = now() WHERE false
+    RETURNING i.id, i.ci_id, i.resource, i.number)
   SELECT coalesce(array_agg(ROW(triaged._gkey(ins.ci_id, NULL), ins.ci_id, ins.resource,
-                                ins.id, ins.opened)::triaged._group_res), '{}')
-    INTO v_ci FROM ins;
+                                ins.id, true, ins.number)::triaged._group_res), '{}')
+    INTO v_new FROM ins;
 
   WITH ins AS (
     INSERT INTO triaged.incident AS i (title, status, priority, impact, urgency, severity,
@@ -346,25 +430,47 @@ BEGIN
      ORDER BY r.resource
     ON CONFLICT (resource) WHERE ci_id IS NULL AND status IN ('new', 'acknowledged')
                                  AND merged_into IS NULL
-    DO UPDATE SET title = i.title
-    RETURNING i.id, i.resource, i.xmax::text = '0' AS opened)
-  SELECT coalesce(array_agg(ROW(triaged._gkey(NULL, ins.resource), NULL, ins.resource,
-                                ins.id, ins.opened)::triaged._group_res), '{}')
-    INTO v_res FROM ins;
+    DO UPDATE SET updated_at = now() WHERE false
+    RETURNING i.id, i.resource, i.number)
+  SELECT v_new || coalesce(array_agg(ROW(triaged._gkey(NULL, ins.resource), NULL, ins.resource,
+                                         ins.id, true, ins.number)::triaged._group_res), '{}')
+    INTO v_new FROM ins;
 
-  IF cardinality(v_ci) + cardinality(v_res) <> cardinality(p_reqs) THEN
+  IF cardinality(v_new) < cardinality(p_reqs) THEN
+    -- (the groups not inserted: EXCEPT, which has no quadratic plan; the
+    -- group key says what to look up)
+    SELECT coalesce(array_agg(ROW(m.gkey, o.ci_id, o.resource, o.id, false, o.number)
+                              ::triaged._group_res), '{}')
+      INTO v_old
+      FROM (SELECT r.gkey FROM unnest(p_reqs) r
+            EXCEPT ALL
+            SELECT n.gkey FROM unnest(v_new) n) m
+      CROSS JOIN LATERAL (
+        SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
+         WHERE i.ci_id = CASE WHEN left(m.gkey, 2) = 'c:' THEN substr(m.gkey, 3)::bigint END
+           AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
+        UNION ALL
+        SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
+         WHERE i.resource = CASE WHEN left(m.gkey, 2) = 'r:' THEN substr(m.gkey, 3) END
+           AND i.ci_id IS NULL
+           AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) o;
+  END IF;
+
+  IF cardinality(v_new) + cardinality(v_old) <> cardinality(p_reqs) THEN
     RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
       MESSAGE = format('triaged: find-or-open answered %s of %s groups (retry the batch)',
-                       cardinality(v_ci) + cardinality(v_res), cardinality(p_reqs));
+                       cardinality(v_new) + cardinality(v_old), cardinality(p_reqs));
   END IF;
-  RETURN QUERY SELECT * FROM unnest(v_ci || v_res);
+  RETURN QUERY SELECT * FROM unnest(v_new || v_old);
 END $$;
 
 -- ---------------------------------------------------------------------------
 -- the per-row part of ingest: existing alerts (status and severity changes,
 -- stale segments), later segments of alerts created in this batch. Segments
--- come sorted by (fingerprint, ord); each alert row is locked (FOR UPDATE)
--- before it is read. History rows are collected and inserted at the end.
+-- come sorted by (fingerprint, ord); each alert row is locked (FOR NO KEY
+-- UPDATE; ingest locked the existing ones already) before it is read. History
+-- rows are collected and inserted at the end. Alert rows are returned as
+-- _alert_out (payloads are built by ingest).
 --
 -- Flapping: after a status change at time t, more than p_flap_threshold
 -- status changes (history rows whose status differs from the one before,
@@ -393,7 +499,7 @@ DECLARE
   v_cur_at   timestamptz[] := '{}';   -- this batch's status changes of the current alert
   v_hist     triaged._hist[] := '{}';
   v_changes  triaged._change[] := '{}';
-  v_rows     triaged.ingest_row[] := '{}';
+  v_rows     triaged._alert_out[] := '{}';
   v_refired  integer := 0;
   v_resolved integer := 0;
   v_stale    integer := 0;
@@ -413,7 +519,7 @@ BEGIN
     EXIT WHEN v_i > coalesce(array_length(v_segs, 1), 0);
     v_seg := v_segs[v_i];
     v_force := false;
-    SELECT * INTO v_alert FROM triaged.alert WHERE fingerprint = v_seg.fp FOR UPDATE;
+    SELECT * INTO v_alert FROM triaged.alert WHERE fingerprint = v_seg.fp FOR NO KEY UPDATE;
     IF NOT FOUND THEN
       IF v_seg.status = 'resolved' THEN
         v_unknown := v_unknown + 1;
@@ -466,8 +572,10 @@ BEGIN
                     v_alert.severity, v_alert.occurrences,
                     jsonb_build_object('severity_from', v_sev_from))::triaged._hist);
         v_sevch := v_sevch + 1;
-        v_rows := array_append(v_rows, ROW('alert.firing', v_alert.fingerprint,
-                                           to_jsonb(v_alert))::triaged.ingest_row);
+        v_rows := array_append(v_rows, ROW('alert.firing', v_alert.id, v_alert.fingerprint,
+                    v_alert.status, v_alert.severity, v_alert.resource, v_alert.check_name,
+                    v_alert.occurrences, v_alert.first_seen, v_alert.last_seen, v_alert.flapping,
+                    NULL)::triaged._alert_out);
         FOR v_rec IN
           SELECT ia.incident_id FROM triaged.incident_alert ia
            WHERE ia.alert_id = v_alert.id ORDER BY ia.incident_id
@@ -565,8 +673,10 @@ BEGIN
                     jsonb_build_object('flapping', true, 'changes', v_cnt))::triaged._hist);
       END IF;
     END IF;
-    v_rows := array_append(v_rows, ROW('alert.' || v_alert.status, v_alert.fingerprint,
-                                       to_jsonb(v_alert))::triaged.ingest_row);
+    v_rows := array_append(v_rows, ROW('alert.' || v_alert.status, v_alert.id, v_alert.fingerprint,
+                v_alert.status, v_alert.severity, v_alert.resource, v_alert.check_name,
+                v_alert.occurrences, v_alert.first_seen, v_alert.last_seen, v_alert.flapping,
+                NULL)::triaged._alert_out);
 
     IF v_alert.status = 'resolved' THEN
       -- every open incident it belongs to may now be clear
@@ -697,16 +807,19 @@ CREATE FUNCTION triaged._finish_incidents(p_changes triaged._change[], p_now tim
 RETURNS SETOF triaged.ingest_row
 LANGUAGE plpgsql AS $$
 DECLARE
+  v_ids    bigint[];
   v_rows   triaged.ingest_row[];
 BEGIN
   IF cardinality(p_changes) = 0 THEN
     RETURN;
   END IF;
-  PERFORM 1 FROM triaged.incident
-   WHERE id IN (SELECT DISTINCT c.incident_id FROM unnest(p_changes) c)
-   ORDER BY id FOR UPDATE;
+  -- (their ctid, read below, is then the locked row version, which only
+  -- this transaction can change)
+  SELECT array_agg(DISTINCT c.incident_id) INTO v_ids FROM unnest(p_changes) c;
+  PERFORM 1 FROM triaged.incident i WHERE i.id = ANY (v_ids) ORDER BY i.id FOR UPDATE OF i;
 
-  WITH c AS (SELECT * FROM unnest(p_changes)),
+  WITH RECURSIVE
+  c AS (SELECT * FROM unnest(p_changes)),
   agg AS (
     SELECT c.incident_id AS inc_id,
            bool_or(c.what = 'opened') AS was_opened,
@@ -723,13 +836,22 @@ BEGIN
            (array_agg(c.at ORDER BY triaged.severity_rank(c.severity), c.at)
              FILTER (WHERE c.what IN ('attached', 'refired', 'severity')))[1] AS best_at,
            coalesce(bool_or(c.what IN ('attached', 'refired')), false) AS fire_activity,
-           max(c.at) FILTER (WHERE c.what IN ('attached', 'refired')) AS fire_at
+           max(c.at) FILTER (WHERE c.what IN ('attached', 'refired')) AS fire_at,
+           -- opened by this batch and nothing resolved: its alerts are the
+           -- ones attached by this batch, all firing (no need to count them)
+           bool_or(c.what = 'opened') AND NOT bool_or(c.what = 'resolved') AS fresh
     FROM c GROUP BY c.incident_id),
   st AS (
-    SELECT i.id, i.status, i.priority, i.urgency, i.severity, i.title, i.ci_id, i.resource,
+    SELECT i.id, i.ctid AS tid, i.status, i.priority, i.urgency, i.severity, i.title, i.ci_id,
+           i.resource,
            i.opened_at, i.merged_into, i.last_event_hash, i.resolve_pending_since AS old_pending,
            i.resolve_at AS old_resolve_at,
-           agg.*, cnt.alert_count, cnt.firing_count, cnt.max_resolved_at,
+           agg.*,
+           CASE WHEN agg.fresh THEN cardinality(agg.attached) ELSE cnt.alert_count END
+             AS alert_count,
+           CASE WHEN agg.fresh THEN cardinality(agg.attached) ELSE cnt.firing_count END
+             AS firing_count,
+           cnt.max_resolved_at,
            (i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) AS is_open
     FROM agg
     JOIN triaged.incident i ON i.id = agg.inc_id
@@ -738,7 +860,7 @@ BEGIN
              count(*) FILTER (WHERE a.status = 'firing') AS firing_count,
              max(a.resolved_at) AS max_resolved_at
       FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id
-      WHERE ia.incident_id = i.id) cnt),
+      WHERE NOT agg.fresh AND ia.incident_id = i.id) cnt),
   calc AS (
     SELECT st.*,
            CASE WHEN st.best_rank IS NOT NULL
@@ -796,44 +918,118 @@ BEGIN
            jsonb_build_object('resolve_at', calc.new_resolve_at, 'pending_since', calc.new_pending)
       FROM calc WHERE calc.new_pending IS NOT NULL
                   AND calc.new_pending IS DISTINCT FROM calc.old_pending),
-  -- the hash chain, continued from each incident's last_event_hash
-  h AS (
-    SELECT ev.*, calc.last_event_hash AS init,
-           triaged._chain(calc.last_event_hash,
-                          triaged.event_content(ev.incident_id, ev.at, p_actor, ev.kind, ev.detail))
-             OVER (PARTITION BY ev.incident_id ORDER BY ev.seq ROWS UNBOUNDED PRECEDING) AS hash
+  -- the hash chain, continued from each incident's last_event_hash: event
+  -- rn of an incident is hashed onto event rn - 1 (most incidents have one)
+  evn AS (
+    SELECT ev.incident_id, ev.at, ev.kind, ev.detail, calc.last_event_hash AS init,
+           triaged.event_content(ev.incident_id, ev.at, p_actor, ev.kind, ev.detail) AS content,
+           row_number() OVER (PARTITION BY ev.incident_id ORDER BY ev.seq) AS rn
       FROM ev JOIN calc ON calc.id = ev.incident_id),
-  p AS (
-    SELECT h.*, coalesce(lag(h.hash) OVER (PARTITION BY h.incident_id ORDER BY h.seq), h.init)
-             AS prev
-      FROM h),
+  ch (incident_id, rn, prev, hash) AS (
+    SELECT e.incident_id, e.rn, e.init, sha256(coalesce(e.init, ''::bytea) || e.content)
+      FROM evn e WHERE e.rn = 1
+    UNION ALL
+    SELECT e.incident_id, e.rn, ch.hash, sha256(ch.hash || e.content)
+      FROM ch JOIN evn e ON e.incident_id = ch.incident_id AND e.rn = ch.rn + 1),
   ins AS (
     INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash, hash)
-    SELECT p.incident_id, p.at, p_actor, p.kind, p.detail, p.prev, p.hash
-      FROM p ORDER BY p.incident_id, p.seq
+    SELECT e.incident_id, e.at, p_actor, e.kind, e.detail, ch.prev, ch.hash
+      FROM evn e JOIN ch ON ch.incident_id = e.incident_id AND ch.rn = e.rn
+     ORDER BY e.incident_id, e.rn
     RETURNING 1),
   lasth AS (
-    SELECT DISTINCT ON (p.incident_id) p.incident_id, p.hash
-      FROM p ORDER BY p.incident_id, p.seq DESC),
+    SELECT DISTINCT ON (ch.incident_id) ch.incident_id, ch.hash
+      FROM ch ORDER BY ch.incident_id, ch.rn DESC),
   -- one update per incident that has news (every change is an event)
   upd AS (
     UPDATE triaged.incident i
        SET severity = calc.new_severity, priority = calc.new_priority,
            urgency = calc.new_urgency, resolve_pending_since = calc.new_pending,
-           resolve_at = calc.new_resolve_at, last_event_hash = lasth.hash
+           resolve_at = calc.new_resolve_at, last_event_hash = lasth.hash, updated_at = now()
       FROM calc JOIN lasth ON lasth.incident_id = calc.id
-     WHERE i.id = calc.id
+     WHERE i.ctid = calc.tid
     RETURNING i.id,
               CASE WHEN calc.was_opened THEN 'incident.opened'
                    WHEN calc.reopened_at IS NOT NULL THEN 'incident.reopened'
                    ELSE 'incident.updated' END AS kind,
               i.number,
-              triaged.incident_payload(i, calc.alert_count, calc.firing_count) AS payload)
+              triaged._incident_json(i.id, i.number, i.title, i.status, i.priority, i.impact,
+                                     i.urgency, i.severity, i.resource, i.ci_id, i.opened_at,
+                                     i.acknowledged_at, i.resolved_at, i.closed_at,
+                                     i.reopen_count, i.resolve_pending_since,
+                                     calc.alert_count, calc.firing_count) AS payload)
   SELECT coalesce(array_agg(ROW(upd.kind, upd.number, upd.payload)::triaged.ingest_row
                             ORDER BY upd.id), '{}')
     INTO v_rows
     FROM upd;
   RETURN QUERY SELECT * FROM unnest(v_rows);
+END $$;
+
+-- ---------------------------------------------------------------------------
+-- new alerts (the first firing segment of each unknown fingerprint), in
+-- fingerprint order, each with its creation in the history. A plain INSERT
+-- unless p_skip_existing: then ON CONFLICT DO NOTHING skips the fingerprints
+-- that exist (the speculative insertion costs a quarter more per row).
+CREATE FUNCTION triaged._create_alerts(p_segs triaged._segment[], p_flap_threshold integer,
+                                       p_skip_existing boolean)
+RETURNS triaged._new_alert[]
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_new triaged._new_alert[];
+BEGIN
+  IF NOT p_skip_existing THEN
+    WITH ins AS (
+      INSERT INTO triaged.alert AS a (fingerprint, source, resource, check_name, dedup_key,
+                                      severity, status, summary, labels, ci_id, occurrences,
+                                      first_seen, last_seen, fired_at, resolved_at,
+                                      state_changed_at, flapping)
+      SELECT s.fp, s.source, s.resource, s."check", s.dedup_key, s.severity, 'firing', s.summary,
+             s.labels, s.ci_id, s.n, s."first", greatest(s."last", s."first"), s."first", NULL,
+             s."first", 1 > p_flap_threshold
+        FROM unnest(p_segs) s
+       ORDER BY s.fp
+      RETURNING a.id, a.fingerprint, a.resource, a.check_name, a.ci_id, a.severity,
+                a.occurrences, a.first_seen, a.last_seen, a.flapping),
+    hist AS (
+      INSERT INTO triaged.alert_history (alert_id, at, from_status, to_status, severity,
+                                         occurrences, detail)
+      SELECT ins.id, ins.first_seen, NULL, 'firing', ins.severity, ins.occurrences,
+             CASE WHEN ins.flapping THEN '{"flapping": true}'::jsonb ELSE '{}'::jsonb END
+        FROM ins)
+    SELECT coalesce(array_agg(ROW(ins.id, ins.fingerprint, ins.resource, ins.check_name,
+                                  ins.ci_id, ins.severity, ins.occurrences, ins.first_seen,
+                                  ins.last_seen, ins.flapping,
+                                  triaged._gkey(ins.ci_id, ins.resource))::triaged._new_alert),
+                    '{}')
+      INTO v_new FROM ins;
+  ELSE
+    WITH ins AS (
+      INSERT INTO triaged.alert AS a (fingerprint, source, resource, check_name, dedup_key,
+                                      severity, status, summary, labels, ci_id, occurrences,
+                                      first_seen, last_seen, fired_at, resolved_at,
+                                      state_changed_at, flapping)
+      SELECT s.fp, s.source, s.resource, s."check", s.dedup_key, s.severity, 'firing', s.summary,
+             s.labels, s.ci_id, s.n, s."first", greatest(s."last", s."first"), s."first", NULL,
+             s."first", 1 > p_flap_threshold
+        FROM unnest(p_segs) s
+       ORDER BY s.fp
+      ON CONFLICT (fingerprint) DO NOTHING
+      RETURNING a.id, a.fingerprint, a.resource, a.check_name, a.ci_id, a.severity,
+                a.occurrences, a.first_seen, a.last_seen, a.flapping),
+    hist AS (
+      INSERT INTO triaged.alert_history (alert_id, at, from_status, to_status, severity,
+                                         occurrences, detail)
+      SELECT ins.id, ins.first_seen, NULL, 'firing', ins.severity, ins.occurrences,
+             CASE WHEN ins.flapping THEN '{"flapping": true}'::jsonb ELSE '{}'::jsonb END
+        FROM ins)
+    SELECT coalesce(array_agg(ROW(ins.id, ins.fingerprint, ins.resource, ins.check_name,
+                                  ins.ci_id, ins.severity, ins.occurrences, ins.first_seen,
+                                  ins.last_seen, ins.flapping,
+                                  triaged._gkey(ins.ci_id, ins.resource))::triaged._new_alert),
+                    '{}')
+      INTO v_new FROM ins;
+  END IF;
+  RETURN v_new;
 END $$;
 
 -- ---------------------------------------------------------------------------
@@ -848,13 +1044,22 @@ END $$;
 -- $3 options {now, actor, reopen_window_ms, flap_threshold, flap_window_ms}
 --
 -- Returns (kind, key, payload) rows: alert.firing / alert.resolved (key =
--- fingerprint, payload = the alert row), incident.opened / incident.reopened /
--- incident.updated (key = incident number, payload = snapshot), and exactly
--- one stats row (key NULL).
+-- fingerprint, payload = triaged.alert_payload: fingerprint, status,
+-- severity, resource, check, occurrences, first_seen, last_seen, flapping,
+-- incident number), incident.opened / incident.reopened / incident.updated
+-- (key = incident number, payload = snapshot), and exactly one stats row
+-- (key NULL).
 --
--- Order of work: offsets; dup fast path (one UPDATE); new fingerprints (bulk
--- INSERT, history, find-or-open per group, links); the rest row by row in
--- fingerprint order; per incident: updates, events, published rows.
+-- Order of work, set-based except step 4:
+--   0. offsets; lock every existing alert of the batch, in fingerprint order
+--   1. classify the segments against the locked alerts
+--   2. counting segments (no state change: dups, stale messages): one UPDATE
+--   2b. resolves of unknown fingerprints that do not fire in the batch: kept
+--      as resolved alerts (one INSERT)
+--   3. new fingerprints: one INSERT (with their history rows), find-or-open
+--      per group, one INSERT of links
+--   4. the rest (state changes) row by row in fingerprint order
+--   5. per incident: updates, events, published rows
 CREATE FUNCTION triaged.ingest(p_batch jsonb, p_offsets jsonb, p_opts jsonb)
 RETURNS SETOF triaged.ingest_row
 LANGUAGE plpgsql
@@ -872,20 +1077,32 @@ DECLARE
   v_nneg      integer;
   v_segs      triaged._segment[];
   v_bad       triaged._segment;
-  v_dup_ords  integer[];
-  v_ndup_hint integer;
-  v_cls       triaged._segment[];
-  v_new       triaged.alert[];
+  v_fps       text[];
+  v_known     triaged._known[];
+  v_c_tid     tid[];
+  v_c_id      bigint[];
+  v_c_n       bigint[];
+  v_c_firing  boolean[];
+  v_c_first   timestamptz[];
+  v_c_last    timestamptz[];
+  v_c_same    boolean[];
+  v_c_labels  jsonb[];
+  v_c_summary text[];
+  v_counted   integer;
+  v_unksegs   triaged._segment[];
+  v_newsegs   triaged._segment[];
   v_loopsegs  triaged._segment[];
+  v_unknown   integer;
+  v_stale     integer;
+  v_dups      integer;
+  v_ndup_hint integer;
+  v_new       triaged._new_alert[] := '{}';
   v_reqs      triaged._group_req[];
   v_grp       triaged._group_res[];
-  v_changes   triaged._change[] := '{}';
-  v_ch        triaged._change[];
   v_rows      triaged.ingest_row[] := '{}';
+  v_changes   triaged._change[] := '{}';
   v_loop      triaged._loop_result;
-  v_unknown   integer;
-  v_attached  integer;
-  v_opened    integer;
+  v_opened    integer := 0;
 BEGIN
   -- options
   IF p_opts IS NULL OR jsonb_typeof(p_opts) <> 'object' THEN
@@ -933,7 +1150,8 @@ BEGIN
         FOR UPDATE OF k;
     -- then check them (a fresh snapshot: sees what the lock waited for)
     SELECT coalesce(array_agg(ROW('fenced', o.topic || '/' || o."partition",
-                                  jsonb_build_object('stored', k.next_offset))::triaged.ingest_row
+                                  ('{"stored": ' || coalesce(k.next_offset::text, 'null') || '}')::json
+                                 )::triaged.ingest_row
                               ORDER BY o."group", o.topic, o."partition"), '{}')
       INTO v_fenced
       FROM jsonb_to_recordset(p_offsets)
@@ -974,17 +1192,21 @@ BEGIN
     END IF;
   END IF;
 
+
   -- the segments, sorted by (fingerprint, position in the batch)
-  SELECT coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
-                                x.summary, coalesce(x.labels, '{}'::jsonb), x.severity, x.status,
-                                CASE WHEN x.status = 'resolved' THEN 0 ELSE x.n END,
-                                x."first", x."last", x.hint,
-                                x.o, x.o = x.min_o, NULL)::triaged._segment
-                            ORDER BY x.fp, x.o), '{}')
+  SELECT coalesce(array_agg(x), '{}')
     INTO v_segs
-    FROM (SELECT j.*, j.ordinality::integer AS o,
-                 min(j.ordinality::integer) OVER (PARTITION BY j.fp) AS min_o
-            FROM jsonb_populate_recordset(NULL::triaged._segment, p_batch) WITH ORDINALITY j) x;
+    FROM (SELECT ROW(j.fp, j.source, j.resource, j."check", j.dedup_key, j.ci_id,
+                     j.summary, coalesce(j.labels, '{}'::jsonb), j.severity, j.status,
+                     CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END,
+                     j."first", j."last", j.hint, j.ordinality::integer,
+                     row_number() OVER w = 1,
+                     min(j.ordinality::integer) FILTER (WHERE j.status = 'firing') OVER w,
+                     bool_or(j.status = 'firing') OVER (PARTITION BY j.fp),
+                     NULL)::triaged._segment AS x
+            FROM jsonb_populate_recordset(NULL::triaged._segment, p_batch) WITH ORDINALITY j
+          WINDOW w AS (PARTITION BY j.fp ORDER BY j.ordinality)
+           ORDER BY j.fp, j.ordinality) s;
 
   SELECT * INTO v_bad FROM unnest(v_segs) s
    WHERE s.fp IS NULL OR s.fp = '' OR s.source IS NULL OR s.resource IS NULL
@@ -998,62 +1220,116 @@ BEGIN
   IF FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
       MESSAGE = format('triaged.ingest: bad segment #%s (fp %s): %s', v_bad.ord, v_bad.fp,
-                       to_jsonb(v_bad) - 'ord' - 'first_of_fp' - 'cls');
+                       to_jsonb(v_bad) - 'ord' - 'first_of_fp' - 'first_firing' - 'fp_fires'
+                       - 'cls');
   END IF;
 
   -- 0. lock every existing alert of the batch, in fingerprint order, once:
   --    two instances then never wait for each other's alerts in opposite
-  --    orders, whatever path each segment takes below
-  PERFORM 1
-     FROM triaged.alert a
-    WHERE a.fingerprint IN (SELECT DISTINCT s.fp FROM unnest(v_segs) s)
-    ORDER BY a.fingerprint
-      FOR UPDATE OF a;
+  --    orders, whatever path each segment takes below. What is read here
+  --    stays true until step 2 changes it: only we can change these rows.
+  SELECT coalesce(array_agg(s.fp), '{}') INTO v_fps FROM unnest(v_segs) s WHERE s.first_of_fp;
+  SELECT coalesce(array_agg(ROW(k.id, k.ctid, k.fingerprint, k.status, k.severity,
+                                k.state_changed_at, k.fired_at)::triaged._known), '{}')
+    INTO v_known
+    FROM (SELECT a.id, a.ctid, a.fingerprint, a.status, a.severity, a.state_changed_at,
+                 a.fired_at
+            FROM triaged.alert a
+           WHERE a.fingerprint = ANY (v_fps)
+           ORDER BY a.fingerprint
+             FOR NO KEY UPDATE OF a) k;
 
-  -- 1. dup fast path: the first segment of a fingerprint, hinted "dup", firing,
-  --    on an alert that is firing with that severity: count it, nothing else.
-  --    One UPDATE for all of them.
-  --    (Not when the segment is older than the alert's firing period: the
-  --    row-by-row path may have to move that period's start back.)
-  WITH d AS (
-    SELECT s.ord, s.fp, s.severity, s.n, s."first", s."last", s.labels, s.summary
+  -- 1. classify:
+  --    'count'   the first segment of an existing alert that changes no state:
+  --              same status (and severity, when firing), or older than the
+  --              alert's state (stale); it only counts (occurrences, times,
+  --              the newest labels and summary) -- except a firing segment
+  --              older than the firing period (its start may move back) or
+  --              older than the resolve that created the alert (it fires and
+  --              resolves it): those are 'loop'
+  --    'new'     the first firing segment of an unknown fingerprint
+  --    'unknown' a resolve before any firing of an unknown fingerprint
+  --              (counted; kept as a resolved alert when the fingerprint does
+  --              not fire in this batch, see 2b)
+  --    'loop'    everything else (state changes, later segments of a fingerprint)
+  --    A dup hint is a hit when its segment counts on a firing alert of the
+  --    same severity.
+  WITH x AS (
+    SELECT s.*, k.id AS kid, k.tid AS ktid,
+           CASE WHEN k.id IS NULL THEN
+                  CASE WHEN s.ord < coalesce(s.first_firing, 2147483647) THEN 'unknown'
+                       WHEN s.ord = s.first_firing THEN 'new'
+                       ELSE 'loop' END
+                WHEN s.first_of_fp
+                     AND ((s.status = k.status AND (s.status = 'resolved' OR s.severity = k.severity))
+                          OR s."first" < k.state_changed_at)
+                     AND NOT coalesce(s.status = 'firing' AND k.status = 'firing'
+                                      AND s."first" < k.fired_at, true)
+                     AND NOT (s.status = 'firing' AND k.status = 'resolved' AND k.fired_at IS NULL
+                              AND s."first" < k.state_changed_at)
+                THEN 'count'
+                ELSE 'loop' END AS c,
+           (s.status = k.status AND (s.status = 'resolved' OR s.severity = k.severity)) AS same,
+           s.status = k.status AS same_status
       FROM unnest(v_segs) s
-     WHERE s.hint = 'dup' AND s.status = 'firing' AND s.first_of_fp),
-  u AS (
-    UPDATE triaged.alert a
-       SET occurrences = a.occurrences + d.n,
-           first_seen = least(a.first_seen, d."first"),
-           labels = CASE WHEN d."last" >= a.last_seen THEN d.labels ELSE a.labels END,
-           summary = CASE WHEN d."last" >= a.last_seen THEN coalesce(d.summary, a.summary)
-                          ELSE a.summary END,
-           last_seen = greatest(a.last_seen, d."last"),
-           updated_at = now()
-      FROM d
-     WHERE a.fingerprint = d.fp AND a.status = 'firing' AND a.severity = d.severity
-       AND d."first" >= a.fired_at
-    RETURNING d.ord)
-  SELECT coalesce(array_agg(u.ord), '{}') INTO v_dup_ords FROM u;
-  SELECT count(*) INTO v_ndup_hint FROM unnest(v_segs) s WHERE s.hint = 'dup';
-
-  -- 2. classify the rest: 'loop' (alert exists, or a later segment of a new
-  --    one), 'new' (first firing segment of an unknown fingerprint), 'unknown'
-  --    (a resolve before any firing of an unknown fingerprint: dropped)
-  SELECT coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
+      LEFT JOIN unnest(v_known) k ON k.fingerprint = s.fp)
+  SELECT coalesce(array_agg(x.ktid) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.kid) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.n) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.status = 'firing') FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x."first") FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x."last") FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.same_status) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.labels) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.summary) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
                                 x.summary, x.labels, x.severity, x.status, x.n, x."first",
-                                x."last", x.hint, x.ord, x.first_of_fp,
-                                CASE WHEN x.known THEN 'loop'
-                                     WHEN x.ord < coalesce(x.first_firing, 2147483647) THEN 'unknown'
-                                     WHEN x.ord = x.first_firing THEN 'new'
-                                     ELSE 'loop' END)::triaged._segment
-                            ORDER BY x.fp, x.ord), '{}')
-    INTO v_cls
-    FROM (SELECT s.*, e.fingerprint IS NOT NULL AS known,
-                 min(s.ord) FILTER (WHERE s.status = 'firing') OVER (PARTITION BY s.fp) AS first_firing
-            FROM unnest(v_segs) s
-            LEFT JOIN unnest(v_dup_ords) h(ord) ON h.ord = s.ord
-            LEFT JOIN triaged.alert e ON e.fingerprint = s.fp
-           WHERE h.ord IS NULL) x;
-  SELECT count(*) INTO v_unknown FROM unnest(v_cls) s WHERE s.cls = 'unknown';
+                                x."last", x.hint, x.ord, x.first_of_fp, x.first_firing,
+                                x.fp_fires, x.c)::triaged._segment ORDER BY x.fp)
+                    FILTER (WHERE x.c = 'new'), '{}'),
+         coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
+                                x.summary, x.labels, x.severity, x.status, x.n, x."first",
+                                x."last", x.hint, x.ord, x.first_of_fp, x.first_firing,
+                                x.fp_fires, x.c)::triaged._segment ORDER BY x.fp, x.ord)
+                    FILTER (WHERE x.c = 'loop'), '{}'),
+         coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
+                                x.summary, x.labels, x.severity, x.status, x.n, x."first",
+                                x."last", x.hint, x.ord, x.first_of_fp, x.first_firing,
+                                x.fp_fires, x.c)::triaged._segment ORDER BY x.fp, x.ord)
+                    FILTER (WHERE x.c = 'unknown' AND NOT x.fp_fires), '{}'),
+         count(*) FILTER (WHERE x.c = 'unknown'),
+         count(*) FILTER (WHERE x.c = 'count' AND NOT x.same),
+         count(*) FILTER (WHERE x.c = 'count' AND x.same AND x.status = 'firing'
+                                AND x.hint = 'dup'),
+         count(*) FILTER (WHERE x.hint = 'dup')
+    INTO v_c_tid, v_c_id, v_c_n, v_c_firing, v_c_first, v_c_last, v_c_same, v_c_labels,
+         v_c_summary, v_newsegs, v_loopsegs, v_unksegs, v_unknown, v_stale, v_dups, v_ndup_hint
+    FROM x;
+
+  -- 2. counting segments: one UPDATE, by row version (locked in step 0); the
+  --    newest message's labels and summary win
+  IF cardinality(v_c_tid) > 0 THEN
+    UPDATE triaged.alert a
+       SET occurrences = a.occurrences + c.n,
+           first_seen = CASE WHEN c.firing THEN least(a.first_seen, c."first")
+                             ELSE a.first_seen END,
+           labels = CASE WHEN c.same_status AND c."last" >= a.last_seen THEN c.labels
+                         ELSE a.labels END,
+           summary = CASE WHEN c.same_status AND c."last" >= a.last_seen
+                          THEN coalesce(c.summary, a.summary) ELSE a.summary END,
+           last_seen = greatest(a.last_seen, c."last"),
+           updated_at = now()
+      FROM unnest(v_c_tid, v_c_id, v_c_n, v_c_firing, v_c_first, v_c_last, v_c_same,
+                  v_c_labels, v_c_summary)
+             AS c(tid, id, n, firing, "first", "last", same_status, labels, summary)
+     WHERE a.ctid = c.tid AND a.id = c.id;
+    GET DIAGNOSTICS v_counted = ROW_COUNT;
+    IF v_counted <> cardinality(v_c_tid) THEN
+      RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+        MESSAGE = format('triaged.ingest: %s of %s locked alerts changed under the lock (retry)',
+                         cardinality(v_c_tid) - v_counted, cardinality(v_c_tid));
+    END IF;
+  END IF;
 
   -- 2b. a resolve of a fingerprint never seen, with no firing in this batch,
   --     is kept as a resolved alert with no occurrences and no incident, so
@@ -1061,125 +1337,131 @@ BEGIN
   --     not leave the alert firing (out-of-order messages never move state
   --     backwards, wherever the batches split). A later, newer firing
   --     re-fires it as usual.
-  WITH t AS (
-    INSERT INTO triaged.alert AS a (fingerprint, source, resource, check_name, dedup_key, severity,
-                                    status, summary, labels, ci_id, occurrences, first_seen,
-                                    last_seen, fired_at, resolved_at, state_changed_at, flapping)
-    SELECT s.fp, s.source, s.resource, s."check", s.dedup_key, s.severity, 'resolved', s.summary,
-           s.labels, s.ci_id, 0, s."first", greatest(s."last", s."first"), NULL, s."first",
-           s."first", false
-      FROM unnest(v_cls) s
-     WHERE s.cls = 'unknown'
-       AND NOT EXISTS (SELECT 1 FROM unnest(v_cls) f WHERE f.fp = s.fp AND f.status = 'firing')
-     ORDER BY s.fp
-    ON CONFLICT (fingerprint) DO NOTHING
-    RETURNING a.*)
-  INSERT INTO triaged.alert_history (alert_id, at, from_status, to_status, severity,
-                                     occurrences, detail)
-  SELECT t.id, t.resolved_at, NULL, 'resolved', t.severity, 0,
-         '{"resolve_before_firing": true}'::jsonb
-    FROM t ORDER BY t.id;
-
-  -- 3. new alerts, in fingerprint order; a fingerprint another transaction
-  --    created meanwhile is left to the row-by-row path
-  WITH ins AS (
-    INSERT INTO triaged.alert AS a (fingerprint, source, resource, check_name, dedup_key, severity,
-                                    status, summary, labels, ci_id, occurrences, first_seen,
-                                    last_seen, fired_at, resolved_at, state_changed_at, flapping)
-    SELECT s.fp, s.source, s.resource, s."check", s.dedup_key, s.severity, 'firing', s.summary,
-           s.labels, s.ci_id, s.n, s."first", greatest(s."last", s."first"), s."first", NULL,
-           s."first", 1 > v_flap_thr
-      FROM unnest(v_cls) s
-     WHERE s.cls = 'new'
-     ORDER BY s.fp
-    ON CONFLICT (fingerprint) DO NOTHING
-    RETURNING a.*)
-  SELECT coalesce(array_agg(ins ORDER BY ins.fingerprint), '{}') INTO v_new FROM ins;
-
-  IF cardinality(v_new) > 0 THEN
+  IF cardinality(v_unksegs) > 0 THEN
+    WITH t AS (
+      INSERT INTO triaged.alert AS a (fingerprint, source, resource, check_name, dedup_key,
+                                      severity, status, summary, labels, ci_id, occurrences,
+                                      first_seen, last_seen, fired_at, resolved_at,
+                                      state_changed_at, flapping)
+      SELECT s.fp, s.source, s.resource, s."check", s.dedup_key, s.severity, 'resolved',
+             s.summary, s.labels, s.ci_id, 0, s."first", greatest(s."last", s."first"), NULL,
+             s."first", s."first", false
+        FROM unnest(v_unksegs) s
+       ORDER BY s.fp, s.ord
+      ON CONFLICT (fingerprint) DO NOTHING
+      RETURNING a.id, a.resolved_at, a.severity)
     INSERT INTO triaged.alert_history (alert_id, at, from_status, to_status, severity,
                                        occurrences, detail)
-    SELECT a.id, a.first_seen, NULL, 'firing', a.severity, a.occurrences,
-           CASE WHEN a.flapping THEN '{"flapping": true}'::jsonb ELSE '{}'::jsonb END
-      FROM unnest(v_new) a ORDER BY a.id;
+    SELECT t.id, t.resolved_at, NULL, 'resolved', t.severity, 0,
+           '{"resolve_before_firing": true}'::jsonb
+      FROM t ORDER BY t.id;
+  END IF;
 
+  -- 3. new alerts, in fingerprint order, with their creation in the history;
+  --    a fingerprint another transaction created meanwhile (rare: the
+  --    plain INSERT fails, and is redone skipping those) is left to the
+  --    row-by-row path
+  IF cardinality(v_newsegs) > 0 THEN
+    BEGIN
+      v_new := triaged._create_alerts(v_newsegs, v_flap_thr, false);
+    EXCEPTION WHEN unique_violation THEN
+      v_new := triaged._create_alerts(v_newsegs, v_flap_thr, true);
+    END;
+    IF cardinality(v_new) < cardinality(v_newsegs) THEN
+      SELECT coalesce(array_agg(s ORDER BY s.fp, s.ord), '{}')
+        INTO v_loopsegs
+        FROM (SELECT * FROM unnest(v_loopsegs)
+              UNION ALL
+              SELECT * FROM unnest(v_newsegs) n
+               WHERE NOT EXISTS (SELECT 1 FROM unnest(v_new) a WHERE a.fingerprint = n.fp)) s;
+    END IF;
+  END IF;
+
+  IF cardinality(v_new) > 0 THEN
     -- one request per group: title and resource of its earliest alert,
     -- opened at the earliest first time, the most severe severity
-    SELECT coalesce(array_agg(ROW(x.g, x.ci_id, x.resource, x.title, x.opened_at,
+    SELECT coalesce(array_agg(ROW(x.gkey, x.ci_id, x.resource, x.title, x.opened_at,
                                   triaged.severity_of_rank(x.best))::triaged._group_req
-                              ORDER BY x.g), '{}')
+                              ORDER BY x.gkey), '{}')
       INTO v_reqs
-      FROM (SELECT DISTINCT ON (g.g) g.g, a.ci_id, a.resource,
+      FROM (SELECT DISTINCT ON (a.gkey) a.gkey, a.ci_id, a.resource,
                    a.check_name || ' on ' || a.resource AS title,
-                   min(a.first_seen) OVER (PARTITION BY g.g) AS opened_at,
-                   min(triaged.severity_rank(a.severity)) OVER (PARTITION BY g.g) AS best
+                   min(a.first_seen) OVER w AS opened_at,
+                   min(triaged.severity_rank(a.severity)) OVER w AS best
               FROM unnest(v_new) a
-              CROSS JOIN LATERAL (SELECT triaged._gkey(a.ci_id, a.resource) AS g) g
-             ORDER BY g.g, a.first_seen, a.fingerprint) x;
+            WINDOW w AS (PARTITION BY a.gkey)
+             ORDER BY a.gkey, a.first_seen, a.fingerprint) x;
 
     SELECT coalesce(array_agg(r), '{}') INTO v_grp FROM triaged._open_incidents(v_reqs) r;
 
+    -- links (new alerts have none yet), changes, published rows
     WITH m AS (
-      SELECT a.id AS alert_id, a.fingerprint, a.first_seen, a.severity, g.incident_id
-        FROM unnest(v_new) a
-        JOIN unnest(v_grp) g ON g.gkey = triaged._gkey(a.ci_id, a.resource)),
+      SELECT a.*, g.incident_id, g.number
+        FROM unnest(v_new) a JOIN unnest(v_grp) g ON g.gkey = a.gkey),
     ins AS (
       INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
-      SELECT m.incident_id, m.alert_id, 'cause' FROM m ORDER BY m.incident_id, m.alert_id
-      ON CONFLICT DO NOTHING
-      RETURNING incident_id, alert_id)
+      SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id)
     SELECT coalesce(array_agg(ROW(m.incident_id, 'attached', m.fingerprint, m.first_seen,
-                                  m.severity, NULL)::triaged._change), '{}')
-      INTO v_ch
-      FROM m JOIN ins ON ins.incident_id = m.incident_id AND ins.alert_id = m.alert_id;
-    v_attached := cardinality(v_ch);
-    v_changes := v_changes || v_ch;
+                                  m.severity, NULL)::triaged._change), '{}'),
+           coalesce(array_agg(ROW('alert.firing', m.fingerprint,
+                                  triaged.alert_payload(m.fingerprint, 'firing', m.severity,
+                                    m.resource, m.check_name, m.occurrences, m.first_seen,
+                                    m.last_seen, m.flapping, m.number))::triaged.ingest_row
+                              ORDER BY m.fingerprint), '{}')
+      INTO v_changes, v_rows
+      FROM m;
+    IF cardinality(v_changes) <> cardinality(v_new) THEN
+      RAISE EXCEPTION 'triaged.ingest: % new alerts without an incident',
+        cardinality(v_new) - cardinality(v_changes);
+    END IF;
 
-    SELECT coalesce(array_agg(ROW(g.incident_id, 'opened', NULL, NULL, NULL, NULL)
-                              ::triaged._change), '{}')
-      INTO v_ch FROM unnest(v_grp) g WHERE g.opened;
-    v_opened := cardinality(v_ch);
-    v_changes := v_changes || v_ch;
-
-    SELECT v_rows || coalesce(array_agg(ROW('alert.firing', a.fingerprint, to_jsonb(a))
-                                        ::triaged.ingest_row ORDER BY a.fingerprint), '{}')
-      INTO v_rows FROM unnest(v_new) a;
-  ELSE
-    v_attached := 0;
-    v_opened := 0;
+    SELECT v_changes || coalesce(array_agg(ROW(g.incident_id, 'opened', NULL, NULL, NULL, NULL)
+                                           ::triaged._change), '{}'),
+           count(*)
+      INTO v_changes, v_opened
+      FROM unnest(v_grp) g WHERE g.opened;
   END IF;
 
   -- 4. everything else, row by row in (fingerprint, ord) order
-  SELECT coalesce(array_agg(s ORDER BY s.fp, s.ord), '{}')
-    INTO v_loopsegs
-    FROM unnest(v_cls) s
-    LEFT JOIN unnest(v_new) a ON a.fingerprint = s.fp AND s.cls = 'new'
-   WHERE s.cls = 'loop' OR (s.cls = 'new' AND a.id IS NULL);
   IF cardinality(v_loopsegs) > 0 THEN
     v_loop := triaged._ingest_loop(v_loopsegs, v_reopen, v_flap_thr, v_flap_win);
   ELSE
     v_loop := ROW('{}', '{}', 0, 0, 0, 0, 0, 0, 0, 0)::triaged._loop_result;
   END IF;
   v_changes := v_changes || v_loop.changes;
-  v_rows := v_rows || v_loop.out_rows;
 
-  -- 5. alert rows, then per incident: updates, events, one row each
+  -- 5. alert rows (new ones first), then per incident: updates, events, one
+  --    row each
   RETURN QUERY SELECT * FROM unnest(v_rows);
+  RETURN QUERY
+    SELECT o.kind, o.fingerprint,
+           triaged.alert_payload(o.fingerprint, o.status, o.severity, o.resource, o.check_name,
+                                 o.occurrences, o.first_seen, o.last_seen, o.flapping,
+                                 coalesce(o.incident,
+                                   (SELECT i.number FROM triaged.incident i
+                                     WHERE i.id = (SELECT ia.incident_id
+                                                     FROM triaged.incident_alert ia
+                                                    WHERE ia.alert_id = o.alert_id
+                                                    ORDER BY ia.attached_at DESC,
+                                                             ia.incident_id DESC
+                                                    LIMIT 1))))
+      FROM unnest(v_loop.out_rows) WITH ORDINALITY o
+     ORDER BY o.ordinality;
   RETURN QUERY SELECT * FROM triaged._finish_incidents(v_changes, v_now, v_actor);
 
   RETURN NEXT ROW('stats', NULL, jsonb_build_object(
     'segments', cardinality(v_segs),
-    'dups', cardinality(v_dup_ords),
-    'dup_misses', v_ndup_hint - cardinality(v_dup_ords),
+    'dups', v_dups,
+    'dup_misses', v_ndup_hint - v_dups,
     'new_alerts', cardinality(v_new),
     'refired', v_loop.refired,
     'resolved', v_loop.resolved,
-    'stale', v_loop.stale,
+    'stale', v_stale + v_loop.stale,
     'unknown_resolves', v_unknown + v_loop.unknown_resolves,
     'severity_changes', v_loop.severity_changes,
     'incidents_opened', v_opened + v_loop.incidents_opened,
     'incidents_reopened', v_loop.incidents_reopened,
-    'attached', v_attached + v_loop.attached))::triaged.ingest_row;
+    'attached', cardinality(v_new) + v_loop.attached)::json)::triaged.ingest_row;
   RETURN;
 END $$;
 
@@ -1291,7 +1573,7 @@ BEGIN
   RETURN QUERY SELECT * FROM triaged._incident_rows('incident.closed', v_closed);
   RETURN NEXT ROW('stats', NULL, jsonb_build_object(
     'flapping_cleared', v_nflap, 'resolved', cardinality(v_resolved),
-    'closed', cardinality(v_closed)))::triaged.ingest_row;
+    'closed', cardinality(v_closed))::json)::triaged.ingest_row;
   RETURN;
 END $$;
 
