@@ -29,7 +29,7 @@ usage(FILE *f)
         "                      list incidents, newest first (S: new, acknowledged,\n"
         "                      resolved, closed, or open = new + acknowledged)\n"
         "  alerts [--status S] [--limit N]\n"
-        "                      list alerts, most recently seen first (S: firing, resolved)\n"
+        "                      list alerts, newest first (S: firing, resolved)\n"
         "  audit verify        check every incident timeline's hash chain; exit 1\n"
         "                      and name the first broken link when one was edited\n"
         "                      or deleted"
@@ -219,7 +219,7 @@ cmd_alerts(const td_config *cfg, int argc, char **argv)
         " to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS last_seen_utc,"
         " CASE WHEN flapping THEN 'flapping' ELSE '' END AS flags"
         " FROM triaged.alert WHERE ($1::text IS NULL OR status = $1)"
-        " ORDER BY last_seen DESC, id DESC LIMIT $2::int",
+        " ORDER BY id DESC LIMIT $2::int",
         status, limit);
 }
 

@@ -66,7 +66,7 @@ wait_done() {
     while [ "$got" -lt "$want" ] && [ $SECONDS -lt $deadline ]; do
         got=$(psql "$pg" -qAtc "SELECT coalesce(sum(occurrences),0) FROM triaged.alert" 2>/dev/null || echo 0)
         [ -z "$t_first" ] && [ "$got" -gt 0 ] && t_first=$(now) && first_got=$got
-        sleep 0.05
+        sleep 0.25
     done
     [ "$got" -ge "$want" ] || { echo "only $got of $want arrived" >&2; tail "$work"/triaged-*.log >&2; exit 1; }
     local t_end; t_end=$(now)
