@@ -100,10 +100,7 @@ host_count(const td_host *h, const char *name, const char *labels, uint64_t n)
 static void
 host_gauge(const td_host *h, const char *name, const char *labels, double v)
 {
-    char l[256];
-    snprintf(l, sizeof(l), "plugin=\"%s\"%s%s", self(h)->def->name,
-             labels && *labels ? "," : "", labels ? labels : "");
-    td_metric_set(td_gauge(name, NULL, l), v);
+    td_metrics_plugin_gauge(self(h)->def->name, name, labels, v);
 }
 
 static int

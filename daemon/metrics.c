@@ -133,14 +133,28 @@ td_metric_quantile(const td_metric *m, double q)
     return INFINITY;
 }
 
-void
-td_metrics_plugin_count(const char *plugin, const char *name,
-                        const char *labels, uint64_t n)
+/* A plugin's metric: its own labels after plugin="NAME". */
+static td_metric *
+plugin_metric(const char *plugin, const char *name, const char *labels, int type)
 {
     char l[256];
     snprintf(l, sizeof(l), "plugin=\"%s\"%s%s", plugin,
              labels && *labels ? "," : "", labels ? labels : "");
-    td_metric_add(lookup(name, NULL, M_COUNTER, l), n);
+    return lookup(name, NULL, type, l);
+}
+
+void
+td_metrics_plugin_count(const char *plugin, const char *name,
+                        const char *labels, uint64_t n)
+{
+    td_metric_add(plugin_metric(plugin, name, labels, M_COUNTER), n);
+}
+
+void
+td_metrics_plugin_gauge(const char *plugin, const char *name,
+                        const char *labels, double v)
+{
+    td_metric_set(plugin_metric(plugin, name, labels, M_GAUGE), v);
 }
 
 typedef struct strbuf {

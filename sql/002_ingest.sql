@@ -476,6 +476,34 @@ END $$;
 -- status changes (history rows whose status differs from the one before,
 -- creation included) within p_flap_window before t mark the alert flapping
 -- (with a history row of its own).
+-- A change of kind p_what for every open (not merged) incident the alert
+-- belongs to, in incident order. Each incident is read by primary key, so no
+-- plan can prefer the open-incident indexes.
+CREATE FUNCTION triaged._open_incident_changes(p_alert_id bigint, p_what text,
+                                               p_fingerprint text, p_at timestamptz,
+                                               p_severity text)
+RETURNS triaged._change[]
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_rec     record;
+  v_ist     text;
+  v_imerged bigint;
+  v_out     triaged._change[] := '{}';
+BEGIN
+  FOR v_rec IN
+    SELECT ia.incident_id FROM triaged.incident_alert ia
+     WHERE ia.alert_id = p_alert_id ORDER BY ia.incident_id
+  LOOP
+    SELECT i.status, i.merged_into INTO v_ist, v_imerged
+      FROM triaged.incident i WHERE i.id = v_rec.incident_id;
+    IF v_ist IN ('new', 'acknowledged') AND v_imerged IS NULL THEN
+      v_out := array_append(v_out, ROW(v_rec.incident_id, p_what, p_fingerprint, p_at,
+                                       p_severity, NULL)::triaged._change);
+    END IF;
+  END LOOP;
+  RETURN v_out;
+END $$;
+
 CREATE FUNCTION triaged._ingest_loop(p_segs triaged._segment[], p_reopen interval,
                                      p_flap_threshold integer, p_flap_window interval)
 RETURNS triaged._loop_result
@@ -491,10 +519,7 @@ DECLARE
   v_hops     integer;
   v_other    boolean;
   v_cnt      bigint;
-  v_rec      record;
-  v_ist      text;
   v_linked   boolean;
-  v_imerged  bigint;
   v_cur_fp   text := NULL;
   v_cur_at   timestamptz[] := '{}';   -- this batch's status changes of the current alert
   v_hist     triaged._hist[] := '{}';
@@ -576,18 +601,8 @@ BEGIN
                     v_alert.status, v_alert.severity, v_alert.resource, v_alert.check_name,
                     v_alert.occurrences, v_alert.first_seen, v_alert.last_seen, v_alert.flapping,
                     NULL)::triaged._alert_out);
-        FOR v_rec IN
-          SELECT ia.incident_id FROM triaged.incident_alert ia
-           WHERE ia.alert_id = v_alert.id ORDER BY ia.incident_id
-        LOOP
-          -- by primary key only: no plan can prefer the open-incident indexes
-          SELECT i.status, i.merged_into INTO v_ist, v_imerged
-            FROM triaged.incident i WHERE i.id = v_rec.incident_id;
-          IF v_ist IN ('new', 'acknowledged') AND v_imerged IS NULL THEN
-            v_changes := array_append(v_changes, ROW(v_rec.incident_id, 'severity',
-                           v_alert.fingerprint, v_seg."first", v_alert.severity, NULL)::triaged._change);
-          END IF;
-        END LOOP;
+        v_changes := v_changes || triaged._open_incident_changes(v_alert.id, 'severity',
+                       v_alert.fingerprint, v_seg."first", v_alert.severity);
         CONTINUE;
       END IF;
       IF v_seg.status <> v_alert.status
@@ -680,17 +695,8 @@ BEGIN
 
     IF v_alert.status = 'resolved' THEN
       -- every open incident it belongs to may now be clear
-      FOR v_rec IN
-        SELECT ia.incident_id FROM triaged.incident_alert ia
-         WHERE ia.alert_id = v_alert.id ORDER BY ia.incident_id
-      LOOP
-        SELECT i.status, i.merged_into INTO v_ist, v_imerged
-          FROM triaged.incident i WHERE i.id = v_rec.incident_id;
-        IF v_ist IN ('new', 'acknowledged') AND v_imerged IS NULL THEN
-          v_changes := array_append(v_changes, ROW(v_rec.incident_id, 'resolved',
-                         v_alert.fingerprint, v_seg."first", v_alert.severity, NULL)::triaged._change);
-        END IF;
-      END LOOP;
+      v_changes := v_changes || triaged._open_incident_changes(v_alert.id, 'resolved',
+                     v_alert.fingerprint, v_seg."first", v_alert.severity);
       CONTINUE;
     END IF;
 

@@ -28,6 +28,9 @@ double td_metric_quantile(const td_metric *m, double q);
 /* A plugin's counter: triaged_<name>{plugin="P",<labels>}. */
 void td_metrics_plugin_count(const char *plugin, const char *name,
                              const char *labels, uint64_t n);
+/* A plugin's gauge, labelled the same way. */
+void td_metrics_plugin_gauge(const char *plugin, const char *name,
+                             const char *labels, double v);
 
 /* The whole registry as Prometheus text exposition format; free() it. */
 char *td_metrics_render(void);
