@@ -1071,6 +1071,10 @@ RETURNS SETOF triaged.ingest_row
 LANGUAGE plpgsql
 SET TimeZone = 'UTC'
 SET jit = off
+-- Every table access here is by key. plpgsql caches each statement's plan for
+-- the session, and a plan made while the tables were small (a fresh database)
+-- scans them whole forever after: forbid that, the indexes always exist.
+SET enable_seqscan = off
 AS $$
 DECLARE
   v_now       timestamptz;
@@ -1487,6 +1491,10 @@ RETURNS SETOF triaged.ingest_row
 LANGUAGE plpgsql
 SET TimeZone = 'UTC'
 SET jit = off
+-- Every table access here is by key. plpgsql caches each statement's plan for
+-- the session, and a plan made while the tables were small (a fresh database)
+-- scans them whole forever after: forbid that, the indexes always exist.
+SET enable_seqscan = off
 AS $$
 DECLARE
   v_now      timestamptz;
