@@ -189,6 +189,30 @@ const td_option td_options[] = {
             "The time window in which flap_threshold state changes are "
             "counted."),
 
+    /* [capacity] */
+    OPT_DUR("capacity", "window", "30d", HOUR(1), DAY(365), 0, capacity_window_ms,
+            "Trends are least-squares fits over this much history (whole "
+            "hours of the hourly rollups)."),
+    OPT_DUR("capacity", "horizon", "90d", DAY(1), DAY(3650), TD_OPT_RELOAD,
+            capacity_horizon_ms,
+            "A capacity_warning is raised when a forecast exhaustion falls "
+            "within this time."),
+    OPT_INT("capacity", "min_points", "12", 3, 1000000, TD_OPT_RELOAD,
+            capacity_min_points,
+            "Fewer samples in the window give no forecast (insufficient "
+            "data)."),
+    OPT_INT("capacity", "min_r2_pct", "50", 0, 100, TD_OPT_RELOAD, capacity_min_r2_pct,
+            "A fit whose r squared is below this, in percent (50 = 0.5), "
+            "gives no forecast (poor fit)."),
+    OPT_DUR("capacity", "retention", "90d", DAY(1), DAY(3650), TD_OPT_RELOAD,
+            capacity_retention_ms,
+            "Raw samples are dropped after this, a monthly partition at a "
+            "time; the hourly rollups are kept."),
+    OPT_DUR("capacity", "rollup_interval", "60s", SEC(1), HOUR(1), TD_OPT_RELOAD,
+            capacity_rollup_interval_ms,
+            "How often the hourly rollups, trends and warnings are brought "
+            "up to date with the samples received."),
+
     /* [plugins] */
     OPT_PATH("plugins", "dir", "/usr/lib/triaged/plugins", 0, plugins_dir,
              "Folder the plugins are loaded from, as NAME.so."),
@@ -227,6 +251,8 @@ static const section_info sections[] = {
     { "incident", NO_OFFSET,
       "Incident timings, applied on SIGHUP. Durations are written as 500ms, "
       "30s, 5m, 2h or 7d." },
+    { "capacity", NO_OFFSET,
+      "Capacity samples: rollups, trends and exhaustion forecasts." },
     { "plugins", NO_OFFSET, "Where plugins come from and which are loaded." },
 };
 #define N_SECTIONS TD_ARRAY_LEN(sections)
@@ -1251,6 +1277,38 @@ td_config_diff(const td_config *old, const td_config *new_,
         }
         if (!same)
             fn(o, arg);
+    }
+}
+
+void
+td_config_apply_reloadable(td_config *dst, const td_config *src)
+{
+    for (const td_option *o = td_options; o->name; o++) {
+        if (o->offset == NO_OFFSET || !(o->flags & TD_OPT_RELOAD))
+            continue;
+        void *a = field_of(dst, o);
+        const void *b = cfield_of(src, o);
+        switch (o->type) {
+        case TD_OPT_STRING:
+        case TD_OPT_PATH:
+        case TD_OPT_LIST: {
+            char *const *from = b;
+            free(*(char **)a);
+            *(char **)a = *from ? td_strdup(*from) : NULL;
+            break;
+        }
+        case TD_OPT_INT:
+        case TD_OPT_ENUM:
+            *(int *)a = *(const int *)b;
+            break;
+        case TD_OPT_BOOL:
+            *(bool *)a = *(const bool *)b;
+            break;
+        case TD_OPT_DURATION:
+        case TD_OPT_SIZE:
+            *(int64_t *)a = *(const int64_t *)b;
+            break;
+        }
     }
 }
 

@@ -156,14 +156,8 @@ on_hup(evutil_socket_t fd, short what, void *arg)
     struct diff_ctx c = {0};
     td_config_diff(d->cfg, fresh, report_change, &c);
     /* Reloadable values are applied; the rest keep their old values. */
-    d->cfg->log_level = fresh->log_level;
-    td_log_set_level(fresh->log_level);
-    d->cfg->resolve_grace_ms = fresh->resolve_grace_ms;
-    d->cfg->reopen_window_ms = fresh->reopen_window_ms;
-    d->cfg->close_after_ms = fresh->close_after_ms;
-    d->cfg->correlation_window_ms = fresh->correlation_window_ms;
-    d->cfg->flap_threshold = fresh->flap_threshold;
-    d->cfg->flap_window_ms = fresh->flap_window_ms;
+    td_config_apply_reloadable(d->cfg, fresh);
+    td_log_set_level(d->cfg->log_level);
     if (d->pipeline)
         td_pipeline_reload(d->pipeline, d->cfg);
     td_config_free(fresh);

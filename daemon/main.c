@@ -1,5 +1,6 @@
 /* main.c — command line of the triaged daemon. */
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "internal/daemon.h"
 #include "internal/host.h"
 #include "internal/log.h"
+#include "internal/util.h"
 
 static void
 usage(FILE *f)
@@ -73,6 +75,8 @@ main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    /* Jansson too aborts on out-of-memory, as every td_ allocator (util.h). */
+    json_set_alloc_funcs(td_malloc, free);
     const char *path = NULL, *plugin_dir = NULL;
     int test = 0, c;
 

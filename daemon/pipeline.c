@@ -32,23 +32,27 @@
 
 #include "internal/alert.h"
 #include "internal/batcher.h"
+#include "internal/capacity.h"
 #include "internal/dedup.h"
 #include "internal/log.h"
 #include "internal/metrics.h"
 #include "internal/store.h"
 #include "internal/util.h"
 
-enum { STMT_INGEST, STMT_TICK, STMT_POSITIONS };
+enum { STMT_INGEST, STMT_TICK, STMT_POSITIONS, STMT_CAPACITY_TICK };
 
 static const td_store_stmt stmts[] = {
     {"td_ingest",
-     "SELECT kind, key, payload::text FROM triaged.ingest($1::jsonb, $2::jsonb, $3::jsonb)",
-     3},
+     "SELECT kind, key, payload::text"
+     " FROM triaged.ingest_all($1::jsonb, $2::jsonb, $3::jsonb, $4::jsonb)",
+     4},
     {"td_tick", "SELECT kind, key, payload::text FROM triaged.tick($1::jsonb)", 1},
     {"td_positions",
      "SELECT partition, next_offset FROM triaged.kafka_offset"
      " WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
      3},
+    {"td_capacity_tick", "SELECT kind, key, payload::text FROM triaged.capacity_tick($1::jsonb)",
+     1},
 };
 
 typedef struct partition {
@@ -69,6 +73,8 @@ typedef struct item {
     char *detail;
     td_alert *alerts;
     size_t n_alerts;
+    td_sample *samples;
+    size_t n_samples;
     bool skip;  /* already applied (offset below the stored position) */
     bool retry; /* fenced: ack RETRY */
 } item;
@@ -77,6 +83,8 @@ typedef struct batch {
     item *items;
     size_t n, cap;
     const td_alert **alerts;
+    const td_sample **samples;
+    size_t nsamples;
     td_segment *segs;
     size_t nsegs;
     uint8_t *hints;
@@ -99,6 +107,7 @@ struct td_pipeline {
     struct event_base *base;
     td_hostctx *hc;
     td_store *store;
+    td_store *cap_store; /* rollups and trends: never delay a batch */
     td_dedup *dedup;
     char **identity_labels;
     size_t n_identity_labels;
@@ -111,6 +120,8 @@ struct td_pipeline {
     bool full;     /* told an input FULL; resume below half */
     bool intake_stopped;
     bool tick_running;
+    bool capacity_tick_running;
+    int64_t capacity_tick_due; /* monotonic ms */
     bool shutting_down;
     partition *parts;
 
@@ -120,7 +131,9 @@ struct td_pipeline {
     td_metric *m_received, *m_alerts, *m_batches, *m_batch_msgs, *m_queue,
         *m_dups, *m_new, *m_refired, *m_resolved, *m_stale, *m_unknown_resolves,
         *m_opened, *m_reopened, *m_inc_resolved, *m_inc_closed, *m_retries,
-        *m_fenced, *m_segments, *m_batch_latency, *m_events;
+        *m_fenced, *m_segments, *m_batch_latency, *m_events, *m_samples,
+        *m_samples_stored, *m_samples_dup, *m_samples_unknown_ci, *m_cap_warnings;
+    td_ratelimit rl_capacity;
 };
 
 static void kick(td_pipeline *p);
@@ -153,10 +166,12 @@ batch_free(batch *b)
         for (size_t j = 0; j < it->n_alerts; j++)
             td_alert_clear(&it->alerts[j]);
         free(it->alerts);
+        td_samples_free(it->samples, it->n_samples);
         free(it->detail);
     }
     free(b->items);
     free(b->alerts);
+    free(b->samples);
     free(b->segs);
     free(b->hints);
     free(b);
@@ -306,6 +321,11 @@ sink(void *arg, const char *plugin, const td_input_msg *msg)
             it->alerts = NULL;
         }
         break;
+    case TD_FMT_CAPACITY:
+        rc = td_capacity_decode(msg->data, msg->len, (size_t)p->cfg->max_message_size,
+                                td_now_ms() * 1000, &it->samples, &it->n_samples, &reason,
+                                detail, sizeof(detail));
+        break;
     default:
         reason = "unsupported_format";
         snprintf(detail, sizeof(detail), "format %d is not handled by this pipeline",
@@ -319,6 +339,7 @@ sink(void *arg, const char *plugin, const td_input_msg *msg)
         count_invalid(p, plugin, reason, detail);
     } else {
         td_metric_add(p->m_alerts, it->n_alerts);
+        td_metric_add(p->m_samples, it->n_samples);
     }
     p->queued++;
     td_metric_set(p->m_queue, (double)p->queued);
@@ -347,7 +368,7 @@ ack_item(item *it, td_ack_status status)
         ack.reason = it->reason;
         ack.detail = it->detail;
     } else {
-        ack.accepted = it->n_alerts;
+        ack.accepted = it->n_alerts + it->n_samples;
     }
     it->ack(it->ack_arg, &ack);
     it->ack = NULL;
@@ -458,8 +479,10 @@ send_ingest(td_pipeline *p)
 {
     batch *b = p->active;
     char *segs = segments_json(b), *offs = offsets_json(p, b), *opts = opts_json(p, 0);
-    const char *params[3] = {segs, offs, opts};
+    char *samples = b->nsamples ? td_samples_json(b->samples, b->nsamples) : NULL;
+    const char *params[4] = {segs, samples, offs, opts};
     td_store_exec(p->store, STMT_INGEST, params, on_ingest, p);
+    free(samples);
     free(segs);
     free(offs);
     free(opts);
@@ -480,8 +503,11 @@ start_batch(td_pipeline *p)
     batch *b = p->active;
     size_t na = 0;
     free(b->alerts);
+    free(b->samples);
     free(b->segs);
     free(b->hints);
+    b->samples = NULL;
+    b->nsamples = 0;
     b->alerts = NULL;
     b->segs = NULL;
     b->hints = NULL;
@@ -492,8 +518,21 @@ start_batch(td_pipeline *p)
         else if (it->part && it->part->known_next >= 0 &&
                  it->offset < it->part->known_next)
             it->skip = true;
-        if (!it->retry && !it->skip && !it->reason)
+        if (!it->retry && !it->skip && !it->reason) {
             na += it->n_alerts;
+            b->nsamples += it->n_samples;
+        }
+    }
+    if (b->nsamples) {
+        b->samples = td_calloc(b->nsamples, sizeof(*b->samples));
+        size_t ns = 0;
+        for (size_t i = 0; i < b->n; i++) {
+            item *it = &b->items[i];
+            if (it->retry || it->skip || it->reason)
+                continue;
+            for (size_t j = 0; j < it->n_samples; j++)
+                b->samples[ns++] = &it->samples[j];
+        }
     }
     b->alerts = td_calloc(na ? na : 1, sizeof(*b->alerts));
     na = 0;
@@ -607,6 +646,64 @@ publish_row(td_pipeline *p, const PGresult *res, int row)
     td_host_publish(p->hc, &ev);
 }
 
+/* ---- capacity ---------------------------------------------------------- */
+
+static void
+capacity_stats(td_pipeline *p, const char *payload)
+{
+    json_t *o = json_loads(payload, 0, NULL);
+    if (!o)
+        return;
+    td_metric_add(p->m_samples_stored, stat_of(o, "inserted"));
+    td_metric_add(p->m_samples_dup, stat_of(o, "duplicates"));
+    uint64_t unknown = stat_of(o, "unknown_ci");
+    td_metric_add(p->m_samples_unknown_ci, unknown);
+    uint32_t suppressed;
+    if (unknown && td_ratelimit_allow(&p->rl_capacity, 5, &suppressed)) {
+        char *names = json_dumps(json_object_get(o, "unknown_names"), JSON_COMPACT);
+        td_warn("capacity samples for unknown CIs not stored",
+                "count=%llu names=%s suppressed=%u", (unsigned long long)unknown,
+                names ? names : "[]", suppressed);
+        free(names);
+    }
+    json_decref(o);
+}
+
+/* A series at or over its limit fires an alert (and so opens an incident);
+ * back under it, the alert resolves. Submitted like any input's alert, into
+ * the next batch: should triaged stop before, the next sample says it again. */
+static void
+capacity_limit_alert(td_pipeline *p, const char *payload)
+{
+    json_t *o = json_loads(payload, 0, NULL);
+    if (!o)
+        return;
+    const char *ci = json_string_value(json_object_get(o, "ci"));
+    const char *metric = json_string_value(json_object_get(o, "metric"));
+    const char *status = json_string_value(json_object_get(o, "status"));
+    const char *ts = json_string_value(json_object_get(o, "ts"));
+    int64_t ts_us = 0;
+    if (!ci || !metric || !status || !ts || td_parse_rfc3339(ts, &ts_us) != TD_OK) {
+        json_decref(o);
+        return;
+    }
+    char summary[512];
+    snprintf(summary, sizeof(summary), "%s at %g of its limit %g", metric,
+             json_number_value(json_object_get(o, "value")),
+             json_number_value(json_object_get(o, "limit")));
+    const char *names[] = {"metric"};
+    const char *values[] = {metric};
+    td_alert_fields f = {
+        .source = "capacity", .resource = ci, .check = "capacity_limit",
+        .status = status, .severity = "major", .summary = summary, .ci = ci,
+        .label_names = names, .label_values = values, .n_labels = 1,
+        .occurred_at_ms = ts_us / 1000,
+    };
+    td_input_msg m = {.format = TD_FMT_FIELDS, .fields = &f};
+    sink(p, "capacity", &m);
+    json_decref(o);
+}
+
 static void
 on_ingest(void *arg, const PGresult *res, const char *err)
 {
@@ -653,8 +750,13 @@ on_ingest(void *arg, const PGresult *res, const char *err)
     for (size_t i = 0; i < b->nsegs; i++)
         firing_msgs += b->segs[i].n;
     for (int r = 0; r < rows; r++) {
-        if (strcmp(PQgetvalue(res, r, 0), "stats") == 0)
+        const char *kind = PQgetvalue(res, r, 0);
+        if (strcmp(kind, "stats") == 0)
             apply_stats(p, PQgetvalue(res, r, 2), firing_msgs);
+        else if (strcmp(kind, "capacity.stats") == 0)
+            capacity_stats(p, PQgetvalue(res, r, 2));
+        else if (strcmp(kind, "capacity.limit") == 0)
+            capacity_limit_alert(p, PQgetvalue(res, r, 2));
         else
             publish_row(p, res, r);
     }
@@ -698,11 +800,62 @@ on_tick_result(void *arg, const PGresult *res, const char *err)
 }
 
 static void
+on_capacity_tick_result(void *arg, const PGresult *res, const char *err)
+{
+    td_pipeline *p = arg;
+    p->capacity_tick_running = false;
+    if (!res) {
+        td_debug("capacity tick skipped", "error=\"%s\"", err ? err : "");
+        return;
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        uint32_t suppressed;
+        const char *e = PQresultErrorMessage(res);
+        if (td_ratelimit_allow(&p->rl_store, 5, &suppressed))
+            td_warn("capacity tick failed", "error=\"%.*s\"", (int)strcspn(e, "\n"), e);
+        return;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *kind = PQgetvalue(res, r, 0);
+        if (strcmp(kind, "capacity.tick") == 0) {
+            td_debug("capacity tick", "result=%s", PQgetvalue(res, r, 2));
+            continue;
+        }
+        if (strcmp(kind, "capacity.warning") == 0)
+            td_metric_add(p->m_cap_warnings, 1);
+        publish_row(p, res, r);
+    }
+}
+
+static void
+capacity_tick(td_pipeline *p)
+{
+    int64_t now = td_mono_ms();
+    if (p->capacity_tick_running || now < p->capacity_tick_due)
+        return;
+    p->capacity_tick_due = now + p->cfg->capacity_rollup_interval_ms;
+    p->capacity_tick_running = true;
+    char ts[32];
+    td_format_rfc3339(td_now_ms() * 1000, ts);
+    char *opts = td_asprintf(
+        "{\"now\":\"%s\",\"window_ms\":%lld,\"horizon_ms\":%lld,\"retention_ms\":%lld,"
+        "\"min_points\":%d,\"min_r2\":%.2f,\"max_hours\":24}",
+        ts, (long long)p->cfg->capacity_window_ms, (long long)p->cfg->capacity_horizon_ms,
+        (long long)p->cfg->capacity_retention_ms, p->cfg->capacity_min_points,
+        p->cfg->capacity_min_r2_pct / 100.0);
+    const char *params[1] = {opts};
+    td_store_exec(p->cap_store, STMT_CAPACITY_TICK, params, on_capacity_tick_result, p);
+    free(opts);
+}
+
+static void
 on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     td_pipeline *p = arg;
+    if (td_store_connected(p->cap_store))
+        capacity_tick(p);
     if (p->tick_running || !td_store_connected(p->store))
         return;
     p->tick_running = true;
@@ -790,6 +943,7 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
         return NULL;
     }
     p->store = td_store_new(base, cfg->pg_conninfo, stmts, TD_ARRAY_LEN(stmts), "pipeline");
+    p->cap_store = td_store_new(base, cfg->pg_conninfo, stmts, TD_ARRAY_LEN(stmts), "capacity");
     p->actor = td_asprintf("triaged@%s", cfg->instance);
     if (cfg->identity_labels && *cfg->identity_labels) {
         char *copy = td_strdup(cfg->identity_labels), *save = NULL;
@@ -824,6 +978,13 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
     COUNTER(m_retries, "batch_retries", "Batch attempts that failed and were retried");
     COUNTER(m_fenced, "partitions_fenced", "Partitions whose stored offset moved under us");
     COUNTER(m_events, "events_published", "Incident and alert events given to outputs");
+    COUNTER(m_samples, "capacity_samples_received", "Capacity samples decoded from valid messages");
+    COUNTER(m_samples_stored, "capacity_samples_stored", "Capacity samples written to PostgreSQL");
+    COUNTER(m_samples_dup, "capacity_samples_duplicate",
+            "Capacity samples already stored (same ci, metric and ts): ignored");
+    COUNTER(m_samples_unknown_ci, "capacity_samples_unknown_ci",
+            "Capacity samples whose ci matches no CI: not stored, logged");
+    COUNTER(m_cap_warnings, "capacity_warnings", "capacity_warning events raised");
     p->m_queue = td_gauge("queue_messages", "Messages taken and not yet acked", NULL);
     p->m_batch_latency = td_histogram("batch_latency_seconds",
                                       "From a batch sealed to committed", NULL);
@@ -872,6 +1033,7 @@ td_pipeline_free(td_pipeline *p)
         batch_free(p->open);
     td_dedup_free(p->dedup);
     td_store_free(p->store);
+    td_store_free(p->cap_store);
     event_free(p->ev_batch);
     event_free(p->ev_retry);
     event_free(p->ev_tick);

@@ -110,6 +110,14 @@ typedef struct td_config {
     int flap_threshold;
     int64_t flap_window_ms;
 
+    /* [capacity] */
+    int64_t capacity_window_ms;
+    int64_t capacity_horizon_ms;
+    int capacity_min_points;
+    int capacity_min_r2_pct;
+    int64_t capacity_retention_ms;
+    int64_t capacity_rollup_interval_ms;
+
     /* [plugins] */
     char *plugins_dir;
     char *plugins_load; /* NULL when absent: derived from sections present */
@@ -143,6 +151,10 @@ int td_config_each(const td_config *cfg, const char *section,
  * with the option (reloadable or not: see opt->flags & TD_OPT_RELOAD). */
 void td_config_diff(const td_config *old, const td_config *new_,
                     void (*fn)(const td_option *opt, void *arg), void *arg);
+
+/* Copy every reloadable option's value (TD_OPT_RELOAD) from src to dst; the
+ * others keep dst's. What SIGHUP applies. */
+void td_config_apply_reloadable(td_config *dst, const td_config *src);
 
 /* Value parsers, exposed for reuse and unit tests. Return TD_OK/TD_ERR. */
 int td_parse_duration(const char *s, int64_t *ms);

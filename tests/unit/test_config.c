@@ -544,6 +544,27 @@ Test(config, diff_names_each_changed_option_and_whether_it_reloads)
     td_config_free(b);
 }
 
+Test(config, apply_reloadable_copies_only_reloadable_values)
+{
+    td_config *a = load_ok(BASE "[triaged]\nlog_level = info\n");
+    td_config *b = load_ok(BASE "[triaged]\nlog_level = warn\n"
+                                "[pipeline]\nbatch_size = 100\n"
+                                "[incident]\nflap_window = 1h\n"
+                                "[capacity]\nhorizon = 30d\nwindow = 7d\n"
+                                "[plugins]\nload = in_http\n");
+    int batch = a->batch_size;
+    int64_t window = a->capacity_window_ms;
+    td_config_apply_reloadable(a, b);
+    cr_assert_eq(a->log_level, TD_LOG_WARN);
+    cr_assert_eq(a->flap_window_ms, 3600 * 1000);
+    cr_assert_eq(a->capacity_horizon_ms, (int64_t)30 * 86400 * 1000);
+    cr_assert_eq(a->batch_size, batch);
+    cr_assert_eq(a->capacity_window_ms, window);
+    cr_assert_null(a->plugins_load);
+    td_config_free(a);
+    td_config_free(b);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Value parsers */
 
@@ -724,6 +745,8 @@ Test(config, reloadable_options_are_rules_tokens_log_level_and_incident_timings)
 {
     for (const td_option *o = td_options; o->name; o++) {
         bool want = strcmp(o->section, "incident") == 0 ||
+                    (strcmp(o->section, "capacity") == 0 &&
+                     strcmp(o->name, "window") != 0) ||
                     strcmp(o->name, "rules") == 0 ||
                     strcmp(o->name, "tokens") == 0 ||
                     strcmp(o->name, "log_level") == 0;

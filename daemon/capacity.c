@@ -1,0 +1,167 @@
+/* capacity.c — capacity samples: decode and validate, and the JSON the
+ * store takes (see capacity.h). */
+#include "internal/capacity.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal/alert.h"
+#include "internal/errors.h"
+#include "internal/util.h"
+
+#define MAX_NAME 1024
+
+static int
+fail(const char **reason, const char *r, char *detail, size_t dlen, const char *fmt,
+     const char *arg)
+{
+    *reason = r;
+    snprintf(detail, dlen, fmt, arg);
+    return TD_ERR;
+}
+
+static int
+name_field(json_t *obj, const char *name, char **out, const char **reason, char *detail,
+           size_t dlen)
+{
+    json_t *v = json_object_get(obj, name);
+    if (!v || json_is_null(v))
+        return fail(reason, "missing_field", detail, dlen, "missing required field '%s'",
+                    name);
+    if (!json_is_string(v))
+        return fail(reason, "bad_field", detail, dlen, "field '%s' must be a string", name);
+    size_t len = json_string_length(v);
+    if (len == 0)
+        return fail(reason, "missing_field", detail, dlen, "required field '%s' is empty",
+                    name);
+    if (len > MAX_NAME)
+        return fail(reason, "bad_field", detail, dlen, "field '%s' is too long", name);
+    if (memchr(json_string_value(v), '\0', len))
+        return fail(reason, "bad_field", detail, dlen, "field '%s' contains a NUL byte",
+                    name);
+    *out = td_strndup(json_string_value(v), len);
+    return TD_OK;
+}
+
+static int
+decode_one(json_t *obj, int64_t now_us, td_sample *s, const char **reason, char *detail,
+           size_t dlen)
+{
+    if (!json_is_object(obj))
+        return fail(reason, "not_object", detail, dlen, "a sample must be a JSON %s",
+                    "object");
+    s->limit = NAN;
+    if (name_field(obj, "ci", &s->ci, reason, detail, dlen) != TD_OK ||
+        name_field(obj, "metric", &s->metric, reason, detail, dlen) != TD_OK)
+        return TD_ERR;
+    json_t *v = json_object_get(obj, "value");
+    if (!v || json_is_null(v))
+        return fail(reason, "missing_field", detail, dlen, "missing required field '%s'",
+                    "value");
+    if (!json_is_number(v) || !isfinite(json_number_value(v)))
+        return fail(reason, "bad_field", detail, dlen, "field '%s' must be a finite number",
+                    "value");
+    s->value = json_number_value(v);
+    json_t *l = json_object_get(obj, "limit");
+    if (l && !json_is_null(l)) {
+        if (!json_is_number(l) || !isfinite(json_number_value(l)) ||
+            json_number_value(l) <= 0)
+            return fail(reason, "bad_field", detail, dlen,
+                        "field '%s' must be a positive number", "limit");
+        s->limit = json_number_value(l);
+    }
+    json_t *ts = json_object_get(obj, "ts");
+    s->ts_us = now_us;
+    if (ts && !json_is_null(ts)) {
+        if (!json_is_string(ts) || td_parse_rfc3339(json_string_value(ts), &s->ts_us) != TD_OK)
+            return fail(reason, "bad_field", detail, dlen,
+                        "field '%s' must be an RFC 3339 time", "ts");
+    }
+    return TD_OK;
+}
+
+void
+td_samples_free(td_sample *s, size_t n)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(s[i].ci);
+        free(s[i].metric);
+    }
+    free(s);
+}
+
+int
+td_capacity_decode(const char *buf, size_t len, size_t max_size, int64_t now_us,
+                   td_sample **out, size_t *n, const char **reason, char *detail,
+                   size_t detail_len)
+{
+    *out = NULL;
+    *n = 0;
+    if (max_size && len > max_size) {
+        *reason = "too_big";
+        snprintf(detail, detail_len, "message of %zu bytes exceeds the limit of %zu", len,
+                 max_size);
+        return TD_ERR;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!root) {
+        *reason = json_error_code(&jerr) == json_error_invalid_utf8 ? "not_utf8" : "not_json";
+        snprintf(detail, detail_len, "%s at position %d", jerr.text, jerr.position);
+        return TD_ERR;
+    }
+    size_t count = json_is_array(root) ? json_array_size(root) : 1;
+    if (count == 0) {
+        json_decref(root);
+        *reason = "empty";
+        snprintf(detail, detail_len, "an empty array holds no sample");
+        return TD_ERR;
+    }
+    td_sample *s = td_calloc(count, sizeof(*s));
+    for (size_t i = 0; i < count; i++) {
+        json_t *obj = json_is_array(root) ? json_array_get(root, i) : root;
+        if (decode_one(obj, now_us, &s[i], reason, detail, detail_len) != TD_OK) {
+            td_samples_free(s, i + 1);
+            json_decref(root);
+            if (count > 1) {
+                size_t l = strlen(detail);
+                snprintf(detail + l, detail_len - l, " (sample %zu)", i);
+            }
+            return TD_ERR;
+        }
+    }
+    json_decref(root);
+    *out = s;
+    *n = count;
+    return TD_OK;
+}
+
+char *
+td_samples_json(const td_sample *const *samples, size_t n)
+{
+    /* Jansson allocates with td_malloc (main.c): no NULL on out-of-memory;
+     * and every string here came out of a JSON document, so is UTF-8. */
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const td_sample *s = samples[i];
+        char ts[32];
+        td_format_rfc3339(s->ts_us, ts);
+        json_t *o = json_pack("{s:s, s:s, s:f, s:s}", "ci", s->ci, "metric", s->metric,
+                              "value", s->value, "ts", ts);
+        if (!o)
+            abort();
+        if (!isnan(s->limit))
+            json_object_set_new(o, "limit", json_real(s->limit));
+        json_array_append_new(arr, o);
+    }
+    char *out = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    if (!out)
+        abort();
+    return out;
+}

@@ -1,0 +1,38 @@
+/* capacity.h — the capacity sample (DESIGN §3): decoding and validation.
+ *
+ *   {"ci":"db-01","metric":"disk_used_bytes","value":812.5,"limit":1000,
+ *    "ts":"2026-10-01T00:00:00Z"}
+ *
+ * ci, metric and value are required; limit (a positive number) and ts
+ * (RFC 3339, default: time received) are optional. A message holds one
+ * object or an array of them. Storage, rollups and trends are in
+ * sql/005_capacity.sql. */
+#ifndef TD_CAPACITY_H
+#define TD_CAPACITY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct td_sample {
+    char *ci;
+    char *metric;
+    double value;
+    double limit;  /* NAN when absent */
+    int64_t ts_us; /* microseconds since the epoch */
+} td_sample;
+
+/* Decode a message of samples. TD_OK with *out an array of *n samples (free
+ * with td_samples_free()), or TD_ERR with *reason one of: too_big, not_utf8,
+ * not_json, not_object, empty, missing_field, bad_field, and a detail that
+ * names the field (and the sample's index in an array). The whole message is
+ * rejected when one sample is invalid. */
+int td_capacity_decode(const char *buf, size_t len, size_t max_size, int64_t now_us,
+                       td_sample **out, size_t *n, const char **reason, char *detail,
+                       size_t detail_len);
+void td_samples_free(td_sample *s, size_t n);
+
+/* The JSON array ingest_capacity() takes, for samples[0..n). Caller frees. */
+char *td_samples_json(const td_sample *const *samples, size_t n);
+
+#endif
