@@ -32,7 +32,13 @@ usage(FILE *f)
         "                      list alerts, newest first (S: firing, resolved)\n"
         "  audit verify        check every incident timeline's hash chain; exit 1\n"
         "                      and name the first broken link when one was edited\n"
-        "                      or deleted"
+        "                      or deleted\n"
+        "  capacity trend --ci NAME --metric M [--window 30d]\n"
+        "                      the least-squares trend of one series: slope per\n"
+        "                      day, r2, growth, forecast exhaustion with its band\n"
+        "  capacity risks [--horizon 90d] [--limit N]\n"
+        "                      what runs out within the horizon, soonest first,\n"
+        "                      with the services of each CI"
         "\n"
         "Options:\n"
         "  -c, --config FILE   the triaged configuration file (for [postgres])\n"
@@ -223,6 +229,106 @@ cmd_alerts(const td_config *cfg, int argc, char **argv)
         status, limit);
 }
 
+/* An option's duration value as a PostgreSQL interval text. */
+static int
+interval_arg(const char *cmd, const char *opt, const char *v, char *out, size_t len)
+{
+    int64_t ms;
+    if (td_parse_duration(v, &ms) != TD_OK || ms <= 0) {
+        fprintf(stderr, "triagectl capacity %s: %s wants a duration such as 30d, not '%s'\n",
+                cmd, opt, v);
+        return EXIT_USAGE;
+    }
+    snprintf(out, len, "%lld milliseconds", (long long)ms);
+    return EXIT_OK;
+}
+
+static int
+cmd_capacity(const td_config *cfg, int argc, char **argv)
+{
+    const char *sub = argc > 1 ? argv[1] : "";
+    const char *ci = NULL, *metric = NULL, *window = "30d", *horizon = "90d", *limit = "50";
+    for (int i = 2; i < argc; i++) {
+        const char **slot = strcmp(argv[i], "--ci") == 0       ? &ci
+                            : strcmp(argv[i], "--metric") == 0  ? &metric
+                            : strcmp(argv[i], "--window") == 0  ? &window
+                            : strcmp(argv[i], "--horizon") == 0 ? &horizon
+                            : strcmp(argv[i], "--limit") == 0   ? &limit
+                                                                : NULL;
+        if (!slot || i + 1 >= argc) {
+            fprintf(stderr, "triagectl capacity: unknown or incomplete argument '%s'\n", argv[i]);
+            return EXIT_USAGE;
+        }
+        *slot = argv[++i];
+    }
+    char iv[64];
+    if (strcmp(sub, "trend") == 0) {
+        if (!ci || !metric) {
+            fprintf(stderr, "triagectl capacity trend: --ci NAME and --metric M are required\n");
+            return EXIT_USAGE;
+        }
+        if (interval_arg(sub, "--window", window, iv, sizeof(iv)) != EXIT_OK)
+            return EXIT_USAGE;
+        PGconn *conn = connect_db(cfg);
+        if (!conn)
+            return EXIT_BACKEND;
+        const char *params[5] = {ci, metric, iv, NULL, NULL};
+        char pts[16], r2[16];
+        snprintf(pts, sizeof(pts), "%d", cfg->capacity_min_points);
+        snprintf(r2, sizeof(r2), "%.2f", cfg->capacity_min_r2_pct / 100.0);
+        params[3] = pts;
+        params[4] = r2;
+        PGresult *r = PQexecParams(conn,
+            "SELECT c.name AS ci, t.metric, t.status, t.samples,"
+            " round(t.slope_per_day::numeric, 6) AS slope_per_day, round(t.r2::numeric, 4) AS r2,"
+            " round(t.growth_30d_pct::numeric, 2) AS growth_30d_pct, t.last_value,"
+            " t.capacity_limit AS limit,"
+            " coalesce(to_char(t.exhaustion_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), '-') AS exhaustion_utc,"
+            " coalesce(to_char(t.earliest_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), '-') AS earliest_utc,"
+            " coalesce(to_char(t.latest_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), '-') AS latest_utc"
+            " FROM triaged.ci c CROSS JOIN LATERAL triaged.capacity_trend_of(c.id, $2, $3::interval,"
+            "   now(), $4::int, $5::float8) t"
+            " WHERE c.name = $1 OR (NOT EXISTS (SELECT 1 FROM triaged.ci x WHERE x.name = $1)"
+            "   AND c.id = (SELECT min(y.id) FROM triaged.ci y WHERE $1 = ANY (y.aliases)))",
+            5, NULL, params, NULL, NULL, 0);
+        int rc = EXIT_OK;
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            fprintf(stderr, "triagectl: %s", PQresultErrorMessage(r));
+            rc = EXIT_BACKEND;
+        } else if (PQntuples(r) == 0) {
+            fprintf(stderr, "triagectl capacity trend: no CI named '%s'\n", ci);
+            rc = EXIT_USAGE;
+        } else {
+            print_table(r);
+        }
+        PQclear(r);
+        PQfinish(conn);
+        return rc;
+    }
+    if (strcmp(sub, "risks") == 0) {
+        if (interval_arg(sub, "--horizon", horizon, iv, sizeof(iv)) != EXIT_OK)
+            return EXIT_USAGE;
+        char *end;
+        long n = strtol(limit, &end, 10);
+        if (*end || n < 1 || n > 1000000) {
+            fprintf(stderr, "triagectl capacity risks: --limit must be 1..1000000\n");
+            return EXIT_USAGE;
+        }
+        return run_list(cfg,
+            "SELECT r.ci, r.metric, r.status,"
+            " coalesce(to_char(r.exhaustion_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), '-') AS exhaustion_utc,"
+            " coalesce(to_char(r.earliest_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), '-') AS earliest,"
+            " coalesce(to_char(r.latest_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), '-') AS latest,"
+            " round(r.growth_30d_pct::numeric, 1) AS growth_30d_pct, r.last_value,"
+            " r.capacity_limit AS limit, array_to_string(r.services, ',') AS services"
+            " FROM triaged.capacity_risks($1::interval) r LIMIT $2::int",
+            iv, limit);
+    }
+    fprintf(stderr, "triagectl capacity: usage: capacity trend --ci NAME --metric M "
+                    "[--window 30d] | capacity risks [--horizon 90d] [--limit N]\n");
+    return EXIT_USAGE;
+}
+
 static int
 cmd_audit(const td_config *cfg, int argc, char **argv)
 {
@@ -268,6 +374,7 @@ static const struct {
     const char *name;
     int (*fn)(const td_config *cfg, int argc, char **argv);
 } commands[] = {
+    {"capacity", cmd_capacity},
     {"migrate", cmd_migrate},
     {"version", cmd_version},
     {"incidents", cmd_incidents},
