@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# tests/bench/bench_capacity.sh — capacity sample ingest and risk ranking.
+# Prints its figures; asserts nothing.
+#
+#   bash tests/bench/bench_capacity.sh [sql|kafka|risks|all]
+#
+# sql:    500,000 samples (50,000 series) straight into triaged.ingest_capacity
+#         in batches of 10,000: PostgreSQL's side alone
+# kafka:  500,000 samples through Kafka and triaged, with kcat's consume rate
+#         of the same topic in the same run as the reference
+# risks:  100,000 series with 30 days of 5-minute samples each (their
+#         least-squares sums, as 8,640 samples give them), then the ranked
+#         risks within 90 days; and the hourly rollup of one hour of 100,000
+#         series (1.2 M samples)
+# Uses a running stack when TD_TEST_* is set, else starts one.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${TD_BUILD_DIR:-$root/build}
+what=${1:-all}
+export PGOPTIONS="-c client_min_messages=warning"
+source "$root/tests/stack/stack.sh"
+if [ -z "${TD_TEST_KAFKA_BROKERS:-}" ]; then
+    TD_STACK_KAFKA_PARTITIONS=16 stack_up
+fi
+work=$(mktemp -d "$TD_TEST_DIR/bench.XXXXXX")
+B=$TD_TEST_KAFKA_BROKERS
+pid=""
+cleanup() { [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT
+now() { date +%s.%N; }
+rate() { python3 -c "print(f'{$1 / ($3 - $2):,.0f}')"; }
+
+fresh_db() {
+    db="bench_cap_$1_$$"
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db"
+    pg="$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
+    printf '[postgres]\nconninfo = %s\n[redis]\nurl = %s\n' "$pg" "$TD_TEST_REDIS_URL" > "$work/ctl.conf"
+    "$build/triagectl" -c "$work/ctl.conf" migrate >/dev/null
+}
+cis() { psql "$pg" -qAtc "INSERT INTO triaged.ci (name) SELECT 'ci-' || i FROM generate_series(1, $1) i"; }
+
+run_sql() {
+    fresh_db sql
+    cis 50000
+    psql "$pg" -qAt <<'SQL'
+CREATE TABLE batches AS
+SELECT b, jsonb_agg(jsonb_build_object('ci', 'ci-' || (1 + i % 50000), 'metric', 'disk',
+         'value', 100 + i % 997, 'limit', 1000,
+         'ts', timestamptz '2026-11-01' + (i / 50000) * interval '5 min')) AS j
+  FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
+ GROUP BY b;
+SQL
+    local t0 t1
+    t0=$(now)
+    psql "$pg" -qAt -c "DO \$\$ DECLARE r record; BEGIN
+        FOR r IN SELECT j FROM batches ORDER BY b LOOP
+          PERFORM triaged.ingest_capacity(r.j, '{}');
+        END LOOP; END \$\$" >/dev/null
+    t1=$(now)
+    echo "sql: 500,000 samples in batches of 10,000 through ingest_capacity: $(rate 500000 "$t0" "$t1") samples/s ($(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample") stored)"
+}
+
+run_kafka() {
+    fresh_db kafka
+    cis 50000
+    local topic="bench_cap_$$" n=500000
+    stack_kafka_control "topic $topic 16" >/dev/null
+    python3 - "$n" > "$work/samples" <<'PY'
+import sys, datetime
+n = int(sys.argv[1]); t0 = datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc)
+out = sys.stdout
+for i in range(n):
+    ci = f"ci-{1 + i % 50000}"
+    ts = (t0 + datetime.timedelta(minutes=5 * (i // 50000))).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out.write(f'{ci}\t{{"ci":"{ci}","metric":"disk","value":{100 + i % 997},"limit":1000,"ts":"{ts}"}}\n')
+PY
+    kcat -P -b "$B" -t "$topic" -K $'\t' -z none < "$work/samples"
+    local t0 t1 kn
+    t0=$(now)
+    kn=$(kcat -C -b "$B" -t "$topic" -e -q -o beginning -f '%s\n' | wc -l)
+    t1=$(now)
+    local kr; kr=$(python3 -c "print(round($kn / ($t1 - $t0)))")
+    cat > "$work/triaged.conf" <<CONF
+[triaged]
+instance = bench
+[postgres]
+conninfo = $pg
+[redis]
+url = $TD_TEST_REDIS_URL
+[kafka]
+brokers = $B
+group = g_$db
+alerts_topic = bench_cap_alerts_$$
+capacity_topic = $topic
+[plugins]
+dir = $build/plugins
+load = in_kafka
+CONF
+    "$build/triaged" -c "$work/triaged.conf" > "$work/triaged.log" 2>&1 &
+    pid=$!
+    local got=0 first="" g0=0 deadline=$((SECONDS + 600))
+    while [ "$got" -lt "$n" ] && [ $SECONDS -lt $deadline ]; do
+        got=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
+        [ -z "$first" ] && [ "$got" -gt 0 ] && first=$(now) && g0=$got
+        sleep 0.25
+    done
+    local end; end=$(now)
+    local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' /proc/$pid/stat)
+    kill -TERM "$pid"; wait "$pid" || true; pid=""
+    local tr; tr=$(python3 -c "print(round(($n - $g0) / ($end - $first)))")
+    echo "kafka: kcat consumes $kn samples at $kr/s; triaged stores $got at $tr samples/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; triaged CPU $cpu s"
+}
+
+run_risks() {
+    fresh_db risks
+    cis 100000
+    # 30 days of 5-minute samples per series: value = a + b * day + noise;
+    # their centred sums, as the rollup would have merged them
+    psql "$pg" -qAt <<'SQL'
+INSERT INTO triaged.capacity_series (ci_id, metric, n, mean_t, mean_v, stt, svv, stv,
+                                     last_ts, last_value, capacity_limit)
+SELECT c.id, 'disk', 8640,
+       triaged.capacity_t(now()) - 15,
+       g.a + g.b * 15,
+       8640 * 75.0,                        -- n * 30^2 / 12 for t uniform over 30 days
+       g.b * g.b * 8640 * 75.0 + 8640 * 25,  -- slope part + noise variance 25
+       g.b * 8640 * 75.0,
+       now(), g.a + g.b * 30, 1000
+  FROM triaged.ci c,
+       LATERAL (SELECT 300 + (c.id % 500) AS a, ((c.id % 41) - 10) / 4.0 AS b) g;
+ANALYZE triaged.capacity_series;
+SQL
+    local t0 t1 n
+    t0=$(now)
+    n=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_risks('90 days')")
+    t1=$(now)
+    echo "risks: 100,000 series ranked, $n run out within 90 days, in $(python3 -c "print(f'{$t1 - $t0:.2f}')") s"
+    # one hour of 100,000 series at 5 minutes: 1.2 M raw samples, then its rollup
+    psql "$pg" -qAt -c "SELECT triaged.capacity_ensure_partitions(timestamptz '2026-11-01', timestamptz '2026-11-01')" >/dev/null
+    psql "$pg" -qAt -c "INSERT INTO triaged.capacity_sample (ci_id, metric, ts, value, capacity_limit)
+        SELECT c.id, 'disk', timestamptz '2026-11-01 10:00Z' + k * interval '5 min', 300 + k, 1000
+          FROM triaged.ci c, generate_series(0, 11) k;
+        INSERT INTO triaged.capacity_dirty VALUES ('2026-11-01 10:00Z')" >/dev/null
+    t0=$(now)
+    psql "$pg" -qAt -c "SELECT 1 FROM triaged.capacity_tick('{\"now\":\"2026-11-01T12:00:00Z\",\"max_hours\":1}')" >/dev/null
+    t1=$(now)
+    echo "rollup: one hour of 100,000 series (1,200,000 samples) in $(python3 -c "print(f'{$t1 - $t0:.2f}')") s"
+}
+
+case $what in
+sql) run_sql ;;
+kafka) run_kafka ;;
+risks) run_risks ;;
+all) run_sql; run_kafka; run_risks ;;
+*) echo "usage: $0 [sql|kafka|risks|all]" >&2; exit 1 ;;
+esac
