@@ -411,7 +411,9 @@ on_request(struct evhttp_request *req, void *arg)
         return;
     }
     r->body = r->body_len ? (const char *)evbuffer_pullup(in, -1) : "";
-    if (rt->json_body &&
+    /* An action without a body (acknowledge) needs no content type. */
+    bool optional = rt->fn == td_api_incident_action && r->body_len == 0;
+    if (rt->json_body && !optional &&
         !is_json_type(evhttp_find_header(evhttp_request_get_input_headers(req),
                                          "Content-Type"))) {
         td_req_error(r, 415, "unsupported_media_type",
