@@ -156,10 +156,11 @@ const td_option td_options[] = {
     OPT_INT("http", "rate_burst", "2000", 1, 10000000, TD_OPT_RELOAD,
             http_rate_burst,
             "Requests a token may make at once before rate_limit applies."),
-    OPT_SIZE("http", "feed_buffer", "256KiB", KIB(4), MIB(64), TD_OPT_RELOAD,
+    OPT_SIZE("http", "feed_buffer", "1MiB", KIB(4), MIB(64), TD_OPT_RELOAD,
              http_feed_buffer,
-             "Unsent bytes a live feed (SSE) client may fall behind by; a "
-             "client beyond it is disconnected and counted."),
+             "Unsent bytes a live feed (SSE) client may be behind by, half a "
+             "second after a burst of events; a client still beyond it is "
+             "disconnected and counted (at 16 times this, at once)."),
     OPT_INT("http", "feed_history", "4096", 16, 1000000, 0, http_feed_history,
             "Recent events kept for feed clients that resume with "
             "Last-Event-ID."),

@@ -12,10 +12,14 @@
  * up, so they keep increasing across restarts: a client resuming with an id
  * from before a restart gets everything this run still retains.
  *
- * Memory is bounded: the ring by feed_history, each client by feed_buffer
- * bytes not yet taken by the kernel. A client over its bound (it stopped
- * reading, or reads slower than events come) is disconnected and counted,
- * never buffered without bound; the others are not slowed down.
+ * Memory is bounded: the ring by feed_history, each client by its unsent
+ * bytes. Events are written in bursts (one pipeline batch publishes all its
+ * changes in one callback, before the loop can send any), so a client is
+ * judged FEED_CHECK_MS after a burst, when the loop has had time to send: a
+ * client still more than feed_buffer behind then (it stopped reading, or
+ * reads slower than events come) is disconnected and counted. A hard cap of
+ * FEED_HARD_FACTOR x feed_buffer applies at once, within a burst. Nothing is
+ * buffered without bound, and the other clients are not slowed down.
  *
  * Filters apply to the fields an event carries: min_priority=N keeps events
  * with a "priority" of N or more urgent (1 is the most urgent; events without
@@ -35,6 +39,9 @@
 #include "internal/http_internal.h"
 #include "internal/log.h"
 #include "internal/util.h"
+
+#define FEED_CHECK_MS 500
+#define FEED_HARD_FACTOR 16
 
 typedef struct fev {
     uint64_t id;
@@ -62,7 +69,7 @@ struct td_feed {
     uint64_t next_id;
     fclient *clients;
     size_t n_clients;
-    struct event *ev_keepalive;
+    struct event *ev_keepalive, *ev_check;
     td_ratelimit rl;
     td_metric *m_events, *m_sent, *m_cutoff, *m_connects;
 };
@@ -155,6 +162,30 @@ client_drop(fclient *c)
     evhttp_connection_free(evcon);
 }
 
+static size_t
+behind(const fclient *c)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
+    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+}
+
+static void
+cut_off(fclient *c, size_t bytes)
+{
+    td_feed *f = c->f;
+    uint32_t suppressed;
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(c->evcon, &peer, &port);
+    td_metric_add(f->m_cutoff, 1);
+    if (td_ratelimit_allow(&f->rl, 5, &suppressed))
+        td_warn("http: feed client too slow; disconnected",
+                "peer=%s:%u behind_bytes=%zu limit=%lld suppressed=%u",
+                peer ? peer : "?", (unsigned)port, bytes,
+                (long long)f->cfg->http_feed_buffer, suppressed);
+    client_drop(c);
+}
+
 /* 0, or -1 when the client was cut off (c is freed). */
 static int
 client_send(fclient *c, const char *data, size_t len)
@@ -168,23 +199,32 @@ client_send(fclient *c, const char *data, size_t len)
     evbuffer_add(b, data, len);
     evhttp_send_reply_chunk(c->req, b);
     evbuffer_free(b);
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
-    size_t behind = bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
-    if (behind > (size_t)f->cfg->http_feed_buffer) {
-        uint32_t suppressed;
-        char *peer = NULL;
-        ev_uint16_t port = 0;
-        evhttp_connection_get_peer(c->evcon, &peer, &port);
-        td_metric_add(f->m_cutoff, 1);
-        if (td_ratelimit_allow(&f->rl, 5, &suppressed))
-            td_warn("http: feed client too slow; disconnected",
-                    "peer=%s:%u behind_bytes=%zu limit=%lld suppressed=%u",
-                    peer ? peer : "?", (unsigned)port, behind,
-                    (long long)f->cfg->http_feed_buffer, suppressed);
-        client_drop(c);
+    size_t n = behind(c);
+    if (n > (size_t)f->cfg->http_feed_buffer * FEED_HARD_FACTOR) {
+        cut_off(c, n);
         return -1;
     }
+    if (n > (size_t)f->cfg->http_feed_buffer && !evtimer_pending(f->ev_check, NULL)) {
+        struct timeval tv = {0, FEED_CHECK_MS * 1000};
+        evtimer_add(f->ev_check, &tv);
+    }
     return 0;
+}
+
+/* After a burst: whoever is still over feed_buffer cannot keep up. */
+static void
+on_check(evutil_socket_t fd, short what, void *arg)
+{
+    td_feed *f = arg;
+    fclient *next;
+    (void)fd;
+    (void)what;
+    for (fclient *c = f->clients; c; c = next) {
+        next = c->next;
+        size_t n = behind(c);
+        if (n > (size_t)f->cfg->http_feed_buffer)
+            cut_off(c, n);
+    }
 }
 
 void
@@ -360,6 +400,7 @@ td_feed_new(struct event_base *base, const td_config *cfg)
     f->ring = td_calloc(f->cap, sizeof(*f->ring));
     f->next_id = (uint64_t)td_now_ms() * 1000;
     f->ev_keepalive = event_new(base, -1, EV_PERSIST, on_keepalive, f);
+    f->ev_check = evtimer_new(base, on_check, f);
     struct timeval tv = {(time_t)(cfg->http_feed_keepalive_ms / 1000),
                          (suseconds_t)(cfg->http_feed_keepalive_ms % 1000) * 1000};
     event_add(f->ev_keepalive, &tv);
@@ -413,5 +454,6 @@ td_feed_free(td_feed *f)
         fev_clear(&f->ring[(f->head + i) % f->cap]);
     free(f->ring);
     event_free(f->ev_keepalive);
+    event_free(f->ev_check);
     free(f);
 }
