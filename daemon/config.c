@@ -158,9 +158,10 @@ const td_option td_options[] = {
             "Requests a token may make at once before rate_limit applies."),
     OPT_SIZE("http", "feed_buffer", "1MiB", KIB(4), MIB(64), TD_OPT_RELOAD,
              http_feed_buffer,
-             "Unsent bytes a live feed (SSE) client may be behind by, half a "
-             "second after a burst of events; a client still beyond it is "
-             "disconnected and counted (at 16 times this, at once)."),
+             "Unsent bytes a live feed (SSE) client may be behind by; a "
+             "client beyond it that has not sent, a second later, what was "
+             "pending is disconnected and counted (at 16 times this, at "
+             "once)."),
     OPT_INT("http", "feed_history", "4096", 16, 1000000, 0, http_feed_history,
             "Recent events kept for feed clients that resume with "
             "Last-Event-ID."),

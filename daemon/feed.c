@@ -15,8 +15,9 @@
  * Memory is bounded: the ring by feed_history, each client by its unsent
  * bytes. Events are written in bursts (one pipeline batch publishes all its
  * changes in one callback, before the loop can send any), so a client is
- * judged FEED_CHECK_MS after a burst, when the loop has had time to send: a
- * client still more than feed_buffer behind then (it stopped reading, or
+ * not judged by one look at its backlog: every FEED_CHECK_MS while it is
+ * more than feed_buffer behind, it must have sent, since the last check, at
+ * least what was pending then. One that did not (it stopped reading, or
  * reads slower than events come) is disconnected and counted. A hard cap of
  * FEED_HARD_FACTOR x feed_buffer applies at once, within a burst. Nothing is
  * buffered without bound, and the other clients are not slowed down.
@@ -40,7 +41,7 @@
 #include "internal/log.h"
 #include "internal/util.h"
 
-#define FEED_CHECK_MS 500
+#define FEED_CHECK_MS 1000
 #define FEED_HARD_FACTOR 16
 
 typedef struct fev {
@@ -58,6 +59,10 @@ typedef struct fclient {
     struct evhttp_connection *evcon;
     char *service, *team;
     int min_priority; /* 0: no filter */
+    uint64_t queued;  /* bytes given to the connection so far */
+    bool marked;      /* over feed_buffer at the last check: */
+    uint64_t mark_written; /* bytes the kernel had taken then */
+    size_t mark_backlog;   /* and bytes pending then */
     struct fclient *prev, *next;
 } fclient;
 
@@ -148,8 +153,13 @@ client_free(fclient *c)
 static void
 on_client_close(struct evhttp_connection *evcon, void *arg)
 {
+    fclient *c = arg;
     (void)evcon;
-    client_free(arg);
+    /* The client went away mid-stream: libevent detached the request and
+     * left it to us; ending the reply frees it. */
+    if (!evhttp_request_get_connection(c->req))
+        evhttp_send_reply_end(c->req);
+    client_free(c);
 }
 
 /* Disconnect: the connection and its request are freed here. */
@@ -199,6 +209,7 @@ client_send(fclient *c, const char *data, size_t len)
     evbuffer_add(b, data, len);
     evhttp_send_reply_chunk(c->req, b);
     evbuffer_free(b);
+    c->queued += len;
     size_t n = behind(c);
     if (n > (size_t)f->cfg->http_feed_buffer * FEED_HARD_FACTOR) {
         cut_off(c, n);
@@ -211,19 +222,36 @@ client_send(fclient *c, const char *data, size_t len)
     return 0;
 }
 
-/* After a burst: whoever is still over feed_buffer cannot keep up. */
+/* Over feed_buffer at two checks in a row without having sent, between
+ * them, what was pending at the first: it cannot keep up. */
 static void
 on_check(evutil_socket_t fd, short what, void *arg)
 {
     td_feed *f = arg;
     fclient *next;
+    bool again = false;
     (void)fd;
     (void)what;
     for (fclient *c = f->clients; c; c = next) {
         next = c->next;
         size_t n = behind(c);
-        if (n > (size_t)f->cfg->http_feed_buffer)
+        uint64_t written = c->queued - n;
+        if (n <= (size_t)f->cfg->http_feed_buffer) {
+            c->marked = false;
+            continue;
+        }
+        if (c->marked && written - c->mark_written < c->mark_backlog) {
             cut_off(c, n);
+            continue;
+        }
+        c->marked = true;
+        c->mark_written = written;
+        c->mark_backlog = n;
+        again = true;
+    }
+    if (again) {
+        struct timeval tv = {0, FEED_CHECK_MS * 1000};
+        evtimer_add(f->ev_check, &tv);
     }
 }
 

@@ -123,7 +123,12 @@ on_conn_close(struct evhttp_connection *evcon, void *arg)
 {
     td_req *r = arg;
     (void)evcon;
-    r->req = NULL; /* libevent frees the request: never touch it again */
+    /* The client left before the answer. A request libevent detached from
+     * the failed connection is ours to free; one still attached (the server
+     * is being freed) goes with its connection. Never touch it again. */
+    if (r->req && !evhttp_request_get_connection(r->req))
+        evhttp_request_free(r->req);
+    r->req = NULL;
 }
 
 void
