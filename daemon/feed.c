@@ -102,11 +102,7 @@ collect(json_t *v, char **list)
         size_t i;
         json_t *x;
         json_array_foreach(v, i, x)
-        {
-            collect(json_is_object(x) ? json_object_get(x, "name") : x, list);
-            if (json_is_object(x))
-                collect(json_object_get(x, "owner_team"), list);
-        }
+        collect(json_is_object(x) ? json_object_get(x, "name") : x, list);
     }
 }
 
