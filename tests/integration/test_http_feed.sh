@@ -91,7 +91,10 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 s.connect(("127.0.0.1", port))
 s.sendall(("GET /api/v1/feed HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % token).encode())
 print("connected", flush=True)
+deadline = time.time() + 120         # never outlive a failed test
 while not os.path.exists(flag):      # never read until told to
+    if time.time() > deadline:
+        sys.exit(2)
     time.sleep(0.05)
 s.settimeout(10)
 n = 0
@@ -107,6 +110,7 @@ while True:
     n += len(b)
 PY
 STALLED=$!
+T_PIDS+=("$STALLED")
 t_wait_until 10 "stalled client connected" grep -q connected "$T_DIR/stalled.out"
 t_wait_until 10 "4 feed clients" eval "curl -s -H 'Authorization: Bearer $H_READ' '$H_URL/metrics' | grep -q '^triaged_http_feed_clients 4$'"
 
