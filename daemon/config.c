@@ -143,6 +143,35 @@ const td_option td_options[] = {
     OPT_SIZE("http", "max_body", "1MiB", KIB(1), MIB(64), 0, http_max_body,
              "Largest request body accepted; a larger one is answered with "
              "413."),
+    OPT_DUR("http", "idle_timeout", "60s", SEC(1), HOUR(1), 0,
+            http_idle_timeout_ms,
+            "A connection is closed after this long without a byte while a "
+            "request is read (headers or body) or between requests on a "
+            "kept-alive connection (libevent 2.1 has one timer for both)."),
+    OPT_INT("http", "rate_limit", "1000", 0, 1000000, TD_OPT_RELOAD,
+            http_rate_limit,
+            "Requests a second each token may make (a token bucket; 0: no "
+            "limit). Beyond it: 429 with Retry-After. Requests without a "
+            "token (open_reads) share one bucket."),
+    OPT_INT("http", "rate_burst", "2000", 1, 10000000, TD_OPT_RELOAD,
+            http_rate_burst,
+            "Requests a token may make at once before rate_limit applies."),
+    OPT_SIZE("http", "feed_buffer", "1MiB", KIB(4), MIB(64), TD_OPT_RELOAD,
+             http_feed_buffer,
+             "Unsent bytes a live feed (SSE) client may be behind by; a "
+             "client beyond it that has not sent, a second later, what was "
+             "pending is disconnected and counted (at 16 times this, at "
+             "once)."),
+    OPT_INT("http", "feed_history", "4096", 16, 1000000, 0, http_feed_history,
+            "Recent events kept for feed clients that resume with "
+            "Last-Event-ID."),
+    OPT_DUR("http", "feed_keepalive", "15s", MSEC(100), HOUR(1), TD_OPT_RELOAD,
+            http_feed_keepalive_ms,
+            "Interval of keep-alive comments on an idle live feed."),
+    OPT_STR("http", "alertmanager_resource_label", "instance", 0,
+            http_am_resource_label,
+            "Label of an Alertmanager alert that names its resource (when "
+            "absent: job, else \"alertmanager\")."),
 
     /* [pipeline] */
     OPT_INT("pipeline", "batch_size", "10000", 1, 1000000, 0, batch_size,

@@ -17,6 +17,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "internal/host.h"
+#include "internal/http.h"
 #include "internal/log.h"
 #include "internal/metrics.h"
 #include "internal/migrate.h"
@@ -30,6 +31,7 @@ struct td_daemon {
     struct event_base *base;
     td_hostctx *host;
     td_pipeline *pipeline;
+    td_http *http; /* the built-in HTTP server, when in_http is asked for */
     struct event *ev_term, *ev_int, *ev_hup, *ev_watchdog, *ev_drain;
     int64_t drain_deadline;
     int stopping;
@@ -103,6 +105,8 @@ begin_shutdown(td_daemon *d, const char *why)
     td_info("stopping", "signal=%s", why);
     notify("STOPPING=1\nSTATUS=draining");
     td_host_stop_inputs(d->host);
+    if (d->http)
+        td_http_stop_intake(d->http);
     if (d->pipeline)
         td_pipeline_stop_intake(d->pipeline);
     d->drain_deadline = td_mono_ms() + DRAIN_TIMEOUT_MS;
@@ -160,6 +164,8 @@ on_hup(evutil_socket_t fd, short what, void *arg)
     td_log_set_level(d->cfg->log_level);
     if (d->pipeline)
         td_pipeline_reload(d->pipeline, d->cfg);
+    if (d->http)
+        td_http_reload(d->http, d->cfg);
     td_config_free(fresh);
     td_info("reloaded", "restart_needed=%s", c.restart_needed ? "yes" : "no");
     notify("READY=1\nSTATUS=running");
@@ -219,6 +225,13 @@ td_daemon_run(td_config *cfg, const char *plugin_dir)
         td_error("cannot start plugins", "error=\"%s\"", err);
         goto out;
     }
+    if (td_host_wants_http(d.host)) {
+        d.http = td_http_new(cfg, d.base, d.host, d.pipeline, err, sizeof(err));
+        if (!d.http) {
+            td_error("cannot start the HTTP server", "error=\"%s\"", err);
+            goto out;
+        }
+    }
 
     d.ev_term = evsignal_new(d.base, SIGTERM, on_stop_signal, &d);
     d.ev_int = evsignal_new(d.base, SIGINT, on_stop_signal, &d);
@@ -249,6 +262,7 @@ td_daemon_run(td_config *cfg, const char *plugin_dir)
     rc = d.exit_code;
 
 out:
+    td_http_free(d.http);
     if (d.host)
         td_host_fini(d.host);
     if (d.pipeline)

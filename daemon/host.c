@@ -32,6 +32,12 @@ struct td_hostctx {
     td_sink_fn sink;
     td_positions_fetch_fn positions;
     void *sink_arg;
+    /* Built into the daemon, not loaded: "in_http" (http.c). */
+    bool builtin_http;
+    /* Core hooks (the HTTP server's feed and intake). */
+    td_event_hook_fn on_event;
+    void (*on_resume)(void *arg);
+    void *hook_arg;
 };
 
 static td_instance *
@@ -128,6 +134,10 @@ td_hostctx_new(const td_config *cfg, struct event_base *base,
     hc->inst = td_calloc(n ? n : 1, sizeof(*hc->inst));
     for (size_t i = 0; i < n; i++) {
         td_plugin_handle *ph;
+        if (strcmp(names[i], TD_BUILTIN_HTTP) == 0) {
+            hc->builtin_http = true; /* the daemon's HTTP server: no .so */
+            continue;
+        }
         if (td_plugin_open(plugin_dir, names[i], &ph, err, sizeof(err)) != TD_OK) {
             td_errors_add(errs, "%s", err);
             failed = 1;
@@ -167,6 +177,34 @@ td_host_set_sink(td_hostctx *hc, td_sink_fn fn, td_positions_fetch_fn pf,
     hc->sink = fn;
     hc->positions = pf;
     hc->sink_arg = arg;
+}
+
+bool
+td_host_wants_http(const td_hostctx *hc)
+{
+    return hc->builtin_http;
+}
+
+void
+td_host_set_core_hooks(td_hostctx *hc, td_event_hook_fn on_event,
+                       void (*on_resume)(void *arg), void *arg)
+{
+    hc->on_event = on_event;
+    hc->on_resume = on_resume;
+    hc->hook_arg = arg;
+}
+
+int
+td_host_submit(td_hostctx *hc, const char *component, const td_input_msg *msg)
+{
+    if (!hc->sink) {
+        td_ack ack = {.status = TD_ACK_RETRY, .reason = "not_ready",
+                      .detail = "the pipeline is not running"};
+        if (msg->ack)
+            msg->ack(msg->ack_arg, &ack);
+        return 0;
+    }
+    return hc->sink(hc->sink_arg, component, msg);
 }
 
 void
@@ -236,6 +274,8 @@ td_host_resume_inputs(td_hostctx *hc)
             in->def->resume)
             in->def->resume(in->state);
     }
+    if (hc->on_resume)
+        hc->on_resume(hc->hook_arg);
 }
 
 void
@@ -246,6 +286,8 @@ td_host_publish(td_hostctx *hc, const td_event *ev)
         if (in->def->kind == TD_PLUGIN_OUTPUT && in->started)
             in->def->on_event(in->state, ev);
     }
+    if (hc->on_event)
+        hc->on_event(hc->hook_arg, ev);
 }
 
 static void

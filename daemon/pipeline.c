@@ -34,6 +34,7 @@
 #include "internal/batcher.h"
 #include "internal/capacity.h"
 #include "internal/dedup.h"
+#include "internal/formats.h"
 #include "internal/log.h"
 #include "internal/metrics.h"
 #include "internal/store.h"
@@ -310,6 +311,15 @@ sink(void *arg, const char *plugin, const td_input_msg *msg)
     case TD_FMT_ALERT:
         rc = td_alert_decode(msg->data, msg->len, &o, &it->alerts, &it->n_alerts,
                              &reason, detail, sizeof(detail));
+        break;
+    case TD_FMT_ALERTMANAGER:
+        rc = td_alertmanager_decode(msg->data, msg->len, &o, p->cfg->http_am_resource_label,
+                                    &it->alerts, &it->n_alerts, &reason, detail,
+                                    sizeof(detail));
+        break;
+    case TD_FMT_PAGERDUTY:
+        rc = td_pagerduty_decode(msg->data, msg->len, &o, &it->alerts, &it->n_alerts,
+                                 &reason, detail, sizeof(detail));
         break;
     case TD_FMT_FIELDS:
         it->alerts = td_calloc(1, sizeof(*it->alerts));
@@ -1003,6 +1013,14 @@ size_t
 td_pipeline_in_flight(const td_pipeline *p)
 {
     return p->queued;
+}
+
+void
+td_pipeline_health(const td_pipeline *p, bool *redis, bool *postgres, bool *taking)
+{
+    *redis = td_dedup_connected(p->dedup);
+    *postgres = td_store_connected(p->store);
+    *taking = !p->intake_stopped && !p->full;
 }
 
 void

@@ -18,6 +18,8 @@ td_packages=(
     libpq-dev                          # PostgreSQL client, pipeline mode
     libsystemd-dev                     # sd_notify: readiness and watchdog
     libcriterion-dev                   # unit tests
+    libssl-dev                         # libcrypto: SHA-256 of API tokens, CRYPTO_memcmp
+    prometheus prometheus-alertmanager # promtool check metrics; a real Alertmanager in tests
     redis-server redis-tools           # the stack's Redis and redis-cli
     postgresql-15 postgresql-client-15 # the stack's PostgreSQL
     kcat                               # real Kafka client for the tests

@@ -94,6 +94,13 @@ typedef struct td_config {
     char *http_tokens;
     bool http_open_reads;
     int64_t http_max_body;
+    int64_t http_idle_timeout_ms;
+    int http_rate_limit;
+    int http_rate_burst;
+    int64_t http_feed_buffer;
+    int http_feed_history;
+    int64_t http_feed_keepalive_ms;
+    char *http_am_resource_label;
 
     /* [pipeline] */
     int batch_size;

@@ -7,6 +7,7 @@
 #define TD_HOST_H
 
 #include <event2/event.h>
+#include <stdbool.h>
 
 #include "internal/config.h"
 #include "triaged/plugin.h"
@@ -44,5 +45,19 @@ void td_host_publish(td_hostctx *hc, const td_event *ev);
 void td_host_fini(td_hostctx *hc);
 
 size_t td_host_count_plugins(const td_hostctx *hc);
+
+/* "in_http" in [plugins] load (or derived from an [http] section) names the
+ * daemon's built-in HTTP server (http.c), not a .so: the loader skips it and
+ * this says whether it was asked for. */
+#define TD_BUILTIN_HTTP "in_http"
+bool td_host_wants_http(const td_hostctx *hc);
+
+/* Core components inside the daemon (the HTTP server) use the same paths as
+ * plugins: submit to the pipeline under a component name, and hooks called
+ * after the outputs on every event and after the inputs on resume. */
+typedef void (*td_event_hook_fn)(void *arg, const td_event *ev);
+int td_host_submit(td_hostctx *hc, const char *component, const td_input_msg *msg);
+void td_host_set_core_hooks(td_hostctx *hc, td_event_hook_fn on_event,
+                            void (*on_resume)(void *arg), void *arg);
 
 #endif

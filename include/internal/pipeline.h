@@ -9,6 +9,7 @@
 #define TD_PIPELINE_H
 
 #include <event2/event.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "internal/config.h"
@@ -24,6 +25,9 @@ td_pipeline *td_pipeline_new(const td_config *cfg, struct event_base *base,
 void td_pipeline_stop_intake(td_pipeline *p);
 /* Messages taken and not yet acked. */
 size_t td_pipeline_in_flight(const td_pipeline *p);
+/* Readiness (for /readyz): Redis and PostgreSQL connected, and messages
+ * taken (not stopping, queue below its limit). */
+void td_pipeline_health(const td_pipeline *p, bool *redis, bool *postgres, bool *taking);
 void td_pipeline_reload(td_pipeline *p, const td_config *cfg);
 void td_pipeline_free(td_pipeline *p);
 

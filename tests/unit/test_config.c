@@ -749,7 +749,12 @@ Test(config, reloadable_options_are_rules_tokens_log_level_and_incident_timings)
                      strcmp(o->name, "window") != 0) ||
                     strcmp(o->name, "rules") == 0 ||
                     strcmp(o->name, "tokens") == 0 ||
-                    strcmp(o->name, "log_level") == 0;
+                    strcmp(o->name, "log_level") == 0 ||
+                    (strcmp(o->section, "http") == 0 &&
+                     (strcmp(o->name, "rate_limit") == 0 ||
+                      strcmp(o->name, "rate_burst") == 0 ||
+                      strcmp(o->name, "feed_buffer") == 0 ||
+                      strcmp(o->name, "feed_keepalive") == 0));
         cr_assert_eq(!!(o->flags & TD_OPT_RELOAD), want, "%s.%s", o->section,
                      o->name);
     }

@@ -1,0 +1,657 @@
+/* http.c — the HTTP server: listening, routing, auth, limits, errors.
+ *
+ * The design is simple: libevent's evhttp owns the connections (keep-alive,
+ * header and body limits, the inactivity timeout) on the daemon's one loop.
+ * Every request goes through one generic callback that, in order: finds the
+ * route (404, or 405 with Allow), checks the body size (413) and content
+ * type (415), authenticates the bearer token against the hashed tokens file
+ * (401 without or with an unknown token, 403 with too small a scope), takes
+ * one token from the token's bucket (429 with Retry-After), and hands a
+ * td_req to the route's handler. Every error is {"error","message"} with its
+ * status. Handlers answer at once (health, metrics) or later: intake after
+ * the pipeline's ack (api_intake.c), reads and actions after their query on
+ * the API's own PostgreSQL connection (api_incidents.c), the feed never
+ * (feed.c streams). Nothing here blocks the loop.
+ *
+ * Limits: libevent 2.1 answers a body beyond its own limit with an HTML 413
+ * and no hook, so its limit is set above max_body (max_body + max(max_body,
+ * 64 KiB)) and this file answers the JSON 413 for anything over max_body;
+ * only bodies beyond libevent's higher limit get libevent's HTML 413. */
+#include "internal/http_internal.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal/log.h"
+#include "internal/util.h"
+
+typedef struct td_bucket_entry {
+    char *name;
+    td_bucket bucket;
+} td_bucket_entry;
+
+enum { AUTH_NONE, AUTH_READ, AUTH_WRITE };
+
+typedef struct route {
+    int method;           /* EVHTTP_REQ_GET / POST */
+    const char *path;     /* exact, or a prefix when it ends with '/' */
+    int auth;             /* AUTH_NONE: open; else the scope needed */
+    bool json_body;       /* POST with an application/json body */
+    bool routing_key;     /* PagerDuty: routing_key may stand for the token */
+    const char *name;     /* metrics label */
+    void (*fn)(td_req *r, const char *arg);
+} route;
+
+static void api_healthz(td_req *r, const char *arg);
+static void api_readyz(td_req *r, const char *arg);
+static void api_metrics(td_req *r, const char *arg);
+
+static const route routes[] = {
+    {EVHTTP_REQ_POST, "/api/v1/alerts", AUTH_WRITE, true, false, "alerts_post",
+     td_api_alerts_post},
+    {EVHTTP_REQ_GET, "/api/v1/alerts", AUTH_READ, false, false, "alerts_get",
+     td_api_alerts_get},
+    {EVHTTP_REQ_POST, "/api/v1/alertmanager", AUTH_WRITE, true, false, "alertmanager",
+     td_api_alertmanager_post},
+    {EVHTTP_REQ_POST, "/v2/enqueue", AUTH_WRITE, true, true, "pagerduty",
+     td_api_pagerduty_post},
+    {EVHTTP_REQ_GET, "/api/v1/incidents", AUTH_READ, false, false, "incidents_get",
+     td_api_incidents_get},
+    {EVHTTP_REQ_GET, "/api/v1/incidents/", AUTH_READ, false, false, "incident_get",
+     td_api_incident_get},
+    {EVHTTP_REQ_POST, "/api/v1/incidents/", AUTH_WRITE, true, false, "incident_action",
+     td_api_incident_action},
+    {EVHTTP_REQ_GET, "/api/v1/feed", AUTH_READ, false, false, "feed", td_api_feed_get},
+    {EVHTTP_REQ_GET, "/metrics", AUTH_READ, false, false, "metrics", api_metrics},
+    {EVHTTP_REQ_GET, "/healthz", AUTH_NONE, false, false, "healthz", api_healthz},
+    {EVHTTP_REQ_GET, "/readyz", AUTH_NONE, false, false, "readyz", api_readyz},
+};
+
+static const char *
+reason_phrase(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+    }
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+static void
+unlink_req(td_req *r)
+{
+    td_http *h = r->h;
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (h->pending == r)
+        h->pending = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+static void
+req_free(td_req *r)
+{
+    unlink_req(r);
+    free(r->actor);
+    free(r);
+}
+
+static void
+on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+    td_req *r = arg;
+    (void)evcon;
+    /* The client left before the answer. A request libevent detached from
+     * the failed connection is ours to free; one still attached (the server
+     * is being freed) goes with its connection. Never touch it again. */
+    if (r->req && !evhttp_request_get_connection(r->req))
+        evhttp_request_free(r->req);
+    r->req = NULL;
+}
+
+void
+td_req_defer(td_req *r)
+{
+    td_http *h = r->h;
+    if (r->req)
+        evhttp_connection_set_closecb(evhttp_request_get_connection(r->req),
+                                      on_conn_close, r);
+    r->next = h->pending;
+    if (h->pending)
+        h->pending->prev = r;
+    h->pending = r;
+}
+
+bool
+td_req_gone(const td_req *r)
+{
+    return r->req == NULL;
+}
+
+void
+td_req_header(td_req *r, const char *name, const char *value)
+{
+    if (r->req)
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value);
+}
+
+static void
+count_reply(td_req *r, int code)
+{
+    char labels[128];
+    snprintf(labels, sizeof(labels), "route=\"%s\",code=\"%d\"", r->route, code);
+    td_metric_add(td_counter("http_requests", "HTTP requests answered, by route and status",
+                             labels), 1);
+    snprintf(labels, sizeof(labels), "route=\"%s\"", r->route);
+    td_metric_observe(td_histogram("http_request_seconds",
+                                   "HTTP request time from received to answered, by route",
+                                   labels),
+                      (double)(td_mono_ms() * 1000 - r->t0_us) / 1e6);
+}
+
+void
+td_req_reply(td_req *r, int code, const char *json, size_t len)
+{
+    if (r->req) {
+        struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
+        if (r->prev || r->next || r->h->pending == r)
+            evhttp_connection_set_closecb(evcon, NULL, NULL);
+        struct evbuffer *b = evbuffer_new();
+        if (!b) {
+            fprintf(stderr, "triaged: out of memory\n");
+            abort();
+        }
+        evbuffer_add(b, json, len);
+        evbuffer_add(b, "\n", 1);
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+                          "application/json");
+        evhttp_send_reply(r->req, code, reason_phrase(code), b);
+        evbuffer_free(b);
+        count_reply(r, code);
+    } else {
+        td_metric_add(td_counter("http_clients_gone",
+                                 "Requests whose client left before the answer", NULL),
+                      1);
+    }
+    req_free(r);
+}
+
+void
+td_req_detach(td_req *r, int code)
+{
+    count_reply(r, code);
+    req_free(r);
+}
+
+void
+td_req_reply_json(td_req *r, int code, json_t *body)
+{
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!s) {
+        fprintf(stderr, "triaged: out of memory\n");
+        abort();
+    }
+    td_req_reply(r, code, s, strlen(s));
+    free(s);
+}
+
+void
+td_req_error(td_req *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_t *o = json_object();
+    json_object_set_new(o, "error", json_string(code));
+    /* msg may hold bytes from the client: json_string refuses bad UTF-8 */
+    json_t *m = json_string(msg);
+    json_object_set_new(o, "message", m ? m : json_string("(not UTF-8)"));
+    td_req_reply_json(r, status, o);
+}
+
+const char *
+td_req_query(td_req *r, struct evkeyvalq *kv, const char *name)
+{
+    (void)r;
+    return evhttp_find_header(kv, name);
+}
+
+/* ---- auth and limits --------------------------------------------------- */
+
+static td_bucket *
+bucket_of(td_http *h, const char *name)
+{
+    for (size_t i = 0; i < h->n_buckets; i++)
+        if (strcmp(h->buckets[i].name, name) == 0)
+            return &h->buckets[i].bucket;
+    h->buckets = td_realloc(h->buckets, (h->n_buckets + 1) * sizeof(*h->buckets));
+    td_bucket_entry *e = &h->buckets[h->n_buckets++];
+    e->name = td_strdup(name);
+    memset(&e->bucket, 0, sizeof(e->bucket));
+    return &e->bucket;
+}
+
+/* The bearer token of the request, or NULL. */
+static const char *
+bearer(struct evhttp_request *req, size_t *len)
+{
+    const char *a = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                       "Authorization");
+    if (!a || strncasecmp(a, "Bearer ", 7) != 0)
+        return NULL;
+    a += 7;
+    while (*a == ' ')
+        a++;
+    *len = strlen(a);
+    while (*len && a[*len - 1] == ' ')
+        (*len)--;
+    return *len ? a : NULL;
+}
+
+/* PagerDuty clients send no Authorization header: their routing_key is the
+ * secret, so it is looked up like a bearer token. */
+static char *
+routing_key_of(const char *body, size_t len)
+{
+    json_t *o = json_loadb(body, len, 0, NULL);
+    char *k = NULL;
+    if (o && json_is_string(json_object_get(o, "routing_key")))
+        k = td_strdup(json_string_value(json_object_get(o, "routing_key")));
+    json_decref(o);
+    return k;
+}
+
+/* 0: allowed (r->actor set); -1: answered with an error. */
+static int
+authorize(td_req *r, const route *rt)
+{
+    td_http *h = r->h;
+    const td_token *tok = NULL;
+    size_t len = 0;
+    const char *secret = bearer(r->req, &len);
+    char *rk = NULL;
+    if (!secret && rt->routing_key && r->body_len) {
+        rk = routing_key_of(r->body, r->body_len);
+        if (rk) {
+            secret = rk;
+            len = strlen(rk);
+        }
+    }
+    if (secret)
+        tok = td_tokens_find(h->tokens, secret, len);
+    free(rk);
+    if (rt->auth == AUTH_NONE) {
+        r->actor = td_strdup(tok ? tok->name : "anonymous");
+        return 0;
+    }
+    bool open = rt->auth == AUTH_READ && h->cfg->http_open_reads;
+    if (!tok && !(open && !secret)) {
+        td_metric_add(h->m_unauthorized, 1);
+        td_req_header(r, "WWW-Authenticate", "Bearer realm=\"triaged\"");
+        td_req_error(r, 401, "unauthorized",
+                     secret ? "the bearer token is not known"
+                            : "a bearer token is required (Authorization: Bearer TOKEN)");
+        return -1;
+    }
+    td_scope need = rt->auth == AUTH_READ ? TD_SCOPE_READ : TD_SCOPE_WRITE;
+    if (tok && tok->scope < need) {
+        td_metric_add(h->m_forbidden, 1);
+        td_req_error(r, 403, "forbidden", "token '%s' has scope %s; this needs %s",
+                     tok->name, td_scope_name(tok->scope), td_scope_name(need));
+        return -1;
+    }
+    r->actor = td_strdup(tok ? tok->name : "anonymous");
+    int retry = 1;
+    if (!td_bucket_take(bucket_of(h, r->actor), h->cfg->http_rate_limit,
+                        h->cfg->http_rate_burst, td_mono_ms(), &retry)) {
+        char s[16];
+        snprintf(s, sizeof(s), "%d", retry);
+        td_metric_add(h->m_limited, 1);
+        td_req_header(r, "Retry-After", s);
+        td_req_error(r, 429, "rate_limited", "more than %d requests a second for '%s'",
+                     h->cfg->http_rate_limit, r->actor);
+        return -1;
+    }
+    return 0;
+}
+
+static bool
+is_json_type(const char *ct)
+{
+    if (!ct)
+        return false;
+    size_t n = strcspn(ct, "; \t");
+    return n == 16 && strncasecmp(ct, "application/json", 16) == 0;
+}
+
+/* ---- the generic callback ---------------------------------------------- */
+
+static void
+on_request(struct evhttp_request *req, void *arg)
+{
+    td_http *h = arg;
+    td_req *r = td_calloc(1, sizeof(*r));
+    r->h = h;
+    r->req = req;
+    r->route = "unknown";
+    r->t0_us = td_mono_ms() * 1000;
+
+    const char *uri = evhttp_request_get_uri(req);
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *path = u ? evhttp_uri_get_path(u) : NULL;
+    if (!path || !*path) {
+        td_req_error(r, 400, "bad_request", "cannot parse the request target");
+        return;
+    }
+    (void)uri;
+    int method = (int)evhttp_request_get_command(req);
+    if (method == EVHTTP_REQ_HEAD)
+        method = EVHTTP_REQ_GET;
+    const route *rt = NULL;
+    const char *rest = NULL;
+    char allow[64] = "";
+    for (size_t i = 0; i < TD_ARRAY_LEN(routes); i++) {
+        const route *x = &routes[i];
+        size_t n = strlen(x->path);
+        const char *arg2 = NULL;
+        if (x->path[n - 1] == '/') {
+            if (strncmp(path, x->path, n) != 0 || !path[n])
+                continue;
+            arg2 = path + n;
+        } else if (strcmp(path, x->path) != 0) {
+            continue;
+        }
+        if (x->method != method) {
+            const char *m = x->method == EVHTTP_REQ_GET ? "GET" : "POST";
+            if (!strstr(allow, m))
+                snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+                         allow[0] ? ", " : "", m);
+            continue;
+        }
+        rt = x;
+        rest = arg2;
+        break;
+    }
+    if (!rt) {
+        if (allow[0]) {
+            td_req_header(r, "Allow", allow);
+            td_req_error(r, 405, "method_not_allowed", "%s allows %s", path, allow);
+        } else {
+            td_req_error(r, 404, "not_found", "no such path: %.200s", path);
+        }
+        return;
+    }
+    r->route = rt->name;
+
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    r->body_len = evbuffer_get_length(in);
+    if (r->body_len > (size_t)h->cfg->http_max_body) {
+        td_req_error(r, 413, "too_large", "the body of %zu bytes exceeds max_body (%lld)",
+                     r->body_len, (long long)h->cfg->http_max_body);
+        return;
+    }
+    r->body = r->body_len ? (const char *)evbuffer_pullup(in, -1) : "";
+    /* An action without a body (acknowledge) needs no content type. */
+    bool optional = rt->fn == td_api_incident_action && r->body_len == 0;
+    if (rt->json_body && !optional &&
+        !is_json_type(evhttp_find_header(evhttp_request_get_input_headers(req),
+                                         "Content-Type"))) {
+        td_req_error(r, 415, "unsupported_media_type",
+                     "the body must be sent as Content-Type: application/json");
+        return;
+    }
+    if (authorize(r, rt) != 0)
+        return;
+    rt->fn(r, rest);
+}
+
+/* ---- health and metrics ------------------------------------------------ */
+
+static void
+api_healthz(td_req *r, const char *arg)
+{
+    (void)arg;
+    static const char ok[] = "{\"status\":\"ok\"}";
+    td_req_reply(r, 200, ok, sizeof(ok) - 1);
+}
+
+static void
+api_readyz(td_req *r, const char *arg)
+{
+    (void)arg;
+    td_http *h = r->h;
+    bool redis = false, pg = false, taking = false;
+    if (h->pipeline)
+        td_pipeline_health(h->pipeline, &redis, &pg, &taking);
+    bool api = td_store_connected(h->api);
+    taking = taking && !h->stopping && !h->full;
+    bool ready = redis && pg && api && taking;
+    json_t *o = json_object();
+    json_object_set_new(o, "status", json_string(ready ? "ready" : "not_ready"));
+    json_t *c = json_object();
+    json_object_set_new(c, "redis", json_boolean(redis));
+    json_object_set_new(c, "postgres", json_boolean(pg));
+    json_object_set_new(c, "postgres_api", json_boolean(api));
+    json_object_set_new(c, "inputs", json_boolean(taking));
+    json_object_set_new(o, "checks", c);
+    td_req_reply_json(r, ready ? 200 : 503, o);
+}
+
+static void
+api_metrics(td_req *r, const char *arg)
+{
+    (void)arg;
+    td_http *h = r->h;
+    td_metric_set(td_gauge("http_feed_clients", "Live feed (SSE) clients connected", NULL),
+                  (double)td_feed_clients(h->feed));
+    td_metric_set(td_gauge("http_tokens", "API tokens loaded", NULL),
+                  (double)td_tokens_count(h->tokens));
+    char *text = td_metrics_render();
+    if (r->req) {
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add(b, text, strlen(text));
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+                          "text/plain; version=0.0.4; charset=utf-8");
+        evhttp_send_reply(r->req, 200, "OK", b);
+        evbuffer_free(b);
+        count_reply(r, 200);
+    }
+    free(text);
+    req_free(r);
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static void
+on_event_hook(void *arg, const td_event *ev)
+{
+    td_http *h = arg;
+    td_feed_publish(h->feed, ev);
+}
+
+static void
+on_resume_hook(void *arg)
+{
+    td_http *h = arg;
+    h->full = false;
+}
+
+static int
+load_tokens(td_http *h, const td_config *cfg, char *err, size_t errlen)
+{
+    td_errors errs = {0};
+    td_tokens *t = NULL;
+    if (!cfg->http_tokens) {
+        /* No tokens file: nothing authenticates; only open routes (and reads
+         * with open_reads) answer. */
+        td_tokens_parse("", 0, "(none)", &t, &errs);
+    } else if (td_tokens_load(cfg->http_tokens, &t, &errs) != TD_OK) {
+        snprintf(err, errlen, "%s", errs.n ? errs.msgs[0] : "tokens file not valid");
+        for (size_t i = 0; i < errs.n; i++)
+            td_error("http: tokens file error", "error=\"%s\"", errs.msgs[i]);
+        td_errors_clear(&errs);
+        return TD_ERR;
+    }
+    td_errors_clear(&errs);
+    td_tokens_free(h->tokens);
+    h->tokens = t;
+    return TD_OK;
+}
+
+static int
+listen_on(td_http *h, const char *addr, char *err, size_t errlen)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || !colon[1]) {
+        snprintf(err, errlen, "http: listen address '%s' is not HOST:PORT", addr);
+        return TD_ERR;
+    }
+    size_t hl = (size_t)(colon - addr);
+    if (addr[0] == '[' && colon[-1] == ']') { /* [::1]:8080 */
+        addr++;
+        hl -= 2;
+    }
+    if (hl >= sizeof(host)) {
+        snprintf(err, errlen, "http: listen address '%s' is too long", addr);
+        return TD_ERR;
+    }
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535) {
+        snprintf(err, errlen, "http: bad port in '%s'", addr);
+        return TD_ERR;
+    }
+    if (!evhttp_bind_socket_with_handle(h->http, host, (ev_uint16_t)port)) {
+        snprintf(err, errlen, "http: cannot listen on %s:%ld", host, port);
+        return TD_ERR;
+    }
+    td_info("http: listening", "address=%s port=%ld", host, port);
+    return TD_OK;
+}
+
+td_http *
+td_http_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
+            td_pipeline *p, char *err, size_t errlen)
+{
+    td_http *h = td_calloc(1, sizeof(*h));
+    h->cfg = cfg;
+    h->base = base;
+    h->hc = hc;
+    h->pipeline = p;
+    if (load_tokens(h, cfg, err, errlen) != TD_OK)
+        goto fail;
+    h->http = evhttp_new(base);
+    if (!h->http) {
+        snprintf(err, errlen, "http: cannot create the server");
+        goto fail;
+    }
+    int64_t slack = cfg->http_max_body > 65536 ? cfg->http_max_body : 65536;
+    evhttp_set_max_body_size(h->http, (ev_ssize_t)(cfg->http_max_body + slack));
+    evhttp_set_max_headers_size(h->http, 64 * 1024);
+    struct timeval tv = {(time_t)(cfg->http_idle_timeout_ms / 1000),
+                         (suseconds_t)(cfg->http_idle_timeout_ms % 1000) * 1000};
+    evhttp_set_timeout_tv(h->http, &tv);
+    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+    evhttp_set_gencb(h->http, on_request, h);
+    char *list = td_strdup(cfg->http_listen ? cfg->http_listen : "127.0.0.1:8080");
+    char *save = NULL;
+    int rc = TD_OK;
+    for (char *a = strtok_r(list, " ,\t", &save); a && rc == TD_OK;
+         a = strtok_r(NULL, " ,\t", &save))
+        rc = listen_on(h, a, err, errlen);
+    free(list);
+    if (rc != TD_OK)
+        goto fail;
+    h->api = td_store_new(base, cfg->pg_conninfo, td_api_stmts, TD_API_NSTMT, "api");
+    h->feed = td_feed_new(base, cfg);
+    h->m_intake_alerts = td_counter("http_intake_alerts",
+                                    "Alerts accepted (committed) over HTTP", NULL);
+    h->m_unauthorized = td_counter("http_unauthorized",
+                                   "Requests without a known token (401)", NULL);
+    h->m_forbidden = td_counter("http_forbidden",
+                                "Requests whose token lacks the scope (403)", NULL);
+    h->m_limited = td_counter("http_rate_limited",
+                              "Requests over their token's rate limit (429)", NULL);
+    h->m_intake_busy = td_counter("http_intake_busy",
+                                  "Intake requests refused with 503 (pipeline full, "
+                                  "stopping, or backend down)", NULL);
+    h->m_ack_latency = td_histogram("http_intake_seconds",
+                                    "Intake: request received to alerts committed", NULL);
+    td_host_set_core_hooks(hc, on_event_hook, on_resume_hook, h);
+    return h;
+fail:
+    td_http_free(h);
+    return NULL;
+}
+
+void
+td_http_stop_intake(td_http *h)
+{
+    h->stopping = true;
+    td_feed_close_all(h->feed);
+}
+
+void
+td_http_reload(td_http *h, const td_config *cfg)
+{
+    char err[512];
+    h->cfg = cfg;
+    if (load_tokens(h, cfg, err, sizeof(err)) == TD_OK)
+        td_info("http: tokens loaded", "tokens=%zu", td_tokens_count(h->tokens));
+    else
+        td_warn("http: tokens file not valid; keeping the old tokens", "error=\"%s\"", err);
+    td_feed_reload(h->feed, cfg);
+}
+
+void
+td_http_free(td_http *h)
+{
+    if (!h)
+        return;
+    if (h->hc)
+        td_host_set_core_hooks(h->hc, NULL, NULL, NULL);
+    if (h->feed)
+        td_feed_free(h->feed);
+    /* Marks deferred requests gone (their closecb), then answers queries
+     * with "shutdown": their callbacks free their td_req. */
+    if (h->http)
+        evhttp_free(h->http);
+    td_store_free(h->api);
+    while (h->pending)
+        req_free(h->pending);
+    for (size_t i = 0; i < h->n_buckets; i++)
+        free(h->buckets[i].name);
+    free(h->buckets);
+    td_tokens_free(h->tokens);
+    free(h);
+}

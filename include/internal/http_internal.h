@@ -1,0 +1,100 @@
+/* http_internal.h — what http.c shares with api_intake.c, api_incidents.c
+ * and feed.c. Not for the rest of the daemon.
+ *
+ * A request is a td_req: created by http.c for every request that passed
+ * routing, auth and the rate limit, handed to the route's handler, and
+ * freed by td_req_reply() (or td_req_error()). A handler that answers later
+ * (after an ack, after a query) keeps it; if the client goes away first the
+ * td_req is marked gone and td_req_reply() only frees it. */
+#ifndef TD_HTTP_INTERNAL_H
+#define TD_HTTP_INTERNAL_H
+
+#include <event2/http.h>
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "internal/auth.h"
+#include "internal/config.h"
+#include "internal/host.h"
+#include "internal/http.h"
+#include "internal/metrics.h"
+#include "internal/pipeline.h"
+#include "internal/store.h"
+
+typedef struct td_feed td_feed;
+
+typedef struct td_req td_req;
+struct td_req {
+    td_http *h;
+    struct evhttp_request *req; /* NULL once the client is gone */
+    const char *route;          /* for metrics */
+    char *actor;                /* the token's name, or "anonymous" */
+    const char *body;           /* the request body (NUL-terminated copy) */
+    size_t body_len;
+    int64_t t0_us;
+    td_req *prev, *next;        /* h->pending */
+    void *ctx;                  /* the handler's */
+};
+
+struct td_http {
+    const td_config *cfg;
+    struct event_base *base;
+    td_hostctx *hc;
+    td_pipeline *pipeline;
+    struct evhttp *http;
+    td_tokens *tokens;
+    td_store *api; /* reads and actions: never queued behind ingest */
+    td_feed *feed;
+    bool stopping;
+    bool full; /* the pipeline said FULL: intake answers 503 until resume */
+    td_req *pending;
+    struct td_bucket_entry *buckets;
+    size_t n_buckets;
+    td_metric *m_intake_alerts, *m_unauthorized, *m_forbidden, *m_limited,
+        *m_intake_busy, *m_ack_latency;
+};
+
+/* Answer with a JSON body (borrowed) and free r. */
+void td_req_reply(td_req *r, int code, const char *json, size_t len);
+void td_req_reply_json(td_req *r, int code, json_t *body); /* steals body */
+/* {"error":code,"message":...} and free r. */
+void td_req_error(td_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Extra response header before the reply. */
+void td_req_header(td_req *r, const char *name, const char *value);
+/* Query parameter of the request URI, or NULL (copy it: borrowed from kv). */
+const char *td_req_query(td_req *r, struct evkeyvalq *kv, const char *name);
+bool td_req_gone(const td_req *r);
+/* The handler answered on its own (a stream): count it and free r. */
+void td_req_detach(td_req *r, int code);
+/* Wait for an asynchronous answer: the client may go away meanwhile. */
+void td_req_defer(td_req *r);
+
+/* api_intake.c */
+void td_api_alerts_post(td_req *r, const char *arg);
+void td_api_alertmanager_post(td_req *r, const char *arg);
+void td_api_pagerduty_post(td_req *r, const char *arg);
+/* api_incidents.c */
+enum { TD_API_STMT_INCIDENTS, TD_API_STMT_INCIDENT, TD_API_STMT_ACTION,
+       TD_API_STMT_ALERTS, TD_API_STMT_PD_ACK, TD_API_STMT_PING, TD_API_NSTMT };
+extern const td_store_stmt td_api_stmts[TD_API_NSTMT];
+void td_api_incidents_get(td_req *r, const char *arg);
+void td_api_incident_get(td_req *r, const char *arg);
+void td_api_incident_action(td_req *r, const char *arg);
+void td_api_alerts_get(td_req *r, const char *arg);
+/* Acknowledge the open incident of a PagerDuty alert, then call done. */
+void td_api_pd_acknowledge(td_http *h, const char *fingerprint, const char *actor,
+                           void (*done)(void *arg, const char *err), void *arg);
+/* Publish the "events" array of an action's result to outputs and feed. */
+void td_api_publish_events(td_http *h, json_t *events);
+
+/* feed.c */
+td_feed *td_feed_new(struct event_base *base, const td_config *cfg);
+void td_feed_publish(td_feed *f, const td_event *ev);
+void td_api_feed_get(td_req *r, const char *arg);
+void td_feed_close_all(td_feed *f);
+void td_feed_reload(td_feed *f, const td_config *cfg);
+size_t td_feed_clients(const td_feed *f);
+void td_feed_free(td_feed *f);
+
+#endif

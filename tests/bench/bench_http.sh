@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# tests/bench/bench_http.sh — HTTP intake throughput against Debian's
+# Alertmanager, same batches, same client, same run. Prints figures; asserts
+# nothing.
+#
+#   bash tests/bench/bench_http.sh [ALERTS (100000)] [CONNECTIONS (8)]
+#
+# Batches of 100 alerts, 90 % duplicates (ALERTS/10 distinct alerts, each
+# batch drawn at random from them), sent over CONNECTIONS keep-alive
+# connections by tests/bench/http_load.py, each waiting for its answer:
+#   triaged   POST /api/v1/alerts, answered 202 only after the batch is
+#             committed in PostgreSQL (durable);
+#   reference prometheus-alertmanager POST /api/v2/alerts (in memory; its
+#             route has no receiver that sends anything), the same alerts in
+#             its format.
+# Uses a running stack when TD_TEST_* is set, else starts one.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${TD_BUILD_DIR:-$root/build}
+N=${1:-100000}
+C=${2:-8}
+export PGOPTIONS="-c client_min_messages=warning"
+source "$root/tests/stack/stack.sh"
+[ -n "${TD_TEST_REDIS_URL:-}" ] || stack_up
+work=$(mktemp -d "$TD_TEST_DIR/bench_http.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+python3 - "$N" "$work" <<'PY'
+import json, random, sys
+n, work = int(sys.argv[1]), sys.argv[2]
+rnd = random.Random(42)
+distinct = n // 10
+ts = "2026-11-25T21:40:00Z"
+with open(work + "/td.batches", "w") as td, open(work + "/am.batches", "w") as am:
+    for b in range(n // 100):
+        ids = [rnd.randrange(distinct) for _ in range(100)]
+        td.write(json.dumps([{"source": "bench", "resource": "host-%d" % (i // 10),
+                              "check": "check-%d" % (i % 10), "severity": "major",
+                              "occurred_at": ts} for i in ids]) + "\n")
+        am.write(json.dumps([{"labels": {"alertname": "check-%d" % (i % 10),
+                                         "instance": "host-%d" % (i // 10),
+                                         "severity": "major"},
+                              "startsAt": ts} for i in ids]) + "\n")
+PY
+
+db="bench_http_$$"
+psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db"
+pg="$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
+tok=bench-$$
+echo "bench write $(printf %s "$tok" | sha256sum | cut -d' ' -f1)" > "$work/tokens"
+tp=$(port)
+cat > "$work/triaged.conf" <<CONF
+[triaged]
+instance = bench
+[postgres]
+conninfo = $pg
+migrate = yes
+[redis]
+url = $TD_TEST_REDIS_URL
+[plugins]
+dir = $build/plugins
+[http]
+listen = 127.0.0.1:$tp
+tokens = $work/tokens
+rate_limit = 0
+CONF
+"$build/triaged" -c "$work/triaged.conf" > "$work/triaged.log" 2>&1 &
+tpid=$!
+pids+=("$tpid")
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$tp/readyz" >/dev/null && break; sleep 0.1; done
+
+ap=$(port)
+cat > "$work/am.yml" <<YML
+route:
+  receiver: none
+receivers:
+  - name: none
+YML
+prometheus-alertmanager --config.file="$work/am.yml" --storage.path="$work/am" \
+    --web.listen-address="127.0.0.1:$ap" --cluster.listen-address= --log.level=error \
+    > "$work/am.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ap/-/ready" >/dev/null && break; sleep 0.1; done
+
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+echo "bench_http: $N alerts in batches of 100, $((N / 10)) distinct (90 % duplicates), $C connections"
+c0=$(cpu "$tpid")
+td=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$tp/api/v1/alerts" "$work/td.batches" "$C" "Authorization: Bearer $tok")
+c1=$(cpu "$tpid")
+am=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$ap/api/v2/alerts" "$work/am.batches" "$C")
+echo "triaged      $td  (triaged CPU $(( (c1 - c0) ))0 ms)"
+echo "alertmanager $am"
+occ=$(psql "$pg" -qAtc "SELECT count(*), sum(occurrences) FROM triaged.alert")
+echo "triaged stored: alerts|occurrences = $occ (expected $((N / 10)) distinct at most, $N occurrences)"
+python3 - "$td" "$am" <<'PY'
+import sys
+t = float(sys.argv[1].split()[7]); a = float(sys.argv[2].split()[7])
+print("ratio triaged / alertmanager: %.2fx" % (t / a))
+PY
+curl -s -H "Authorization: Bearer $tok" "http://127.0.0.1:$tp/metrics" > "$work/metrics" || true
+psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
