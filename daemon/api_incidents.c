@@ -42,6 +42,12 @@ const td_store_stmt td_api_stmts[TD_API_NSTMT] = {
                             "SELECT triaged.api_alert_acknowledge($1, $2, "
                             "$3::timestamptz)::text", 3},
     [TD_API_STMT_PING] = {"api_ping", "SELECT 1", 0},
+    [TD_API_STMT_CAP_TREND] = {"api_capacity_trend",
+                               "SELECT triaged.api_capacity_trend($1, $2, $3::interval, "
+                               "$4::interval, $5::int, $6::float8)::text", 6},
+    [TD_API_STMT_CAP_RISKS] = {"api_capacity_risks",
+                               "SELECT triaged.api_capacity_risks($1::interval, $2::int, "
+                               "$3::int, $4::float8)::text", 4},
 };
 
 /* ---- cursors -------------------------------------------------------------- */
@@ -106,8 +112,8 @@ cursor_decode(const char *c, char out[24])
 
 enum { Q_LIST, Q_ONE, Q_ACTION };
 
-static int
-busy(td_req *r)
+int
+td_api_busy(td_req *r)
 {
     td_http *h = r->h;
     if (td_store_queued(h->api) < API_QUEUE_LIMIT && td_store_connected(h->api))
@@ -120,8 +126,8 @@ busy(td_req *r)
 }
 
 /* NULL, or the result's single value parsed; answers the request on error. */
-static json_t *
-result_json(td_req *r, const PGresult *res, const char *err)
+json_t *
+td_api_result_json(td_req *r, const PGresult *res, const char *err)
 {
     if (!res) {
         td_req_header(r, "Retry-After", "1");
@@ -154,7 +160,7 @@ on_list(void *arg, const PGresult *res, const char *err)
         td_req_reply(r, 0, "", 0);
         return;
     }
-    json_t *j = result_json(r, res, err);
+    json_t *j = td_api_result_json(r, res, err);
     if (!j)
         return;
     json_t *next = json_object_get(j, "next");
@@ -177,7 +183,7 @@ on_one(void *arg, const PGresult *res, const char *err)
         td_req_reply(r, 0, "", 0);
         return;
     }
-    json_t *j = result_json(r, res, err);
+    json_t *j = td_api_result_json(r, res, err);
     if (!j)
         return;
     if (json_is_null(j)) {
@@ -230,7 +236,7 @@ on_action(void *arg, const PGresult *res, const char *err)
         return;
     }
     if (!j) {
-        json_t *x = result_json(r, res, err);
+        json_t *x = td_api_result_json(r, res, err);
         if (x) { /* a NULL or unreadable value */
             json_decref(x);
             td_req_error(r, 500, "internal", "unreadable result from PostgreSQL");
@@ -284,15 +290,15 @@ cursor_param(td_req *r, struct evkeyvalq *kv, char out[24], const char **p)
     return 0;
 }
 
-static const char *
-nonempty(struct evkeyvalq *kv, const char *name)
+const char *
+td_api_nonempty(struct evkeyvalq *kv, const char *name)
 {
     const char *v = evhttp_find_header(kv, name);
     return v && *v ? v : NULL;
 }
 
-static int
-parse_query(td_req *r, struct evkeyvalq *kv)
+int
+td_api_parse_query(td_req *r, struct evkeyvalq *kv)
 {
     const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
     kv->tqh_first = NULL;
@@ -311,10 +317,10 @@ td_api_incidents_get(td_req *r, const char *arg)
     char limit[16], before[24], prio[8];
     const char *bp;
     (void)arg;
-    if (parse_query(r, &kv) != 0)
+    if (td_api_parse_query(r, &kv) != 0)
         return;
-    const char *status = nonempty(&kv, "status"), *service = nonempty(&kv, "service"),
-               *priority = nonempty(&kv, "priority"), *since = nonempty(&kv, "since");
+    const char *status = td_api_nonempty(&kv, "status"), *service = td_api_nonempty(&kv, "service"),
+               *priority = td_api_nonempty(&kv, "priority"), *since = td_api_nonempty(&kv, "since");
     static const char *statuses[] = {"open", "new", "acknowledged", "resolved", "closed"};
     int ok = !status;
     for (size_t i = 0; status && i < TD_ARRAY_LEN(statuses); i++)
@@ -339,7 +345,7 @@ td_api_incidents_get(td_req *r, const char *arg)
             snprintf(prio, sizeof(prio), "%c", d);
             pp = prio;
         }
-        if (busy(r) != 0)
+        if (td_api_busy(r) != 0)
             goto out;
         const char *params[6] = {status, service, pp, since, bp, limit};
         td_req_defer(r);
@@ -356,15 +362,15 @@ td_api_alerts_get(td_req *r, const char *arg)
     char limit[16], before[24];
     const char *bp;
     (void)arg;
-    if (parse_query(r, &kv) != 0)
+    if (td_api_parse_query(r, &kv) != 0)
         return;
-    const char *status = nonempty(&kv, "status");
+    const char *status = td_api_nonempty(&kv, "status");
     if (status && strcmp(status, "firing") != 0 && strcmp(status, "resolved") != 0) {
         td_req_error(r, 400, "bad_request", "status must be firing or resolved");
     } else if (limit_param(r, &kv, limit) == 0 && cursor_param(r, &kv, before, &bp) == 0 &&
-               busy(r) == 0) {
-        const char *params[6] = {status, nonempty(&kv, "ci"), nonempty(&kv, "service"),
-                                 nonempty(&kv, "source"), bp, limit};
+               td_api_busy(r) == 0) {
+        const char *params[6] = {status, td_api_nonempty(&kv, "ci"), td_api_nonempty(&kv, "service"),
+                                 td_api_nonempty(&kv, "source"), bp, limit};
         td_req_defer(r);
         td_store_exec(r->h->api, TD_API_STMT_ALERTS, params, on_list, r);
     }
@@ -378,7 +384,7 @@ td_api_incident_get(td_req *r, const char *arg)
         td_req_error(r, 404, "not_found", "no such path");
         return;
     }
-    if (busy(r) != 0)
+    if (td_api_busy(r) != 0)
         return;
     const char *params[1] = {arg};
     td_req_defer(r);
@@ -432,7 +438,7 @@ td_api_incident_action(td_req *r, const char *arg)
     }
     if (strcmp(action, "comment") == 0 && (!text || !*text)) {
         td_req_error(r, 400, "missing_field", "a comment needs {\"text\": \"...\"}");
-    } else if (busy(r) == 0) {
+    } else if (td_api_busy(r) == 0) {
         char now[32];
         td_format_rfc3339(td_now_ms() * 1000, now);
         const char *params[5] = {ref, action, r->actor, text, now};

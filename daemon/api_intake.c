@@ -108,6 +108,14 @@ td_api_alerts_post(td_req *r, const char *arg)
 }
 
 void
+td_api_capacity_samples_post(td_req *r, const char *arg)
+{
+    (void)arg;
+    if (check_taking(r) == 0)
+        submit(r, TD_FMT_CAPACITY, r->body, r->body_len, KIND_NATIVE, NULL);
+}
+
+void
 td_api_alertmanager_post(td_req *r, const char *arg)
 {
     (void)arg;

@@ -725,3 +725,62 @@ BEGIN
     RETURN QUERY SELECT * FROM triaged.ingest_capacity(p_samples, p_opts);
   END IF;
 END $$;
+
+-- ---------------------------------------------------------------------------
+-- HTTP API (daemon/api_capacity.c)
+
+-- GET /api/v1/capacity/trend: the fit of one series (ci by name or alias);
+-- NULL when there is no such CI.
+CREATE FUNCTION triaged.api_capacity_trend(p_ci text, p_metric text, p_window interval,
+                                           p_horizon interval, p_min_points integer,
+                                           p_min_r2 double precision)
+RETURNS json
+LANGUAGE sql STABLE AS $$
+  SELECT json_build_object(
+           'ci', c.name, 'metric', t.metric, 'status', t.status, 'samples', t.samples,
+           'window_days', extract(epoch FROM p_window) / 86400,
+           'slope_per_day', t.slope_per_day, 'r2', t.r2, 'fitted_now', t.fitted_now,
+           'growth_30d_pct', t.growth_30d_pct, 'last_value', t.last_value,
+           'last_ts', t.last_ts, 'limit', t.capacity_limit,
+           'exhaustion_at', t.exhaustion_at, 'earliest_at', t.earliest_at,
+           'latest_at', t.latest_at,
+           'horizon_days', extract(epoch FROM p_horizon) / 86400,
+           'within_horizon', coalesce(t.status = 'exhausted'
+                                      OR t.exhaustion_at <= now() + p_horizon, false))
+    FROM triaged.ci c
+    CROSS JOIN LATERAL triaged.capacity_trend_of(c.id, p_metric, p_window, now(),
+                                                 p_min_points, p_min_r2) t
+   WHERE c.id = coalesce((SELECT x.id FROM triaged.ci x WHERE x.name = p_ci),
+                         (SELECT min(y.id) FROM triaged.ci y WHERE y.aliases @> ARRAY[p_ci]))
+$$;
+
+-- GET /api/v1/capacity/risks: what runs out within the horizon, soonest
+-- first, and per service the first thing that runs out.
+CREATE FUNCTION triaged.api_capacity_risks(p_horizon interval, p_limit integer,
+                                           p_min_points integer,
+                                           p_min_r2 double precision)
+RETURNS json
+LANGUAGE sql STABLE AS $$
+  WITH r AS (
+    SELECT * FROM triaged.capacity_risks(p_horizon, now(), p_min_points, p_min_r2))
+  SELECT json_build_object(
+    'horizon_days', extract(epoch FROM p_horizon) / 86400,
+    'count', (SELECT count(*) FROM r),
+    'risks', coalesce((SELECT json_agg(json_build_object(
+                         'ci', l.ci, 'metric', l.metric, 'status', l.status,
+                         'exhaustion_at', l.exhaustion_at, 'earliest_at', l.earliest_at,
+                         'latest_at', l.latest_at, 'slope_per_day', l.slope_per_day,
+                         'r2', l.r2, 'growth_30d_pct', l.growth_30d_pct,
+                         'last_value', l.last_value, 'limit', l.capacity_limit,
+                         'services', l.services))
+                         FROM (SELECT * FROM r LIMIT p_limit) l), '[]'),
+    'services', coalesce((SELECT json_agg(json_build_object(
+                            'service', s.service, 'first_exhaustion_at', s.first_at,
+                            'ci', s.ci, 'metric', s.metric, 'at_risk', s.n)
+                            ORDER BY s.first_at NULLS FIRST, s.service)
+                            FROM (SELECT DISTINCT ON (u.service) u.service, r.ci, r.metric,
+                                         r.exhaustion_at AS first_at,
+                                         count(*) OVER (PARTITION BY u.service) AS n
+                                    FROM r CROSS JOIN LATERAL unnest(r.services) AS u(service)
+                                   ORDER BY u.service, r.exhaustion_at NULLS FIRST) s), '[]'))
+$$;

@@ -76,17 +76,32 @@ void td_api_alertmanager_post(td_req *r, const char *arg);
 void td_api_pagerduty_post(td_req *r, const char *arg);
 /* api_incidents.c */
 enum { TD_API_STMT_INCIDENTS, TD_API_STMT_INCIDENT, TD_API_STMT_ACTION,
-       TD_API_STMT_ALERTS, TD_API_STMT_PD_ACK, TD_API_STMT_PING, TD_API_NSTMT };
+       TD_API_STMT_ALERTS, TD_API_STMT_PD_ACK, TD_API_STMT_PING,
+       TD_API_STMT_CAP_TREND, TD_API_STMT_CAP_RISKS, TD_API_NSTMT };
 extern const td_store_stmt td_api_stmts[TD_API_NSTMT];
 void td_api_incidents_get(td_req *r, const char *arg);
 void td_api_incident_get(td_req *r, const char *arg);
 void td_api_incident_action(td_req *r, const char *arg);
 void td_api_alerts_get(td_req *r, const char *arg);
+/* Shared by the read APIs: 503 (answered) when the API connection is down
+ * or too many statements wait, else 0; a result's single JSON value (JSON
+ * null for no row), or NULL when it answered the error (SQLSTATE 22xxx: 400);
+ * a non-empty query parameter; the request's query string parsed (answers
+ * 400 and returns -1 when it cannot be). */
+int td_api_busy(td_req *r);
+json_t *td_api_result_json(td_req *r, const PGresult *res, const char *err);
+const char *td_api_nonempty(struct evkeyvalq *kv, const char *name);
+int td_api_parse_query(td_req *r, struct evkeyvalq *kv);
 /* Acknowledge the open incident of a PagerDuty alert, then call done. */
 void td_api_pd_acknowledge(td_http *h, const char *fingerprint, const char *actor,
                            void (*done)(void *arg, const char *err), void *arg);
 /* Publish the "events" array of an action's result to outputs and feed. */
 void td_api_publish_events(td_http *h, json_t *events);
+
+/* api_capacity.c */
+void td_api_capacity_samples_post(td_req *r, const char *arg);
+void td_api_capacity_trend_get(td_req *r, const char *arg);
+void td_api_capacity_risks_get(td_req *r, const char *arg);
 
 /* feed.c */
 td_feed *td_feed_new(struct event_base *base, const td_config *cfg);
