@@ -314,28 +314,24 @@ BEGIN
   END IF;
   DELETE FROM _cap_in;
 
-  -- bind each distinct CI text once
-  WITH s AS (
-    SELECT x.ci, x.ci_id, x.metric, x.value, x."limit", x.ts
-      FROM jsonb_to_recordset(p_samples)
-             AS x(ci text, ci_id bigint, metric text, value double precision,
-                  "limit" double precision, ts timestamptz)),
-  names AS (SELECT DISTINCT s.ci FROM s WHERE s.ci_id IS NULL AND s.ci IS NOT NULL),
-  b AS (
-    SELECT n.ci,
-           coalesce((SELECT c.id FROM triaged.ci c WHERE c.name = n.ci),
-                    (SELECT c.id FROM triaged.ci c WHERE c.aliases @> ARRAY[n.ci]
-                      ORDER BY c.id LIMIT 1),
-                    (SELECT c.id FROM triaged.ci c
-                      WHERE c.addresses @> ARRAY[triaged._as_inet(n.ci)]
-                      ORDER BY c.id LIMIT 1)) AS id
-      FROM names n)
+  -- bind: name, then alias, then address (an index probe each, the later
+  -- ones only when the earlier found nothing)
   INSERT INTO _cap_in
-  SELECT s.ci, coalesce(s.ci_id, b.id), s.metric, s.value, s."limit", s.ts
-    FROM s LEFT JOIN b ON b.ci = s.ci
-   WHERE s.metric IS NOT NULL AND s.metric <> '' AND s.ts IS NOT NULL
-     AND s.value IS NOT NULL AND s.value NOT IN ('NaN', 'Infinity', '-Infinity')
-     AND (s."limit" IS NULL OR (s."limit" > 0 AND s."limit" <> 'Infinity'));
+  SELECT x.ci,
+         coalesce(x.ci_id,
+                  (SELECT c.id FROM triaged.ci c WHERE c.name = x.ci),
+                  (SELECT c.id FROM triaged.ci c WHERE c.aliases @> ARRAY[x.ci]
+                    ORDER BY c.id LIMIT 1),
+                  (SELECT c.id FROM triaged.ci c
+                    WHERE c.addresses @> ARRAY[triaged._as_inet(x.ci)]
+                    ORDER BY c.id LIMIT 1)),
+         x.metric, x.value, x."limit", x.ts
+    FROM jsonb_to_recordset(p_samples)
+           AS x(ci text, ci_id bigint, metric text, value double precision,
+                "limit" double precision, ts timestamptz)
+   WHERE x.metric IS NOT NULL AND x.metric <> '' AND x.ts IS NOT NULL
+     AND x.value IS NOT NULL AND x.value NOT IN ('NaN', 'Infinity', '-Infinity')
+     AND (x."limit" IS NULL OR (x."limit" > 0 AND x."limit" <> 'Infinity'));
   GET DIAGNOSTICS v_bound = ROW_COUNT;
   v_total := jsonb_array_length(p_samples);
   IF v_bound <> v_total THEN
@@ -380,7 +376,8 @@ BEGIN
       FROM _cap_in i WHERE i.ci_id IS NOT NULL AND i.lim IS NOT NULL
      ORDER BY i.ci_id, i.metric, i.ts DESC),
   named AS (
-    SELECT n.*, c.name AS ci_name FROM newest n JOIN triaged.ci c ON c.id = n.ci_id)
+    SELECT n.*, (SELECT c.name FROM triaged.ci c WHERE c.id = n.ci_id) AS ci_name
+      FROM newest n)
   SELECT 'capacity.limit', n.ci_name,
          json_build_object('ci', n.ci_name, 'ci_id', n.ci_id, 'metric', n.metric,
                            'value', n.value, 'limit', n.lim, 'ts', n.ts,

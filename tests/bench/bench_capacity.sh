@@ -46,7 +46,7 @@ run_sql() {
     psql "$pg" -qAt <<'SQL'
 CREATE TABLE batches AS
 SELECT b, jsonb_agg(jsonb_build_object('ci', 'ci-' || (1 + i % 50000), 'metric', 'disk',
-         'value', 100 + i % 997, 'limit', 1000,
+         'value', 100 + i % 797, 'limit', 1000,
          'ts', timestamptz '2026-11-01' + (i / 50000) * interval '5 min')) AS j
   FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
  GROUP BY b;
@@ -73,7 +73,7 @@ out = sys.stdout
 for i in range(n):
     ci = f"ci-{1 + i % 50000}"
     ts = (t0 + datetime.timedelta(minutes=5 * (i // 50000))).strftime("%Y-%m-%dT%H:%M:%SZ")
-    out.write(f'{ci}\t{{"ci":"{ci}","metric":"disk","value":{100 + i % 997},"limit":1000,"ts":"{ts}"}}\n')
+    out.write(f'{ci}\t{{"ci":"{ci}","metric":"disk","value":{100 + i % 797},"limit":1000,"ts":"{ts}"}}\n')
 PY
     kcat -P -b "$B" -t "$topic" -K $'\t' -z none < "$work/samples"
     local t0 t1 kn
