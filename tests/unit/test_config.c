@@ -724,6 +724,7 @@ Test(config, reloadable_options_are_rules_tokens_log_level_and_incident_timings)
 {
     for (const td_option *o = td_options; o->name; o++) {
         bool want = strcmp(o->section, "incident") == 0 ||
+                    strcmp(o->section, "cmdb") == 0 ||
                     strcmp(o->name, "rules") == 0 ||
                     strcmp(o->name, "tokens") == 0 ||
                     strcmp(o->name, "log_level") == 0;
