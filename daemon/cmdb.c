@@ -732,7 +732,7 @@ load_done(td_cmdb *c)
     td_metric_set(c->m_relations, (double)td_graph_relation_count(c->graph));
     td_metric_set(c->m_bytes, (double)td_graph_memory(c->graph));
     td_metric_observe(c->m_load_secs, secs);
-    td_log(c->ready ? TD_LOG_DEBUG : TD_LOG_INFO, "cmdb: graph loaded",
+    td_info("cmdb: graph loaded",
            "cis=%zu relations=%zu bytes=%zu seconds=%.3f", td_graph_ci_count(c->graph),
            td_graph_relation_count(c->graph), td_graph_memory(c->graph), secs);
     c->ready = true;

@@ -376,7 +376,173 @@ BEGIN
 END $$;
 
 -- ---------------------------------------------------------------------------
+-- 002's find-or-open, redefined: a new alert on a CI downstream of an open
+-- incident joins that incident (as a symptom: see _fix_roles) instead of
+-- opening one of its own
+-- 002's find-or-open, verbatim, under a new name.
+CREATE FUNCTION triaged._find_or_open(p_reqs triaged._group_req[])
+RETURNS SETOF triaged._group_res
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_new  triaged._group_res[];
+  v_old  triaged._group_res[] := '{}';
+BEGIN
+  WITH ins AS (
+    INSERT INTO triaged.incident AS i (title, status, priority, impact, urgency, severity,
+                                       ci_id, resource, opened_at)
+    SELECT r.title, 'new', triaged.severity_rank(r.severity), 3,
+           triaged.severity_urgency(r.severity), r.severity, r.ci_id, r.resource, r.opened_at
+      FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL
+     ORDER BY r.ci_id
+    ON CONFLICT (ci_id) WHERE ci_id IS NOT NULL AND status IN ('new', 'acknowledged')
+                              AND merged_into IS NULL
+    DO UPDATE SET updated_at = now() WHERE false
+    RETURNING i.id, i.ci_id, i.resource, i.number)
+  SELECT coalesce(array_agg(ROW(triaged._gkey(ins.ci_id, NULL), ins.ci_id, ins.resource,
+                                ins.id, true, ins.number)::triaged._group_res), '{}')
+    INTO v_new FROM ins;
+
+  WITH ins AS (
+    INSERT INTO triaged.incident AS i (title, status, priority, impact, urgency, severity,
+                                       ci_id, resource, opened_at)
+    SELECT r.title, 'new', triaged.severity_rank(r.severity), 3,
+           triaged.severity_urgency(r.severity), r.severity, NULL, r.resource, r.opened_at
+      FROM unnest(p_reqs) r WHERE r.ci_id IS NULL
+     ORDER BY r.resource
+    ON CONFLICT (resource) WHERE ci_id IS NULL AND status IN ('new', 'acknowledged')
+                                 AND merged_into IS NULL
+    DO UPDATE SET updated_at = now() WHERE false
+    RETURNING i.id, i.resource, i.number)
+  SELECT v_new || coalesce(array_agg(ROW(triaged._gkey(NULL, ins.resource), NULL, ins.resource,
+                                         ins.id, true, ins.number)::triaged._group_res), '{}')
+    INTO v_new FROM ins;
+
+  IF cardinality(v_new) < cardinality(p_reqs) THEN
+    -- (the groups not inserted: EXCEPT, which has no quadratic plan; the
+    -- group key says what to look up)
+    SELECT coalesce(array_agg(ROW(m.gkey, o.ci_id, o.resource, o.id, false, o.number)
+                              ::triaged._group_res), '{}')
+      INTO v_old
+      FROM (SELECT r.gkey FROM unnest(p_reqs) r
+            EXCEPT ALL
+            SELECT n.gkey FROM unnest(v_new) n) m
+      CROSS JOIN LATERAL (
+        SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
+         WHERE i.ci_id = CASE WHEN left(m.gkey, 2) = 'c:' THEN substr(m.gkey, 3)::bigint END
+           AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
+        UNION ALL
+        SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
+         WHERE i.resource = CASE WHEN left(m.gkey, 2) = 'r:' THEN substr(m.gkey, 3) END
+           AND i.ci_id IS NULL
+           AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) o;
+  END IF;
+
+  IF cardinality(v_new) + cardinality(v_old) <> cardinality(p_reqs) THEN
+    RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+      MESSAGE = format('triaged: find-or-open answered %s of %s groups (retry the batch)',
+                       cardinality(v_new) + cardinality(v_old), cardinality(p_reqs));
+  END IF;
+  RETURN QUERY SELECT * FROM unnest(v_new || v_old);
+END $$;
+
+CREATE TYPE triaged._req_up AS (gkey text, ci_id bigint, up bigint[]);
+
+-- The groups of p_reqs (bound, with their upstream CIs in p_ups) whose CI
+-- has no open incident but an upstream CI has one opened within p_window:
+-- answered with that incident (the farthest upstream one), locked and still
+-- open.
+CREATE FUNCTION triaged._route(p_reqs triaged._group_req[], p_ups triaged._req_up[],
+                               p_window interval)
+RETURNS triaged._group_res[]
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_res triaged._group_res[];
+BEGIN
+  SELECT coalesce(array_agg(ROW(r.gkey, u.ci_id, u.resource, u.id, false, u.number)
+                            ::triaged._group_res ORDER BY u.id), '{}')
+    INTO v_res
+    FROM unnest(p_reqs) r
+    JOIN unnest(p_ups) a ON a.gkey = r.gkey
+    CROSS JOIN LATERAL (
+      SELECT u.id, u.ci_id, u.resource, u.number FROM triaged.incident u
+       WHERE u.ci_id = ANY (a.up) AND u.ci_id IS NOT NULL
+         AND u.status IN ('new', 'acknowledged') AND u.merged_into IS NULL
+         AND u.opened_at BETWEEN r.opened_at - p_window AND r.opened_at + p_window
+       ORDER BY array_position(a.up, u.ci_id) DESC LIMIT 1) u
+   WHERE cardinality(a.up) > 0
+     AND NOT EXISTS (SELECT 1 FROM triaged.incident o
+                      WHERE o.ci_id = r.ci_id AND o.status IN ('new', 'acknowledged')
+                        AND o.merged_into IS NULL);
+  IF cardinality(v_res) = 0 THEN
+    RETURN v_res;
+  END IF;
+  -- lock them, then keep those still open (a tick may have resolved one)
+  PERFORM 1 FROM triaged.incident i
+    WHERE i.id IN (SELECT x.incident_id FROM unnest(v_res) x) ORDER BY i.id FOR UPDATE;
+  SELECT coalesce(array_agg(x ORDER BY x.incident_id), '{}') INTO v_res
+    FROM unnest(v_res) x JOIN triaged.incident i ON i.id = x.incident_id
+   WHERE i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL;
+  RETURN v_res;
+END $$;
+
+-- Find or open, with correlation: a bound group whose CI has no open
+-- incident joins the open incident of its farthest upstream CI opened within
+-- the correlation window (this transaction's setting
+-- triaged.correlation_window_ms). Groups with an upstream CI among the
+-- groups of the same call wait until those are placed, so that a storm
+-- arriving in one batch also gives one incident, not one per CI merged
+-- afterwards.
+CREATE OR REPLACE FUNCTION triaged._open_incidents(p_reqs triaged._group_req[])
+RETURNS SETOF triaged._group_res
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_window interval;
+  v_ups    triaged._req_up[];
+  v_later  text[];
+  v_now    triaged._group_req[];
+  v_res    triaged._group_res[] := '{}';
+  v_r      triaged._group_res[];
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL) THEN
+    RETURN QUERY SELECT * FROM triaged._find_or_open(p_reqs);
+    RETURN;
+  END IF;
+  v_window := coalesce(nullif(current_setting('triaged.correlation_window_ms', true), '')::float8,
+                       600000) * interval '1 millisecond';
+  SELECT coalesce(array_agg(ROW(r.gkey, r.ci_id, triaged.ci_upstream(r.ci_id))::triaged._req_up),
+                  '{}')
+    INTO v_ups FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL;
+  SELECT coalesce(array_agg(u.gkey), '{}') INTO v_later
+    FROM unnest(v_ups) u
+   WHERE EXISTS (SELECT 1 FROM unnest(v_ups) o WHERE o.ci_id = ANY (u.up));
+  -- first the groups with no upstream CI among them, then the others
+  FOR i IN 1..2 LOOP
+    v_now := ARRAY(SELECT r FROM unnest(p_reqs) r
+                    WHERE (r.gkey = ANY (v_later)) = (i = 2) ORDER BY r.gkey);
+    CONTINUE WHEN cardinality(v_now) = 0;
+    v_r := triaged._route(v_now, v_ups, v_window);
+    v_res := v_res || v_r;
+    v_now := ARRAY(SELECT r FROM unnest(v_now) r
+                    WHERE r.gkey NOT IN (SELECT x.gkey FROM unnest(v_r) x));
+    IF cardinality(v_now) > 0 THEN
+      v_res := v_res || ARRAY(SELECT x FROM triaged._find_or_open(v_now) x);
+    END IF;
+  END LOOP;
+  RETURN QUERY SELECT * FROM unnest(v_res);
+END $$;
+
+-- ---------------------------------------------------------------------------
 -- merge and correlation
+
+-- Roles: in a bound incident, an alert on another CI than the incident's is
+-- a symptom (it joined from downstream, directly or by a merge).
+CREATE FUNCTION triaged._fix_roles(p_ids bigint[]) RETURNS void
+LANGUAGE sql AS $$
+  UPDATE triaged.incident_alert ia SET role = 'symptom'
+    FROM triaged.incident i, triaged.alert a
+   WHERE ia.incident_id = ANY (p_ids) AND i.id = ia.incident_id AND a.id = ia.alert_id
+     AND ia.role = 'cause' AND i.ci_id IS NOT NULL AND a.ci_id IS DISTINCT FROM i.ci_id
+$$;
 
 -- Merge open incident p_from into open incident p_into: its alerts move to
 -- p_into as symptoms, its impacted services too; p_from is closed with
@@ -688,7 +854,6 @@ DECLARE
   v_plain  text[];
   v_unsup  bigint[];
   v_opened bigint[];
-  v_nmerged integer;
 BEGIN
   IF p_opts IS NULL OR jsonb_typeof(p_opts) <> 'object' THEN
     RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
@@ -699,6 +864,8 @@ BEGIN
   v_window := coalesce((p_opts->>'correlation_window_ms')::float8, 600000) * interval '1 millisecond';
   v_many   := coalesce((p_opts->>'impact_many_services')::integer, 3);
   PERFORM set_config('triaged.priority_matrix', coalesce(p_opts->>'priority_matrix', ''), true);
+  PERFORM set_config('triaged.correlation_window_ms',
+                     coalesce(p_opts->>'correlation_window_ms', ''), true);
 
   IF jsonb_typeof(p_batch) = 'array' AND jsonb_array_length(p_batch) > 0 THEN
     -- heartbeats leave the batch; a heartbeat ends its firing heartbeat_missing
@@ -798,11 +965,16 @@ BEGIN
     FROM unnest(v_rows || v_post) r
     JOIN triaged.incident i ON i.number = r.key
    WHERE r.kind IN ('incident.opened', 'incident.reopened') AND i.ci_id IS NOT NULL;
-  SELECT count(*) INTO v_nmerged FROM unnest(v_post) r WHERE r.kind = 'incident.merged';
   IF cardinality(v_opened) > 0 THEN
     v_post := v_post || ARRAY(SELECT r FROM triaged._correlate(v_opened, v_now, v_actor, v_window,
                                                                 v_many) r);
   END IF;
+
+  -- alerts that joined an incident of another CI are its symptoms
+  PERFORM triaged._fix_roles(ARRAY(
+    SELECT DISTINCT i.id FROM unnest(v_rows || v_post) r JOIN triaged.incident i ON i.number = r.key
+     WHERE r.kind IN ('incident.opened', 'incident.reopened', 'incident.updated')
+       AND i.ci_id IS NOT NULL));
 
   RETURN QUERY SELECT * FROM unnest(v_rows) r WHERE r.kind <> 'stats';
   RETURN QUERY SELECT * FROM unnest(v_post);
@@ -834,6 +1006,8 @@ BEGIN
   v_now   := coalesce((p_opts->>'now')::timestamptz, now());
   v_actor := coalesce(nullif(p_opts->>'actor', ''), 'triaged');
   PERFORM set_config('triaged.priority_matrix', coalesce(p_opts->>'priority_matrix', ''), true);
+  PERFORM set_config('triaged.correlation_window_ms',
+                     coalesce(p_opts->>'correlation_window_ms', ''), true);
 
   -- missing heartbeats raise heartbeat_missing, through ingest (so they
   -- bind, correlate and respect maintenance like any alert)
