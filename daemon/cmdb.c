@@ -17,6 +17,7 @@
 #include "internal/cmdb.h"
 
 #include <arpa/inet.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
@@ -967,6 +968,27 @@ td_cmdb_refresh(td_cmdb *c, const char *bind_labels)
     c->dirty = true;
     if (c->state == C_IDLE && !evtimer_pending(c->ev_timer, NULL))
         arm_timer(c, 0);
+}
+
+static json_t *
+id_array(const int64_t *ids, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_integer((json_int_t)ids[i]));
+    return a;
+}
+
+void
+td_cmdb_describe(td_cmdb *c, int64_t ci_id, json_t *seg)
+{
+    int64_t buf[TD_CMDB_MAX_SVC + 1];
+    size_t n = td_graph_upstream(c->graph, ci_id, buf, TD_CMDB_MAX_UP + 1);
+    if (n <= TD_CMDB_MAX_UP)
+        json_object_set_new(seg, "up", id_array(buf, n));
+    n = td_graph_impacted_services(c->graph, ci_id, buf, TD_CMDB_MAX_SVC + 1);
+    if (n <= TD_CMDB_MAX_SVC)
+        json_object_set_new(seg, "svc", id_array(buf, n));
 }
 
 td_graph *

@@ -392,6 +392,8 @@ segments_json(const td_pipeline *p, const batch *b)
         json_object_set_new(o, "ci", a->ci ? json_string(a->ci) : json_null());
         int64_t ci_id = td_cmdb_bind(p->cmdb, a);
         json_object_set_new(o, "ci_id", ci_id ? json_integer(ci_id) : json_null());
+        if (ci_id && b->hints[i] != 0) /* not a duplicate: may open or join */
+            td_cmdb_describe(p->cmdb, ci_id, o);
         json_object_set_new(o, "summary", a->summary ? json_string(a->summary) : json_null());
         json_object_set_new(o, "labels", labels);
         json_object_set_new(o, "severity", json_string(td_severity_name(s->severity)));

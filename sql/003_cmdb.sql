@@ -78,31 +78,100 @@ CREATE INDEX heartbeat_waiting_idx ON triaged.heartbeat (last_at)
 -- ---------------------------------------------------------------------------
 -- graph helpers (cycle-safe: ci_relation may hold cycles)
 
--- The CIs p_ci depends on, transitively, nearest first (ties by id), at most
--- 32 hops away.
+-- The CIs p_ci depends on, transitively, nearest first (level by level,
+-- ties by id), at most 32 levels up. Breadth first, one index probe per
+-- level: a recursive CTE that tracks depth multiplies rows by the number of
+-- paths, which diamonds make large.
 CREATE FUNCTION triaged.ci_upstream(p_ci bigint) RETURNS bigint[]
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-  WITH RECURSIVE up (id, depth) AS (
-    SELECT r.parent_id, 1 FROM triaged.ci_relation r WHERE r.child_id = p_ci
-    UNION
-    SELECT r.parent_id, up.depth + 1
-      FROM up JOIN triaged.ci_relation r ON r.child_id = up.id
-     WHERE up.depth < 32)
-  SELECT coalesce(array_agg(x.id ORDER BY x.d, x.id), '{}')
-    FROM (SELECT up.id, min(up.depth) AS d FROM up WHERE up.id <> p_ci GROUP BY up.id) x
-$$;
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  v_seen  bigint[] := ARRAY[p_ci];
+  v_front bigint[] := ARRAY[p_ci];
+  v_out   bigint[] := '{}';
+  v_next  bigint[];
+BEGIN
+  FOR v_level IN 1..32 LOOP
+    SELECT coalesce(array_agg(DISTINCT r.parent_id ORDER BY r.parent_id), '{}') INTO v_next
+      FROM triaged.ci_relation r
+     WHERE r.child_id = ANY (v_front) AND r.parent_id <> ALL (v_seen);
+    EXIT WHEN cardinality(v_next) = 0;
+    v_out := v_out || v_next;
+    v_seen := v_seen || v_next;
+    v_front := v_next;
+  END LOOP;
+  RETURN v_out;
+END $$;
 
 -- The services impacted when p_ci fails: those with a CI that is p_ci or
--- depends on it, transitively.
+-- depends on it, transitively (breadth first, like ci_upstream).
 CREATE FUNCTION triaged.ci_impacted_services(p_ci bigint) RETURNS bigint[]
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-  WITH RECURSIVE down (id) AS (
-    SELECT p_ci
-    UNION
-    SELECT r.child_id FROM down JOIN triaged.ci_relation r ON r.parent_id = down.id)
-  SELECT coalesce(array_agg(DISTINCT sc.service_id ORDER BY sc.service_id), '{}')
-    FROM down JOIN triaged.service_ci sc ON sc.ci_id = down.id
-$$;
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  v_seen  bigint[] := ARRAY[p_ci];
+  v_front bigint[] := ARRAY[p_ci];
+  v_next  bigint[];
+BEGIN
+  LOOP
+    SELECT coalesce(array_agg(DISTINCT r.child_id), '{}') INTO v_next
+      FROM triaged.ci_relation r
+     WHERE r.parent_id = ANY (v_front) AND r.child_id <> ALL (v_seen);
+    EXIT WHEN cardinality(v_next) = 0;
+    v_seen := v_seen || v_next;
+    v_front := v_next;
+  END LOOP;
+  RETURN ARRAY(SELECT DISTINCT sc.service_id FROM triaged.service_ci sc
+                WHERE sc.ci_id = ANY (v_seen) ORDER BY sc.service_id);
+END $$;
+
+-- The daemon sends, with each bound segment that may open or join an
+-- incident, what its in-memory graph knows about the CI: "up" (the upstream
+-- CIs, nearest first) and "svc" (the impacted services). ingest keeps them
+-- for the transaction in pg_temp.td_batch_ci; _ci_up and _ci_svc read them
+-- there and walk ci_relation only for CIs the batch did not describe (tick,
+-- SQL callers, a graph not loaded yet).
+CREATE FUNCTION triaged._batch_ci_prepare(p_batch jsonb) RETURNS void
+LANGUAGE plpgsql
+SET client_min_messages = warning
+AS $$
+BEGIN
+  CREATE TEMP TABLE IF NOT EXISTS td_batch_ci (
+    ci_id bigint PRIMARY KEY, up bigint[], svc bigint[]) ON COMMIT DELETE ROWS;
+  DELETE FROM pg_temp.td_batch_ci;
+  IF p_batch IS NOT NULL AND jsonb_typeof(p_batch) = 'array'
+     AND jsonb_path_exists(p_batch, '$[*] ? (exists(@.up) || exists(@.svc))') THEN
+    INSERT INTO pg_temp.td_batch_ci (ci_id, up, svc)
+    SELECT DISTINCT ON ((e->>'ci_id')::bigint) (e->>'ci_id')::bigint,
+           CASE WHEN jsonb_typeof(e->'up') = 'array'
+                THEN ARRAY(SELECT jsonb_array_elements_text(e->'up')::bigint) END,
+           CASE WHEN jsonb_typeof(e->'svc') = 'array'
+                THEN ARRAY(SELECT jsonb_array_elements_text(e->'svc')::bigint) END
+      FROM jsonb_array_elements(p_batch) e
+     WHERE e->>'ci_id' IS NOT NULL AND (e ? 'up' OR e ? 'svc')
+     ORDER BY (e->>'ci_id')::bigint;
+  END IF;
+END $$;
+
+CREATE FUNCTION triaged._ci_up(p_ci bigint) RETURNS bigint[]
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  v bigint[];
+BEGIN
+  IF to_regclass('pg_temp.td_batch_ci') IS NOT NULL THEN
+    SELECT b.up INTO v FROM pg_temp.td_batch_ci b WHERE b.ci_id = p_ci;
+  END IF;
+  RETURN coalesce(v, triaged.ci_upstream(p_ci));
+END $$;
+
+CREATE FUNCTION triaged._ci_svc(p_ci bigint) RETURNS bigint[]
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  v bigint[];
+BEGIN
+  IF to_regclass('pg_temp.td_batch_ci') IS NOT NULL THEN
+    SELECT b.svc INTO v FROM pg_temp.td_batch_ci b WHERE b.ci_id = p_ci;
+  END IF;
+  RETURN coalesce(v, triaged.ci_impacted_services(p_ci));
+END $$;
 
 -- Impact (1 = high) of a set of services: the best (lowest) tier among them,
 -- one step higher when at least p_many are impacted; 3 when none.
@@ -509,7 +578,7 @@ BEGIN
   END IF;
   v_window := coalesce(nullif(current_setting('triaged.correlation_window_ms', true), '')::float8,
                        600000) * interval '1 millisecond';
-  SELECT coalesce(array_agg(ROW(r.gkey, r.ci_id, triaged.ci_upstream(r.ci_id))::triaged._req_up),
+  SELECT coalesce(array_agg(ROW(r.gkey, r.ci_id, triaged._ci_up(r.ci_id))::triaged._req_up),
                   '{}')
     INTO v_ups FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL;
   SELECT coalesce(array_agg(u.gkey), '{}') INTO v_later
@@ -607,12 +676,14 @@ END $$;
 
 -- Correlate incidents just opened (or reopened): each is merged into the open
 -- incident of its farthest upstream CI opened within p_window of it, or else
--- absorbs the open incidents of its downstream CIs opened within p_window.
--- Then, for every incident that survived: impacted services, impact (never
+-- absorbs the open incidents of its downstream CIs opened within p_window
+-- (most incidents have neither: one query finds the few that do). Then, set
+-- based, for every incident that survived: impacted services, impact (never
 -- lowered), priority from the matrix, alert roles (an alert on another CI
--- than the incident's is a symptom), and the title (the root cause CI and the
--- first alert). Returns incident.merged rows for the merged ones and
--- incident.updated rows for the survivors.
+-- than the incident's is a symptom), and the title (the root cause CI and
+-- the first alert), each change with its timeline event. Returns
+-- incident.merged rows for the merged ones and incident.updated rows for
+-- the survivors whose impact, priority or title changed, or that absorbed.
 CREATE FUNCTION triaged._correlate(p_ids bigint[], p_now timestamptz, p_actor text,
                                    p_window interval, p_many integer)
 RETURNS SETOF triaged.ingest_row
@@ -622,22 +693,35 @@ DECLARE
   v_cur    record;
   v_up     bigint;
   v_d      bigint;
+  v_cand   bigint[];
   v_merged bigint[] := '{}';
-  v_surv   bigint[] := '{}';
-  v_svcs   bigint[];
-  v_impact smallint;
-  v_prio   smallint;
-  v_title  text;
-  v_inc    triaged.incident;
+  v_targets bigint[] := '{}';
+  v_surv   bigint[];
+  v_events triaged._event_in[];
+  v_changed bigint[];
 BEGIN
   IF p_ids IS NULL OR cardinality(p_ids) = 0 THEN
     RETURN;
   END IF;
-  UPDATE triaged.incident i SET up_ci_ids = triaged.ci_upstream(i.ci_id)
+  UPDATE triaged.incident i SET up_ci_ids = triaged._ci_up(i.ci_id)
    WHERE i.id = ANY (p_ids) AND i.ci_id IS NOT NULL AND i.up_ci_ids IS NULL;
 
-  FOR v_id IN SELECT i.id FROM triaged.incident i
-               WHERE i.id = ANY (p_ids) AND i.ci_id IS NOT NULL ORDER BY i.id LOOP
+  -- the ones with an open incident up- or downstream within the window
+  SELECT coalesce(array_agg(o.id ORDER BY o.id), '{}') INTO v_cand
+    FROM triaged.incident o
+   WHERE o.id = ANY (p_ids) AND o.ci_id IS NOT NULL
+     AND (EXISTS (SELECT 1 FROM triaged.incident u
+                   WHERE u.ci_id = ANY (o.up_ci_ids) AND u.ci_id IS NOT NULL
+                     AND u.status IN ('new', 'acknowledged') AND u.merged_into IS NULL
+                     AND u.id <> o.id
+                     AND u.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window)
+          OR EXISTS (SELECT 1 FROM triaged.incident d
+                      WHERE d.up_ci_ids @> ARRAY[o.ci_id]
+                        AND d.status IN ('new', 'acknowledged') AND d.merged_into IS NULL
+                        AND d.id <> o.id
+                        AND d.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window));
+
+  FOREACH v_id IN ARRAY v_cand LOOP
     SELECT i.id, i.ci_id, i.up_ci_ids, i.opened_at INTO v_cur
       FROM triaged.incident i
      WHERE i.id = v_id AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL;
@@ -647,15 +731,14 @@ BEGIN
       SELECT u.id INTO v_up FROM triaged.incident u
        WHERE u.ci_id = ANY (v_cur.up_ci_ids) AND u.ci_id IS NOT NULL
          AND u.status IN ('new', 'acknowledged') AND u.merged_into IS NULL
+         AND u.id <> v_cur.id
          AND u.opened_at BETWEEN v_cur.opened_at - p_window AND v_cur.opened_at + p_window
        ORDER BY array_position(v_cur.up_ci_ids, u.ci_id) DESC LIMIT 1;
     END IF;
-    IF v_up IS NOT NULL THEN
-      IF triaged._merge(v_cur.id, v_up, p_now, p_actor) THEN
-        v_merged := v_merged || v_cur.id;
-        v_surv := v_surv || v_up;
-        CONTINUE;
-      END IF;
+    IF v_up IS NOT NULL AND triaged._merge(v_cur.id, v_up, p_now, p_actor) THEN
+      v_merged := v_merged || v_cur.id;
+      v_targets := v_targets || v_up;
+      CONTINUE;
     END IF;
     FOR v_d IN SELECT d.id FROM triaged.incident d
                 WHERE d.up_ci_ids @> ARRAY[v_cur.ci_id]
@@ -665,52 +748,76 @@ BEGIN
                 ORDER BY d.id LOOP
       IF triaged._merge(v_d, v_cur.id, p_now, p_actor) THEN
         v_merged := v_merged || v_d;
+        v_targets := v_targets || v_cur.id;
       END IF;
     END LOOP;
-    v_surv := v_surv || v_cur.id;
   END LOOP;
 
-  FOR v_id IN SELECT DISTINCT s FROM unnest(v_surv) s ORDER BY s LOOP
-    SELECT * INTO v_inc FROM triaged.incident
-     WHERE id = v_id AND status IN ('new', 'acknowledged') AND merged_into IS NULL FOR UPDATE;
-    CONTINUE WHEN NOT FOUND;
-    INSERT INTO triaged.incident_service (incident_id, service_id)
-    SELECT v_id, s FROM unnest(triaged.ci_impacted_services(v_inc.ci_id)) s ORDER BY s
-    ON CONFLICT (incident_id, service_id) DO NOTHING;
-    SELECT coalesce(array_agg(s.service_id), '{}') INTO v_svcs
-      FROM triaged.incident_service s WHERE s.incident_id = v_id;
-    v_impact := least(v_inc.impact, triaged._impact(v_svcs, p_many));
-    v_prio := triaged._priority(v_impact, v_inc.urgency);
-    UPDATE triaged.incident_alert ia SET role = 'symptom'
-      FROM triaged.alert a
-     WHERE ia.incident_id = v_id AND a.id = ia.alert_id AND ia.role = 'cause'
-       AND a.ci_id IS DISTINCT FROM v_inc.ci_id;
-    SELECT c.name || ': ' || a.check_name || ' on ' || a.resource INTO v_title
-      FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id
-      JOIN triaged.ci c ON c.id = v_inc.ci_id
-     WHERE ia.incident_id = v_id
-     ORDER BY a.fired_at NULLS LAST, a.first_seen, a.id LIMIT 1;
-    v_title := coalesce(v_title, v_inc.title);
-    IF v_impact <> v_inc.impact OR v_prio <> v_inc.priority THEN
-      UPDATE triaged.incident SET impact = v_impact, priority = v_prio, updated_at = now()
-       WHERE id = v_id;
-      PERFORM triaged.add_event(v_id, p_now, p_actor, 'impact_changed',
-        jsonb_build_object('impact_from', v_inc.impact, 'impact_to', v_impact,
-                           'urgency', v_inc.urgency,
-                           'priority_from', v_inc.priority, 'priority_to', v_prio,
-                           'services', (SELECT coalesce(jsonb_agg(sv.name ORDER BY sv.name), '[]')
-                                          FROM triaged.service sv WHERE sv.id = ANY (v_svcs))));
-    END IF;
-    IF v_title <> v_inc.title THEN
-      UPDATE triaged.incident SET title = v_title, updated_at = now() WHERE id = v_id;
-      PERFORM triaged.add_event(v_id, p_now, p_actor, 'title_changed',
-        jsonb_build_object('from', v_inc.title, 'to', v_title));
-    END IF;
-  END LOOP;
+  -- survivors, locked in id order
+  SELECT coalesce(array_agg(i.id ORDER BY i.id), '{}') INTO v_surv
+    FROM (SELECT i.id FROM triaged.incident i
+           WHERE i.id IN (SELECT unnest(p_ids) UNION SELECT unnest(v_targets))
+             AND i.ci_id IS NOT NULL AND i.status IN ('new', 'acknowledged')
+             AND i.merged_into IS NULL
+           ORDER BY i.id FOR UPDATE) i;
+
+  -- impacted services of the survivors' own CIs (merges brought their
+  -- merged incidents' services along)
+  INSERT INTO triaged.incident_service (incident_id, service_id)
+  SELECT i.id, s FROM triaged.incident i CROSS JOIN LATERAL unnest(triaged._ci_svc(i.ci_id)) s
+   WHERE i.id = ANY (v_surv) AND i.id = ANY (p_ids)
+   ORDER BY 1, 2
+  ON CONFLICT (incident_id, service_id) DO NOTHING;
+  PERFORM triaged._fix_roles(v_surv);
+
+  -- impact, priority and title, one UPDATE; then one event per change
+  WITH calc AS (
+    SELECT i.id, i.impact AS old_impact, i.priority AS old_priority, i.urgency,
+           i.title AS old_title, x.svcs,
+           least(i.impact, triaged._impact(x.svcs, p_many)) AS new_impact,
+           coalesce((SELECT c.name || ': ' || a.check_name || ' on ' || a.resource
+                       FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id
+                       JOIN triaged.ci c ON c.id = i.ci_id
+                      WHERE ia.incident_id = i.id
+                      ORDER BY a.fired_at NULLS LAST, a.first_seen, a.id LIMIT 1), i.title)
+             AS new_title
+      FROM triaged.incident i
+     CROSS JOIN LATERAL (SELECT coalesce(array_agg(s.service_id), '{}') AS svcs
+                           FROM triaged.incident_service s WHERE s.incident_id = i.id) x
+     WHERE i.id = ANY (v_surv)),
+  calc2 AS (
+    SELECT calc.*, triaged._priority(calc.new_impact, calc.urgency) AS new_priority FROM calc),
+  upd AS (
+    UPDATE triaged.incident i
+       SET impact = c.new_impact, priority = c.new_priority, title = c.new_title,
+           updated_at = now()
+      FROM calc2 c
+     WHERE i.id = c.id
+       AND (c.new_impact <> c.old_impact OR c.new_priority <> c.old_priority
+            OR c.new_title <> c.old_title)
+    RETURNING c.*)
+  SELECT coalesce(array_agg(ev.e ORDER BY k.incident_id, k.seq), '{}'),
+         coalesce(array_agg(DISTINCT k.incident_id), '{}')
+    INTO v_events, v_changed
+    FROM (SELECT ROW(upd.id, 1, p_now, 'impact_changed',
+                     jsonb_build_object('impact_from', upd.old_impact, 'impact_to', upd.new_impact,
+                                        'urgency', upd.urgency,
+                                        'priority_from', upd.old_priority,
+                                        'priority_to', upd.new_priority,
+                                        'services', (SELECT coalesce(jsonb_agg(sv.name ORDER BY sv.name), '[]')
+                                                       FROM triaged.service sv
+                                                      WHERE sv.id = ANY (upd.svcs))))::triaged._event_in AS e
+            FROM upd WHERE upd.new_impact <> upd.old_impact OR upd.new_priority <> upd.old_priority
+          UNION ALL
+          SELECT ROW(upd.id, 2, p_now, 'title_changed',
+                     jsonb_build_object('from', upd.old_title, 'to', upd.new_title))::triaged._event_in
+            FROM upd WHERE upd.new_title <> upd.old_title) ev(e)
+    CROSS JOIN LATERAL (SELECT (ev.e).incident_id, (ev.e).seq) k(incident_id, seq);
+  PERFORM triaged._add_events(v_events, p_actor);
 
   RETURN QUERY SELECT * FROM triaged._incident_rows('incident.merged', v_merged);
   RETURN QUERY SELECT * FROM triaged._incident_rows('incident.updated',
-                                                    ARRAY(SELECT DISTINCT unnest(v_surv)));
+    ARRAY(SELECT DISTINCT x FROM unnest(v_changed || v_targets) x WHERE x = ANY (v_surv)));
 END $$;
 
 -- ---------------------------------------------------------------------------
@@ -866,6 +973,7 @@ BEGIN
   PERFORM set_config('triaged.priority_matrix', coalesce(p_opts->>'priority_matrix', ''), true);
   PERFORM set_config('triaged.correlation_window_ms',
                      coalesce(p_opts->>'correlation_window_ms', ''), true);
+  PERFORM triaged._batch_ci_prepare(p_batch);
 
   IF jsonb_typeof(p_batch) = 'array' AND jsonb_array_length(p_batch) > 0 THEN
     -- heartbeats leave the batch; a heartbeat ends its firing heartbeat_missing
@@ -1008,6 +1116,7 @@ BEGIN
   PERFORM set_config('triaged.priority_matrix', coalesce(p_opts->>'priority_matrix', ''), true);
   PERFORM set_config('triaged.correlation_window_ms',
                      coalesce(p_opts->>'correlation_window_ms', ''), true);
+  PERFORM triaged._batch_ci_prepare(NULL);
 
   -- missing heartbeats raise heartbeat_missing, through ingest (so they
   -- bind, correlate and respect maintenance like any alert)

@@ -69,6 +69,15 @@ void td_cmdb_free(td_cmdb *c);
 bool td_cmdb_ready(const td_cmdb *c);
 /* The CI of an alert, or 0 (unbound). A memory lookup. */
 int64_t td_cmdb_bind(const td_cmdb *c, const td_alert *a);
+/* What the graph knows about ci_id, added to a batch segment for SQL's
+ * correlation (sql/003_cmdb.sql, pg_temp.td_batch_ci): "up", its upstream
+ * CIs nearest first, and "svc", the services it impacts. A list longer than
+ * the bounds (TD_CMDB_MAX_UP, TD_CMDB_MAX_SVC) is left out: SQL then walks
+ * ci_relation itself. seg is a jansson object. */
+#define TD_CMDB_MAX_UP 256
+#define TD_CMDB_MAX_SVC 1024
+struct json_t;
+void td_cmdb_describe(td_cmdb *c, int64_t ci_id, struct json_t *seg);
 /* Load again soon (SIGHUP), and take new bind labels (NULL: keep). */
 void td_cmdb_refresh(td_cmdb *c, const char *bind_labels);
 /* The current graph (borrowed; valid until the next load completes). */
