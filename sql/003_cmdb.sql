@@ -523,25 +523,34 @@ CREATE TYPE triaged._req_up AS (gkey text, ci_id bigint, up bigint[]);
 CREATE FUNCTION triaged._route(p_reqs triaged._group_req[], p_ups triaged._req_up[],
                                p_window interval)
 RETURNS triaged._group_res[]
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off   -- lookups by key only (see _correlate)
+SET jit = off
+AS $$
 DECLARE
   v_res triaged._group_res[];
 BEGIN
+  -- (per group: is its CI free, then the open incident of each upstream CI,
+  -- farthest first, each an index probe by CI)
   SELECT coalesce(array_agg(ROW(r.gkey, u.ci_id, u.resource, u.id, false, u.number)
                             ::triaged._group_res ORDER BY u.id), '{}')
     INTO v_res
     FROM unnest(p_reqs) r
     JOIN unnest(p_ups) a ON a.gkey = r.gkey
     CROSS JOIN LATERAL (
-      SELECT u.id, u.ci_id, u.resource, u.number FROM triaged.incident u
-       WHERE u.ci_id = ANY (a.up) AND u.ci_id IS NOT NULL
-         AND u.status IN ('new', 'acknowledged') AND u.merged_into IS NULL
-         AND u.opened_at BETWEEN r.opened_at - p_window AND r.opened_at + p_window
-       ORDER BY array_position(a.up, u.ci_id) DESC LIMIT 1) u
-   WHERE cardinality(a.up) > 0
-     AND NOT EXISTS (SELECT 1 FROM triaged.incident o
-                      WHERE o.ci_id = r.ci_id AND o.status IN ('new', 'acknowledged')
-                        AND o.merged_into IS NULL);
+      SELECT count(*) = 0 AS free FROM triaged.incident o
+       WHERE o.ci_id = r.ci_id AND o.status IN ('new', 'acknowledged')
+         AND o.merged_into IS NULL) f
+    CROSS JOIN LATERAL (
+      SELECT u.id, u.ci_id, u.resource, u.number
+        FROM unnest(a.up) WITH ORDINALITY x(ci, pos)
+        CROSS JOIN LATERAL (
+          SELECT u.id, u.ci_id, u.resource, u.number, u.opened_at FROM triaged.incident u
+           WHERE u.ci_id = x.ci AND u.status IN ('new', 'acknowledged')
+             AND u.merged_into IS NULL) u
+       WHERE u.opened_at BETWEEN r.opened_at - p_window AND r.opened_at + p_window
+       ORDER BY x.pos DESC LIMIT 1) u
+   WHERE f.free AND cardinality(a.up) > 0;
   IF cardinality(v_res) = 0 THEN
     RETURN v_res;
   END IF;
@@ -581,13 +590,14 @@ BEGIN
   SELECT coalesce(array_agg(ROW(r.gkey, r.ci_id, triaged._ci_up(r.ci_id))::triaged._req_up),
                   '{}')
     INTO v_ups FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL;
-  SELECT coalesce(array_agg(u.gkey), '{}') INTO v_later
-    FROM unnest(v_ups) u
-   WHERE EXISTS (SELECT 1 FROM unnest(v_ups) o WHERE o.ci_id = ANY (u.up));
+  SELECT coalesce(array_agg(DISTINCT u.gkey), '{}') INTO v_later
+    FROM unnest(v_ups) u CROSS JOIN LATERAL unnest(u.up) x(ci)
+   WHERE x.ci IN (SELECT o.ci_id FROM unnest(v_ups) o);
   -- first the groups with no upstream CI among them, then the others
   FOR i IN 1..2 LOOP
     v_now := ARRAY(SELECT r FROM unnest(p_reqs) r
-                    WHERE (r.gkey = ANY (v_later)) = (i = 2) ORDER BY r.gkey);
+                    WHERE (r.gkey IN (SELECT l FROM unnest(v_later) l)) = (i = 2)
+                    ORDER BY r.gkey);
     CONTINUE WHEN cardinality(v_now) = 0;
     v_r := triaged._route(v_now, v_ups, v_window);
     v_res := v_res || v_r;
@@ -687,7 +697,14 @@ END $$;
 CREATE FUNCTION triaged._correlate(p_ids bigint[], p_now timestamptz, p_actor text,
                                    p_window interval, p_many integer)
 RETURNS SETOF triaged.ingest_row
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- every lookup here is by key (incident by CI, by upstream CI through the
+-- GIN index): a table whose statistics lag behind a storm (empty at the
+-- last ANALYZE, thousands of open incidents now) must not be scanned once
+-- per incident
+SET enable_seqscan = off
+SET jit = off
+AS $$
 DECLARE
   v_id     bigint;
   v_cur    record;
@@ -706,20 +723,29 @@ BEGIN
   UPDATE triaged.incident i SET up_ci_ids = triaged._ci_up(i.ci_id)
    WHERE i.id = ANY (p_ids) AND i.ci_id IS NOT NULL AND i.up_ci_ids IS NULL;
 
-  -- the ones with an open incident up- or downstream within the window
-  SELECT coalesce(array_agg(o.id ORDER BY o.id), '{}') INTO v_cand
-    FROM triaged.incident o
-   WHERE o.id = ANY (p_ids) AND o.ci_id IS NOT NULL
-     AND (EXISTS (SELECT 1 FROM triaged.incident u
-                   WHERE u.ci_id = ANY (o.up_ci_ids) AND u.ci_id IS NOT NULL
-                     AND u.status IN ('new', 'acknowledged') AND u.merged_into IS NULL
-                     AND u.id <> o.id
-                     AND u.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window)
-          OR EXISTS (SELECT 1 FROM triaged.incident d
-                      WHERE d.up_ci_ids @> ARRAY[o.ci_id]
-                        AND d.status IN ('new', 'acknowledged') AND d.merged_into IS NULL
-                        AND d.id <> o.id
-                        AND d.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window));
+  -- the ones with an open incident up- or downstream within the window:
+  -- upstream by an index probe per upstream CI; downstream through the GIN
+  -- index on up_ci_ids, once for all of them
+  SELECT coalesce(array_agg(DISTINCT c.id ORDER BY c.id), '{}') INTO v_cand
+    FROM (SELECT o.id
+            FROM triaged.incident o
+            CROSS JOIN LATERAL unnest(o.up_ci_ids) x(ci)
+            JOIN LATERAL (
+              SELECT u.id, u.opened_at FROM triaged.incident u
+               WHERE u.ci_id = x.ci AND u.status IN ('new', 'acknowledged')
+                 AND u.merged_into IS NULL) u ON true
+           WHERE o.id = ANY (p_ids) AND o.ci_id IS NOT NULL AND u.id <> o.id
+             AND u.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window
+          UNION ALL
+          SELECT o.id
+            FROM (SELECT d.id, d.opened_at, d.up_ci_ids FROM triaged.incident d
+                   WHERE d.up_ci_ids && ARRAY(SELECT i.ci_id FROM triaged.incident i
+                                               WHERE i.id = ANY (p_ids) AND i.ci_id IS NOT NULL)
+                     AND d.status IN ('new', 'acknowledged') AND d.merged_into IS NULL) d
+            CROSS JOIN LATERAL unnest(d.up_ci_ids) x(ci)
+            JOIN triaged.incident o ON o.ci_id = x.ci AND o.id = ANY (p_ids)
+           WHERE o.id <> d.id
+             AND d.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window) c;
 
   FOREACH v_id IN ARRAY v_cand LOOP
     SELECT i.id, i.ci_id, i.up_ci_ids, i.opened_at INTO v_cur
@@ -728,22 +754,27 @@ BEGIN
     CONTINUE WHEN NOT FOUND;
     v_up := NULL;
     IF cardinality(v_cur.up_ci_ids) > 0 THEN
-      SELECT u.id INTO v_up FROM triaged.incident u
-       WHERE u.ci_id = ANY (v_cur.up_ci_ids) AND u.ci_id IS NOT NULL
-         AND u.status IN ('new', 'acknowledged') AND u.merged_into IS NULL
-         AND u.id <> v_cur.id
+      SELECT u.id INTO v_up
+        FROM unnest(v_cur.up_ci_ids) WITH ORDINALITY x(ci, pos)
+        CROSS JOIN LATERAL (
+          SELECT u.id, u.opened_at FROM triaged.incident u
+           WHERE u.ci_id = x.ci AND u.status IN ('new', 'acknowledged')
+             AND u.merged_into IS NULL) u
+       WHERE u.id <> v_cur.id
          AND u.opened_at BETWEEN v_cur.opened_at - p_window AND v_cur.opened_at + p_window
-       ORDER BY array_position(v_cur.up_ci_ids, u.ci_id) DESC LIMIT 1;
+       ORDER BY x.pos DESC LIMIT 1;
     END IF;
     IF v_up IS NOT NULL AND triaged._merge(v_cur.id, v_up, p_now, p_actor) THEN
       v_merged := v_merged || v_cur.id;
       v_targets := v_targets || v_up;
       CONTINUE;
     END IF;
-    FOR v_d IN SELECT d.id FROM triaged.incident d
-                WHERE d.up_ci_ids @> ARRAY[v_cur.ci_id]
-                  AND d.status IN ('new', 'acknowledged') AND d.merged_into IS NULL
-                  AND d.id <> v_cur.id
+    FOR v_d IN SELECT d.id
+                 FROM (SELECT d.id, d.opened_at FROM triaged.incident d
+                        WHERE d.up_ci_ids @> ARRAY[v_cur.ci_id]
+                          AND d.status IN ('new', 'acknowledged') AND d.merged_into IS NULL
+                       OFFSET 0) d   -- (no range condition for the planner to prefer)
+                WHERE d.id <> v_cur.id
                   AND d.opened_at BETWEEN v_cur.opened_at - p_window AND v_cur.opened_at + p_window
                 ORDER BY d.id LOOP
       IF triaged._merge(v_d, v_cur.id, p_now, p_actor) THEN
@@ -765,7 +796,7 @@ BEGIN
   -- merged incidents' services along)
   INSERT INTO triaged.incident_service (incident_id, service_id)
   SELECT i.id, s FROM triaged.incident i CROSS JOIN LATERAL unnest(triaged._ci_svc(i.ci_id)) s
-   WHERE i.id = ANY (v_surv) AND i.id = ANY (p_ids)
+   WHERE i.id IN (SELECT unnest(v_surv) INTERSECT SELECT unnest(p_ids))
    ORDER BY 1, 2
   ON CONFLICT (incident_id, service_id) DO NOTHING;
   PERFORM triaged._fix_roles(v_surv);
