@@ -45,9 +45,10 @@ ALTER TABLE triaged.incident
 COMMENT ON COLUMN triaged.incident.up_ci_ids IS
   'upstream CIs of ci_id (transitively, nearest first) when it opened: an open '
   'incident whose up_ci_ids contain a CI is a candidate to merge into that CI''s';
--- downstream open incidents of a CI: up_ci_ids @> ARRAY[ci]
-CREATE INDEX incident_open_up_idx ON triaged.incident USING gin (up_ci_ids)
-  WHERE status IN ('new', 'acknowledged') AND merged_into IS NULL;
+-- downstream incidents of a CI: up_ci_ids @> ARRAY[ci] (or && for several).
+-- Not partial: a query that names the open statuses would rather scan
+-- incident_status_opened_idx (all recent open incidents) than this.
+CREATE INDEX incident_up_idx ON triaged.incident USING gin (up_ci_ids);
 
 -- The services an incident impacts (DESIGN §4: services whose CIs are, or
 -- depend on, the failing CI). Grows on merges; never shrinks.
@@ -547,7 +548,8 @@ BEGIN
         CROSS JOIN LATERAL (
           SELECT u.id, u.ci_id, u.resource, u.number, u.opened_at FROM triaged.incident u
            WHERE u.ci_id = x.ci AND u.status IN ('new', 'acknowledged')
-             AND u.merged_into IS NULL) u
+             AND u.merged_into IS NULL
+           LIMIT 1) u   -- (at most one: incident_open_ci_key; and a probe per CI)
        WHERE u.opened_at BETWEEN r.opened_at - p_window AND r.opened_at + p_window
        ORDER BY x.pos DESC LIMIT 1) u
    WHERE f.free AND cardinality(a.up) > 0;
@@ -580,6 +582,9 @@ DECLARE
   v_now    triaged._group_req[];
   v_res    triaged._group_res[] := '{}';
   v_r      triaged._group_res[];
+  v_opened bigint[];
+  v_many   integer := coalesce(nullif(current_setting('triaged.impact_many_services', true),
+                                      '')::integer, 3);
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL) THEN
     RETURN QUERY SELECT * FROM triaged._find_or_open(p_reqs);
@@ -604,7 +609,31 @@ BEGIN
     v_now := ARRAY(SELECT r FROM unnest(v_now) r
                     WHERE r.gkey NOT IN (SELECT x.gkey FROM unnest(v_r) x));
     IF cardinality(v_now) > 0 THEN
-      v_res := v_res || ARRAY(SELECT x FROM triaged._find_or_open(v_now) x);
+      v_r := ARRAY(SELECT x FROM triaged._find_or_open(v_now) x);
+      v_res := v_res || v_r;
+      -- what a new bound incident knows from the start (so its 'opened'
+      -- event already says it): its CI's upstream CIs, the services it
+      -- impacts, its impact, and a title naming the CI
+      v_opened := ARRAY(SELECT x.incident_id FROM unnest(v_r) x
+                         WHERE x.opened AND x.ci_id IS NOT NULL);
+      IF cardinality(v_opened) > 0 THEN
+        INSERT INTO triaged.incident_service (incident_id, service_id)
+        SELECT i.id, sv FROM triaged.incident i
+         CROSS JOIN LATERAL unnest(triaged._ci_svc(i.ci_id)) sv
+         WHERE i.id = ANY (v_opened) ORDER BY 1, 2
+        ON CONFLICT (incident_id, service_id) DO NOTHING;
+        WITH x AS (
+          SELECT o.id, c.name,
+                 triaged._impact(ARRAY(SELECT s.service_id FROM triaged.incident_service s
+                                        WHERE s.incident_id = o.id), v_many) AS impact
+            FROM triaged.incident o JOIN triaged.ci c ON c.id = o.ci_id
+           WHERE o.id = ANY (v_opened))
+        UPDATE triaged.incident i
+           SET up_ci_ids = triaged._ci_up(i.ci_id), title = x.name || ': ' || i.title,
+               impact = x.impact, priority = triaged._priority(x.impact, i.urgency)
+          FROM x
+         WHERE i.id = x.id;
+      END IF;
     END IF;
   END LOOP;
   RETURN QUERY SELECT * FROM unnest(v_res);
@@ -688,12 +717,11 @@ END $$;
 -- incident of its farthest upstream CI opened within p_window of it, or else
 -- absorbs the open incidents of its downstream CIs opened within p_window
 -- (most incidents have neither: one query finds the few that do). Then, set
--- based, for every incident that survived: impacted services, impact (never
--- lowered), priority from the matrix, alert roles (an alert on another CI
--- than the incident's is a symptom), and the title (the root cause CI and
--- the first alert), each change with its timeline event. Returns
--- incident.merged rows for the merged ones and incident.updated rows for
--- the survivors whose impact, priority or title changed, or that absorbed.
+-- based, for every incident that absorbed others: impact (never lowered),
+-- priority from the matrix, alert roles (an alert on another CI than the
+-- incident's is a symptom), and the title (the root cause CI and the first
+-- alert), each change with its timeline event. Returns incident.merged rows
+-- for the merged ones and incident.updated rows for those that absorbed.
 CREATE FUNCTION triaged._correlate(p_ids bigint[], p_now timestamptz, p_actor text,
                                    p_window interval, p_many integer)
 RETURNS SETOF triaged.ingest_row
@@ -726,24 +754,28 @@ BEGIN
   -- the ones with an open incident up- or downstream within the window:
   -- upstream by an index probe per upstream CI; downstream through the GIN
   -- index on up_ci_ids, once for all of them
+  WITH o AS MATERIALIZED (
+    SELECT i.id, i.ci_id, i.opened_at, i.up_ci_ids FROM triaged.incident i
+     WHERE i.id = ANY (p_ids) AND i.ci_id IS NOT NULL),
+  d AS MATERIALIZED (
+    -- (the status test written so that only incident_up_idx can serve)
+    SELECT d.id, d.opened_at, d.up_ci_ids FROM triaged.incident d
+     WHERE d.up_ci_ids && ARRAY(SELECT o.ci_id FROM o)
+       AND d.status || '' IN ('new', 'acknowledged') AND d.merged_into IS NULL)
   SELECT coalesce(array_agg(DISTINCT c.id ORDER BY c.id), '{}') INTO v_cand
     FROM (SELECT o.id
-            FROM triaged.incident o
-            CROSS JOIN LATERAL unnest(o.up_ci_ids) x(ci)
-            JOIN LATERAL (
+            FROM o CROSS JOIN LATERAL unnest(o.up_ci_ids) x(ci)
+            CROSS JOIN LATERAL (
               SELECT u.id, u.opened_at FROM triaged.incident u
                WHERE u.ci_id = x.ci AND u.status IN ('new', 'acknowledged')
-                 AND u.merged_into IS NULL) u ON true
-           WHERE o.id = ANY (p_ids) AND o.ci_id IS NOT NULL AND u.id <> o.id
+                 AND u.merged_into IS NULL
+               LIMIT 1) u
+           WHERE u.id <> o.id
              AND u.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window
           UNION ALL
           SELECT o.id
-            FROM (SELECT d.id, d.opened_at, d.up_ci_ids FROM triaged.incident d
-                   WHERE d.up_ci_ids && ARRAY(SELECT i.ci_id FROM triaged.incident i
-                                               WHERE i.id = ANY (p_ids) AND i.ci_id IS NOT NULL)
-                     AND d.status IN ('new', 'acknowledged') AND d.merged_into IS NULL) d
-            CROSS JOIN LATERAL unnest(d.up_ci_ids) x(ci)
-            JOIN triaged.incident o ON o.ci_id = x.ci AND o.id = ANY (p_ids)
+            FROM d CROSS JOIN LATERAL unnest(d.up_ci_ids) x(ci)
+            JOIN o ON o.ci_id = x.ci
            WHERE o.id <> d.id
              AND d.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window) c;
 
@@ -759,7 +791,8 @@ BEGIN
         CROSS JOIN LATERAL (
           SELECT u.id, u.opened_at FROM triaged.incident u
            WHERE u.ci_id = x.ci AND u.status IN ('new', 'acknowledged')
-             AND u.merged_into IS NULL) u
+             AND u.merged_into IS NULL
+           LIMIT 1) u
        WHERE u.id <> v_cur.id
          AND u.opened_at BETWEEN v_cur.opened_at - p_window AND v_cur.opened_at + p_window
        ORDER BY x.pos DESC LIMIT 1;
@@ -772,8 +805,8 @@ BEGIN
     FOR v_d IN SELECT d.id
                  FROM (SELECT d.id, d.opened_at FROM triaged.incident d
                         WHERE d.up_ci_ids @> ARRAY[v_cur.ci_id]
-                          AND d.status IN ('new', 'acknowledged') AND d.merged_into IS NULL
-                       OFFSET 0) d   -- (no range condition for the planner to prefer)
+                          AND d.status || '' IN ('new', 'acknowledged') AND d.merged_into IS NULL
+                       OFFSET 0) d   -- (only incident_up_idx can serve: see above)
                 WHERE d.id <> v_cur.id
                   AND d.opened_at BETWEEN v_cur.opened_at - p_window AND v_cur.opened_at + p_window
                 ORDER BY d.id LOOP
@@ -784,25 +817,30 @@ BEGIN
     END LOOP;
   END LOOP;
 
-  -- survivors, locked in id order
+  -- the incidents that absorbed others (an incident opened alone got its
+  -- services, impact and title when it opened: _open_incidents), locked in
+  -- id order
   SELECT coalesce(array_agg(i.id ORDER BY i.id), '{}') INTO v_surv
     FROM (SELECT i.id FROM triaged.incident i
-           WHERE i.id IN (SELECT unnest(p_ids) UNION SELECT unnest(v_targets))
+           WHERE i.id IN (SELECT DISTINCT unnest(v_targets))
              AND i.ci_id IS NOT NULL AND i.status IN ('new', 'acknowledged')
              AND i.merged_into IS NULL
            ORDER BY i.id FOR UPDATE) i;
-
-  -- impacted services of the survivors' own CIs (merges brought their
-  -- merged incidents' services along)
+  IF cardinality(v_surv) = 0 THEN
+    RETURN QUERY SELECT * FROM triaged._incident_rows('incident.merged', v_merged);
+    RETURN;
+  END IF;
+  -- (a reopened incident of before 003 may lack its own CI's services)
   INSERT INTO triaged.incident_service (incident_id, service_id)
   SELECT i.id, s FROM triaged.incident i CROSS JOIN LATERAL unnest(triaged._ci_svc(i.ci_id)) s
-   WHERE i.id IN (SELECT unnest(v_surv) INTERSECT SELECT unnest(p_ids))
+   WHERE i.id = ANY (v_surv) AND NOT EXISTS (SELECT 1 FROM triaged.incident_service x
+                                              WHERE x.incident_id = i.id)
    ORDER BY 1, 2
   ON CONFLICT (incident_id, service_id) DO NOTHING;
   PERFORM triaged._fix_roles(v_surv);
 
   -- impact, priority and title, one UPDATE; then one event per change
-  WITH calc AS (
+  WITH calc AS MATERIALIZED (
     SELECT i.id, i.impact AS old_impact, i.priority AS old_priority, i.urgency,
            i.title AS old_title, x.svcs,
            least(i.impact, triaged._impact(x.svcs, p_many)) AS new_impact,
@@ -847,8 +885,7 @@ BEGIN
   PERFORM triaged._add_events(v_events, p_actor);
 
   RETURN QUERY SELECT * FROM triaged._incident_rows('incident.merged', v_merged);
-  RETURN QUERY SELECT * FROM triaged._incident_rows('incident.updated',
-    ARRAY(SELECT DISTINCT x FROM unnest(v_changed || v_targets) x WHERE x = ANY (v_surv)));
+  RETURN QUERY SELECT * FROM triaged._incident_rows('incident.updated', v_surv);
 END $$;
 
 -- ---------------------------------------------------------------------------
@@ -1004,6 +1041,8 @@ BEGIN
   PERFORM set_config('triaged.priority_matrix', coalesce(p_opts->>'priority_matrix', ''), true);
   PERFORM set_config('triaged.correlation_window_ms',
                      coalesce(p_opts->>'correlation_window_ms', ''), true);
+  PERFORM set_config('triaged.impact_many_services',
+                     coalesce(p_opts->>'impact_many_services', ''), true);
   PERFORM triaged._batch_ci_prepare(p_batch);
 
   IF jsonb_typeof(p_batch) = 'array' AND jsonb_array_length(p_batch) > 0 THEN
@@ -1147,6 +1186,8 @@ BEGIN
   PERFORM set_config('triaged.priority_matrix', coalesce(p_opts->>'priority_matrix', ''), true);
   PERFORM set_config('triaged.correlation_window_ms',
                      coalesce(p_opts->>'correlation_window_ms', ''), true);
+  PERFORM set_config('triaged.impact_many_services',
+                     coalesce(p_opts->>'impact_many_services', ''), true);
   PERFORM triaged._batch_ci_prepare(NULL);
 
   -- missing heartbeats raise heartbeat_missing, through ingest (so they

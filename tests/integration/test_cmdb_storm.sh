@@ -82,8 +82,11 @@ check_run() {
     t_wait_sql "$(run_sql "$r" "SELECT count(*) FROM ($inc) x")" "1" 30
     t_wait_sql "$(run_sql "$r" "SELECT role, count(*) FROM triaged.incident_alert WHERE incident_id = ($inc) GROUP BY 1 ORDER BY 1")" \
         $'cause|1\nsymptom|160' 30
-    t_expect_sql "$(run_sql "$r" "SELECT c.name, i.priority, i.impact, i.urgency, i.title FROM triaged.incident i JOIN triaged.ci c ON c.id = i.ci_id WHERE i.id = ($inc)")" \
-        "$r-sw|1|1|1|$r-sw: $(t_sql "$(run_sql "$r" "SELECT a.check_name || ' on ' || a.resource FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE ia.incident_id = ($inc) ORDER BY a.fired_at, a.first_seen, a.id LIMIT 1")")"
+    t_expect_sql "$(run_sql "$r" "SELECT c.name, i.priority, i.impact, i.urgency FROM triaged.incident i JOIN triaged.ci c ON c.id = i.ci_id WHERE i.id = ($inc)")" \
+        "$r-sw|1|1|1"
+    # the title names the root cause CI and the first alert (one of its own)
+    t_expect_sql "$(run_sql "$r" "SELECT count(*) FROM triaged.incident i JOIN triaged.incident_alert ia ON ia.incident_id = i.id
+        JOIN triaged.alert a ON a.id = ia.alert_id WHERE i.id = ($inc) AND i.title = 'RUN-sw: ' || a.check_name || ' on ' || a.resource")" "1"
     t_expect_sql "$(run_sql "$r" "SELECT count(*), min(s.name), max(s.name) FROM triaged.incident_service x JOIN triaged.service s ON s.id = x.service_id WHERE x.incident_id = ($inc)")" \
         "6|$r-svc-0|$r-svc-5"
     # every alert of the run is in that incident and only there
@@ -104,6 +107,7 @@ storm r1 first
 check_run r1
 # the switch's incident was there first: every other alert joined it directly
 t_expect_sql "SELECT count(*) FROM triaged.incident i JOIN triaged.ci c ON c.id = i.ci_id WHERE c.name LIKE 'r1-%'" "1"
+t_expect_sql "SELECT i.title FROM triaged.incident i JOIN triaged.ci c ON c.id = i.ci_id WHERE c.name = 'r1-sw'" "r1-sw: link_down on r1-sw"
 storm r2 middle
 check_run r2
 storm r3 last
