@@ -48,7 +48,10 @@ COMMENT ON COLUMN triaged.incident.up_ci_ids IS
 -- downstream incidents of a CI: up_ci_ids @> ARRAY[ci] (or && for several).
 -- Not partial: a query that names the open statuses would rather scan
 -- incident_status_opened_idx (all recent open incidents) than this.
-CREATE INDEX incident_up_idx ON triaged.incident USING gin (up_ci_ids);
+-- fastupdate off: a batch that opens many incidents searches right after
+-- inserting them, and a search scans the whole pending list once per key.
+CREATE INDEX incident_up_idx ON triaged.incident USING gin (up_ci_ids)
+  WITH (fastupdate = off);
 
 -- The services an incident impacts (DESIGN §4: services whose CIs are, or
 -- depend on, the failing CI). Grows on merges; never shrinks.
@@ -184,21 +187,24 @@ LANGUAGE sql STABLE AS $$
     FROM triaged.service s WHERE s.id = ANY (p_services)
 $$;
 
--- Priority from the impact x urgency matrix of this transaction's options
--- (setting triaged.priority_matrix: 9 numbers, row = impact 1..3, column =
--- urgency 1..3); default the ITIL 3x3 matrix, impact + urgency - 1 (P1..P5).
-CREATE FUNCTION triaged._priority(p_impact smallint, p_urgency smallint) RETURNS smallint
+-- The impact x urgency matrix of this transaction's options (setting
+-- triaged.priority_matrix: 9 numbers, row = impact 1..3, column = urgency
+-- 1..3); by default the ITIL 3x3 matrix, impact + urgency - 1 (P1..P5).
+CREATE FUNCTION triaged._matrix() RETURNS smallint[]
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
   v_m text := current_setting('triaged.priority_matrix', true);
-  v_a integer[];
 BEGIN
   IF v_m IS NOT NULL AND v_m ~ '^\s*[1-5]([\s,]+[1-5]){8}\s*$' THEN
-    v_a := regexp_split_to_array(trim(v_m), '[\s,]+')::integer[];
-    RETURN v_a[(p_impact - 1) * 3 + p_urgency];
+    RETURN regexp_split_to_array(trim(v_m), '[\s,]+')::smallint[];
   END IF;
-  RETURN least(5, greatest(1, p_impact + p_urgency - 1));
+  RETURN '{1,2,3,2,3,4,3,4,5}'::smallint[];
 END $$;
+
+CREATE FUNCTION triaged._priority(p_impact smallint, p_urgency smallint) RETURNS smallint
+LANGUAGE sql STABLE AS $$
+  SELECT (triaged._matrix())[(p_impact - 1) * 3 + p_urgency]
+$$;
 
 -- ---------------------------------------------------------------------------
 -- maintenance
@@ -449,20 +455,36 @@ END $$;
 -- 002's find-or-open, redefined: a new alert on a CI downstream of an open
 -- incident joins that incident (as a symptom: see _fix_roles) instead of
 -- opening one of its own
--- 002's find-or-open, verbatim, under a new name.
+-- 002's find-or-open under a new name, with one change: a new bound
+-- incident is inserted knowing what the CMDB says (so its 'opened' event
+-- says it too): a title naming its CI, its upstream CIs, the impact from the
+-- services it impacts and the priority from the matrix. (_open_incidents
+-- then records those services in incident_service.)
 CREATE FUNCTION triaged._find_or_open(p_reqs triaged._group_req[])
 RETURNS SETOF triaged._group_res
 LANGUAGE plpgsql AS $$
 DECLARE
-  v_new  triaged._group_res[];
-  v_old  triaged._group_res[] := '{}';
+  v_new    triaged._group_res[];
+  v_old    triaged._group_res[] := '{}';
+  v_matrix smallint[] := triaged._matrix();
+  v_many   integer := coalesce(nullif(current_setting('triaged.impact_many_services', true),
+                                      '')::integer, 3);
 BEGIN
   WITH ins AS (
     INSERT INTO triaged.incident AS i (title, status, priority, impact, urgency, severity,
-                                       ci_id, resource, opened_at)
-    SELECT r.title, 'new', triaged.severity_rank(r.severity), 3,
-           triaged.severity_urgency(r.severity), r.severity, r.ci_id, r.resource, r.opened_at
-      FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL
+                                       ci_id, resource, opened_at, up_ci_ids)
+    SELECT coalesce((SELECT c.name FROM triaged.ci c WHERE c.id = r.ci_id) || ': ', '') || r.title,
+           'new', v_matrix[(k.impact - 1) * 3 + triaged.severity_urgency(r.severity)], k.impact,
+           triaged.severity_urgency(r.severity), r.severity, r.ci_id, r.resource, r.opened_at,
+           triaged._ci_up(r.ci_id)
+      FROM unnest(p_reqs) r
+     CROSS JOIN LATERAL (
+       SELECT (CASE WHEN count(*) = 0 THEN 3   -- as triaged._impact
+                    ELSE greatest(1, min(sv.tier) - CASE WHEN count(*) >= v_many THEN 1 ELSE 0 END)
+               END)::smallint AS impact
+         FROM unnest(triaged._ci_svc(r.ci_id)) x(id)
+         JOIN triaged.service sv ON sv.id = x.id) k
+     WHERE r.ci_id IS NOT NULL
      ORDER BY r.ci_id
     ON CONFLICT (ci_id) WHERE ci_id IS NOT NULL AND status IN ('new', 'acknowledged')
                               AND merged_into IS NULL
@@ -583,8 +605,6 @@ DECLARE
   v_res    triaged._group_res[] := '{}';
   v_r      triaged._group_res[];
   v_opened bigint[];
-  v_many   integer := coalesce(nullif(current_setting('triaged.impact_many_services', true),
-                                      '')::integer, 3);
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL) THEN
     RETURN QUERY SELECT * FROM triaged._find_or_open(p_reqs);
@@ -611,28 +631,16 @@ BEGIN
     IF cardinality(v_now) > 0 THEN
       v_r := ARRAY(SELECT x FROM triaged._find_or_open(v_now) x);
       v_res := v_res || v_r;
-      -- what a new bound incident knows from the start (so its 'opened'
-      -- event already says it): its CI's upstream CIs, the services it
-      -- impacts, its impact, and a title naming the CI
+      -- the services a new bound incident impacts (_find_or_open set its
+      -- impact from them)
       v_opened := ARRAY(SELECT x.incident_id FROM unnest(v_r) x
                          WHERE x.opened AND x.ci_id IS NOT NULL);
       IF cardinality(v_opened) > 0 THEN
         INSERT INTO triaged.incident_service (incident_id, service_id)
-        SELECT i.id, sv FROM triaged.incident i
-         CROSS JOIN LATERAL unnest(triaged._ci_svc(i.ci_id)) sv
-         WHERE i.id = ANY (v_opened) ORDER BY 1, 2
+        SELECT x.incident_id, sv FROM unnest(v_r) x
+         CROSS JOIN LATERAL unnest(triaged._ci_svc(x.ci_id)) sv
+         WHERE x.opened AND x.ci_id IS NOT NULL ORDER BY 1, 2
         ON CONFLICT (incident_id, service_id) DO NOTHING;
-        WITH x AS (
-          SELECT o.id, c.name,
-                 triaged._impact(ARRAY(SELECT s.service_id FROM triaged.incident_service s
-                                        WHERE s.incident_id = o.id), v_many) AS impact
-            FROM triaged.incident o JOIN triaged.ci c ON c.id = o.ci_id
-           WHERE o.id = ANY (v_opened))
-        UPDATE triaged.incident i
-           SET up_ci_ids = triaged._ci_up(i.ci_id), title = x.name || ': ' || i.title,
-               impact = x.impact, priority = triaged._priority(x.impact, i.urgency)
-          FROM x
-         WHERE i.id = x.id;
       END IF;
     END IF;
   END LOOP;
