@@ -209,6 +209,13 @@ const td_option td_options[] = {
             correlation_window_ms,
             "An alert attaches as a symptom to an upstream incident opened "
             "no longer than this before it."),
+    OPT_LIST("incident", "priority_matrix", "1 2 3 2 3 4 3 4 5", TD_OPT_RELOAD,
+             priority_matrix,
+             "Priority (1..5) of a CMDB-bound incident from impact x urgency: "
+             "9 numbers, the rows impact 1..3, the columns urgency 1..3 "
+             "(impact from the impacted services' tiers, urgency from "
+             "severity: critical/major 1, minor/warning 2, info 3). The "
+             "default is the ITIL 3x3 matrix."),
     OPT_INT("incident", "flap_threshold", "6", 2, 1000, TD_OPT_RELOAD,
             flap_threshold,
             "This many state changes of an alert within flap_window mark it "
@@ -241,6 +248,15 @@ const td_option td_options[] = {
             capacity_rollup_interval_ms,
             "How often the hourly rollups, trends and warnings are brought "
             "up to date with the samples received."),
+    /* [cmdb] */
+    OPT_LIST("cmdb", "bind_label", "", TD_OPT_RELOAD, cmdb_bind_labels,
+             "Labels whose value binds an alert to a CI (as its name, alias "
+             "or IP address) when neither its ci field nor its resource does; "
+             "tried in this order."),
+    OPT_INT("cmdb", "impact_many_services", "3", 1, 100000, TD_OPT_RELOAD,
+            impact_many_services,
+            "An incident impacting at least this many services gets one "
+            "impact level higher than its best service tier alone gives."),
 
     /* [plugins] */
     OPT_PATH("plugins", "dir", "/usr/lib/triaged/plugins", 0, plugins_dir,
@@ -282,6 +298,9 @@ static const section_info sections[] = {
       "30s, 5m, 2h or 7d." },
     { "capacity", NO_OFFSET,
       "Capacity samples: rollups, trends and exhaustion forecasts." },
+    { "cmdb", NO_OFFSET,
+      "Binding alerts to configuration items and impact, applied on SIGHUP. "
+      "The CMDB itself lives in PostgreSQL (triagectl cmdb import)." },
     { "plugins", NO_OFFSET, "Where plugins come from and which are loaded." },
 };
 #define N_SECTIONS TD_ARRAY_LEN(sections)
@@ -514,6 +533,24 @@ cfield_of(const td_config *cfg, const td_option *o)
     return (const char *)cfg + o->offset;
 }
 
+/* [incident] priority_matrix: exactly 9 numbers 1..5 (SQL reads the same). */
+static int
+check_matrix(const char *v)
+{
+    int n = 0;
+    for (const char *p = v; *p;) {
+        if (*p == ' ' || *p == ',' || *p == '\t') {
+            p++;
+            continue;
+        }
+        if (*p < '1' || *p > '5' || (p[1] && p[1] != ' ' && p[1] != ',' && p[1] != '\t'))
+            return TD_ERR;
+        n++;
+        p++;
+    }
+    return n == 9 ? TD_OK : TD_ERR;
+}
+
 /* Converts VALUE for option O into its field of CFG. On failure returns TD_ERR
  * with *why set to a message (free() it) and leaves the field alone. */
 static int
@@ -532,6 +569,12 @@ convert(const td_option *o, const char *value, td_config *cfg, char **why)
         }
         /* fallthrough */
     case TD_OPT_LIST: {
+        if (o->offset == OFF(priority_matrix) && check_matrix(value) != TD_OK) {
+            *why = td_asprintf("invalid matrix '%s' for %s.%s (9 numbers 1..5: "
+                               "impact 1..3 by urgency 1..3, row by row)",
+                               value, o->section, o->name);
+            return TD_ERR;
+        }
         char **p = field_of(cfg, o);
         free(*p);
         *p = o->type == TD_OPT_LIST ? normalize_list(value) : td_strdup(value);

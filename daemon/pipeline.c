@@ -33,6 +33,7 @@
 #include "internal/alert.h"
 #include "internal/batcher.h"
 #include "internal/capacity.h"
+#include "internal/cmdb.h"
 #include "internal/dedup.h"
 #include "internal/formats.h"
 #include "internal/log.h"
@@ -110,6 +111,7 @@ struct td_pipeline {
     td_store *store;
     td_store *cap_store; /* rollups and trends: never delay a batch */
     td_dedup *dedup;
+    td_cmdb *cmdb; /* binding: alert -> CI id, from memory */
     char **identity_labels;
     size_t n_identity_labels;
     char *actor;
@@ -398,7 +400,7 @@ release(td_pipeline *p, size_t n)
 /* ---- the active batch ------------------------------------------------ */
 
 static char *
-segments_json(const batch *b)
+segments_json(const td_pipeline *p, const batch *b)
 {
     static const char *hint_names[] = {"dup", "change", "new"};
     json_t *arr = json_array();
@@ -419,7 +421,10 @@ segments_json(const batch *b)
         json_object_set_new(o, "check", json_string(a->check));
         json_object_set_new(o, "dedup_key", a->dedup_key ? json_string(a->dedup_key) : json_null());
         json_object_set_new(o, "ci", a->ci ? json_string(a->ci) : json_null());
-        json_object_set_new(o, "ci_id", json_null());
+        int64_t ci_id = td_cmdb_bind(p->cmdb, a);
+        json_object_set_new(o, "ci_id", ci_id ? json_integer(ci_id) : json_null());
+        if (ci_id && b->hints[i] != 0) /* not a duplicate: may open or join */
+            td_cmdb_describe(p->cmdb, ci_id, o);
         json_object_set_new(o, "summary", a->summary ? json_string(a->summary) : json_null());
         json_object_set_new(o, "labels", labels);
         json_object_set_new(o, "severity", json_string(td_severity_name(s->severity)));
@@ -473,6 +478,10 @@ opts_json(const td_pipeline *p, int tick)
     json_object_set_new(o, "reopen_window_ms", json_integer(p->cfg->reopen_window_ms));
     json_object_set_new(o, "flap_threshold", json_integer(p->cfg->flap_threshold));
     json_object_set_new(o, "flap_window_ms", json_integer(p->cfg->flap_window_ms));
+    json_object_set_new(o, "correlation_window_ms",
+                        json_integer(p->cfg->correlation_window_ms));
+    json_object_set_new(o, "priority_matrix", json_string(p->cfg->priority_matrix));
+    json_object_set_new(o, "impact_many_services", json_integer(p->cfg->impact_many_services));
     if (tick) {
         json_object_set_new(o, "resolve_grace_ms", json_integer(p->cfg->resolve_grace_ms));
         json_object_set_new(o, "close_after_ms", json_integer(p->cfg->close_after_ms));
@@ -488,7 +497,7 @@ static void
 send_ingest(td_pipeline *p)
 {
     batch *b = p->active;
-    char *segs = segments_json(b), *offs = offsets_json(p, b), *opts = opts_json(p, 0);
+    char *segs = segments_json(p, b), *offs = offsets_json(p, b), *opts = opts_json(p, 0);
     char *samples = b->nsamples ? td_samples_json(b->samples, b->nsamples) : NULL;
     const char *params[4] = {segs, samples, offs, opts};
     td_store_exec(p->store, STMT_INGEST, params, on_ingest, p);
@@ -512,6 +521,12 @@ start_batch(td_pipeline *p)
 {
     batch *b = p->active;
     size_t na = 0;
+    if (!td_cmdb_ready(p->cmdb)) {
+        /* alerts are bound when the batch is sent: wait for the first load */
+        struct timeval tv = {0, 50 * 1000};
+        event_add(p->ev_retry, &tv);
+        return;
+    }
     free(b->alerts);
     free(b->samples);
     free(b->segs);
@@ -954,6 +969,7 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
     }
     p->store = td_store_new(base, cfg->pg_conninfo, stmts, TD_ARRAY_LEN(stmts), "pipeline");
     p->cap_store = td_store_new(base, cfg->pg_conninfo, stmts, TD_ARRAY_LEN(stmts), "capacity");
+    p->cmdb = td_cmdb_new(base, cfg->pg_conninfo, cfg->cmdb_bind_labels);
     p->actor = td_asprintf("triaged@%s", cfg->instance);
     if (cfg->identity_labels && *cfg->identity_labels) {
         char *copy = td_strdup(cfg->identity_labels), *save = NULL;
@@ -1027,6 +1043,7 @@ void
 td_pipeline_reload(td_pipeline *p, const td_config *cfg)
 {
     p->cfg = cfg;
+    td_cmdb_refresh(p->cmdb, cfg->cmdb_bind_labels);
 }
 
 
@@ -1052,6 +1069,7 @@ td_pipeline_free(td_pipeline *p)
     td_dedup_free(p->dedup);
     td_store_free(p->store);
     td_store_free(p->cap_store);
+    td_cmdb_free(p->cmdb);
     event_free(p->ev_batch);
     event_free(p->ev_retry);
     event_free(p->ev_tick);

@@ -12,8 +12,9 @@
 
 #include "internal/config.h"
 #include "internal/migrate.h"
+#include "internal/triagectl.h"
 
-enum { EXIT_OK = 0, EXIT_USAGE = 1, EXIT_BACKEND = 2 };
+enum { EXIT_OK = TD_EXIT_OK, EXIT_USAGE = TD_EXIT_USAGE, EXIT_BACKEND = TD_EXIT_BACKEND };
 
 static void
 usage(FILE *f)
@@ -38,7 +39,17 @@ usage(FILE *f)
         "                      day, r2, growth, forecast exhaustion with its band\n"
         "  capacity risks [--horizon 90d] [--limit N]\n"
         "                      what runs out within the horizon, soonest first,\n"
-        "                      with the services of each CI"
+        "                      with the services of each CI\n"
+        "  cmdb import FILE [--csv] [--dry-run]\n"
+        "                      upsert CIs, relations and services from a JSON\n"
+        "                      document (or a CSV of CIs); all or nothing: exit 1\n"
+        "                      and change nothing when anything is rejected\n"
+        "  cmdb export [-o FILE]\n"
+        "                      the CMDB as the same JSON document\n"
+        "  maintenance add (--ci NAME | --service NAME)\n"
+        "        (--from TIME --to TIME | --weekly DAYS --at HH:MM --duration DUR\n"
+        "        [--tz ZONE]) [--change REF] [--reason TEXT]\n"
+        "  maintenance list | maintenance remove ID"
         "\n"
         "Options:\n"
         "  -c, --config FILE   the triaged configuration file (for [postgres])\n"
@@ -380,6 +391,8 @@ static const struct {
     {"incidents", cmd_incidents},
     {"alerts", cmd_alerts},
     {"audit", cmd_audit},
+    {"cmdb", td_cmd_cmdb},
+    {"maintenance", td_cmd_maintenance},
 };
 
 int
@@ -429,4 +442,17 @@ main(int argc, char **argv)
     fprintf(stderr, "triagectl: unknown command '%s'\n", argv[optind]);
     usage(stderr);
     return EXIT_USAGE;
+}
+
+/* Shared with the other command files (triagectl.h). */
+PGconn *
+td_ctl_connect(const td_config *cfg)
+{
+    return connect_db(cfg);
+}
+
+void
+td_ctl_print_table(const PGresult *r)
+{
+    print_table(r);
 }

@@ -116,6 +116,11 @@ typedef struct td_config {
     int64_t correlation_window_ms;
     int flap_threshold;
     int64_t flap_window_ms;
+    char *priority_matrix;
+
+    /* [cmdb] */
+    char *cmdb_bind_labels;
+    int impact_many_services;
 
     /* [capacity] */
     int64_t capacity_window_ms;
