@@ -239,6 +239,19 @@ td_host_resume_inputs(td_hostctx *hc)
 }
 
 void
+td_host_reload(td_hostctx *hc, const td_config *fresh)
+{
+    const td_config *old = hc->cfg;
+    hc->cfg = fresh; /* config_get() reads the new file during reload() */
+    for (size_t i = 0; i < hc->n; i++) {
+        td_instance *in = &hc->inst[i];
+        if (in->started && !in->stopped && in->def->reload)
+            in->def->reload(in->state);
+    }
+    hc->cfg = old;
+}
+
+void
 td_host_publish(td_hostctx *hc, const td_event *ev)
 {
     for (size_t i = 0; i < hc->n; i++) {
