@@ -576,8 +576,8 @@ tag(cur *c, tds_msg *m)
         t.p++;
     size_t n = (size_t)(t.p - s);
     tds_str pid = {NULL, 0};
-    if (n == 0)
-        return false;
+    if (n == 0 || *s == '%')
+        return false; /* Cisco's %FAC-SEV-MNEMONIC stays in the message */
     if (lit(&t, '[')) {
         const unsigned char *ps = t.p;
         while (t.p < t.end && is_print(*t.p) && *t.p != ']' && t.p - ps < 128)
