@@ -213,6 +213,13 @@ isl_handle(isl_listener *l, const char *peer, const char *data, size_t len,
         return 0;
     }
     l->pending[ISL_PARSED]++;
+    /* Whole-second timestamps (all of RFC 3164's) would make a resolve sent
+     * in the same second as its firing look older than it, and older
+     * messages do not move an alert's state: within that second, the time
+     * received is the better estimate. */
+    if (m.ts_coarse && s->popts.now_us >= m.ts_us &&
+        s->popts.now_us - m.ts_us < 1000000)
+        m.ts_us = s->popts.now_us;
     if (!m.host.p) {
         m.host.p = peer; /* no hostname in the message: the sender's address */
         m.host.n = strlen(peer);

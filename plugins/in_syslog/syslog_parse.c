@@ -268,13 +268,15 @@ epoch_us(int y, int mo, int d, int h, int mi, int s, int64_t frac_us)
 
 /* Fractions of a second: '.' then 1..max digits, as microseconds. */
 static bool
-fraction(cur *c, int max, int64_t *us)
+fraction(cur *c, int max, int64_t *us, bool *coarse)
 {
     int64_t v = 0;
     int n = 0;
     *us = 0;
+    *coarse = true;
     if (!lit(c, '.'))
         return true;
+    *coarse = false;
     while (c->p < c->end && is_digit(*c->p)) {
         if (++n > max)
             return false;
@@ -302,7 +304,7 @@ clock_time(cur *c, int *h, int *mi, int *s)
  * With lenient (RFC 3164 senders), 'T' may be ' ', more fraction digits are
  * cut and a missing offset means UTC. */
 static bool
-rfc3339(cur *c, bool lenient, int64_t *us)
+rfc3339(cur *c, bool lenient, int64_t *us, bool *coarse)
 {
     int y, mo, d, h, mi, s, oh = 0, om = 0, sign = 0;
     int64_t frac;
@@ -311,7 +313,7 @@ rfc3339(cur *c, bool lenient, int64_t *us)
         return false;
     if (!lit(c, 'T') && !(lenient && lit(c, 't')))
         return false;
-    if (!clock_time(c, &h, &mi, &s) || !fraction(c, lenient ? 9 : 6, &frac))
+    if (!clock_time(c, &h, &mi, &s) || !fraction(c, lenient ? 9 : 6, &frac, coarse))
         return false;
     if (lit(c, 'Z') || lit(c, 'z')) {
         sign = 0;
@@ -444,7 +446,7 @@ parse_5424(cur *c, tds_msg *m, char *scratch, const char **reason)
     c->p += 2;
     if (lit(c, '-')) {
         m->ts_us = 0;
-    } else if (rfc3339(c, false, &ts)) {
+    } else if (rfc3339(c, false, &ts, &m->ts_coarse)) {
         m->ts_us = ts;
     } else {
         *reason = "bad_timestamp";
@@ -501,7 +503,7 @@ month(const unsigned char *p)
  * Without a year the year is the one that puts the time closest before now
  * (up to a day ahead for clocks that run fast). */
 static bool
-bsd_time(cur *c, const tds_parse_opts *o, int64_t *us)
+bsd_time(cur *c, const tds_parse_opts *o, int64_t *us, bool *coarse)
 {
     cur t = *c;
     int mo, d, y = 0, h, mi, s;
@@ -523,7 +525,7 @@ bsd_time(cur *c, const tds_parse_opts *o, int64_t *us)
         if (!digits(&t, 4, &y) || !lit(&t, ' '))
             return false;
     }
-    if (!clock_time(&t, &h, &mi, &s) || !fraction(&t, 9, &frac))
+    if (!clock_time(&t, &h, &mi, &s) || !fraction(&t, 9, &frac, coarse))
         return false;
     /* A zone name before Cisco's ':' ("18:46:11.123 UTC:"): ignored. */
     if (t.end - t.p >= 3 && t.p[0] == ' ' && t.p[1] >= 'A' && t.p[1] <= 'Z') {
@@ -614,12 +616,12 @@ parse_3164(cur *c, const tds_parse_opts *o, tds_msg *m, const char **reason)
     }
     bool have_ts = false;
     cur t = *c;
-    if (t.end - t.p >= 19 && is_digit(t.p[0]) && rfc3339(&t, true, &ts)) {
+    if (t.end - t.p >= 19 && is_digit(t.p[0]) && rfc3339(&t, true, &ts, &m->ts_coarse)) {
         have_ts = true;
         lit(&t, ':');
     } else {
         t = *c;
-        have_ts = bsd_time(&t, o, &ts);
+        have_ts = bsd_time(&t, o, &ts, &m->ts_coarse);
     }
     if (have_ts) {
         if (t.p < t.end && !lit(&t, ' ')) {

@@ -40,6 +40,7 @@ typedef struct tds_msg {
     int facility;     /* 0..23 */
     int severity;     /* 0 (emerg) .. 7 (debug) */
     int64_t ts_us;    /* microseconds since the epoch; 0: no timestamp */
+    bool ts_coarse;   /* the timestamp had whole seconds only */
     long seq;         /* Cisco-style sequence number, -1 when absent */
     tds_str host, app, procid, msgid;
     tds_str msg;      /* the free-form message, BOM removed; may be empty */
