@@ -449,6 +449,8 @@ isl_start_listeners(isl *s)
 void
 isl_pause(isl *s)
 {
+    if (!s->paused)
+        s->host->count(s->host, "syslog_backpressure_pauses", NULL, 1);
     s->paused = true;
     for (isl_conn *c = s->conns; c; c = c->next)
         conn_read_on(c, false);
