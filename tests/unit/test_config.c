@@ -726,7 +726,10 @@ Test(config, reloadable_options_are_rules_tokens_log_level_and_incident_timings)
         bool want = strcmp(o->section, "incident") == 0 ||
                     strcmp(o->name, "rules") == 0 ||
                     strcmp(o->name, "tokens") == 0 ||
-                    strcmp(o->name, "log_level") == 0;
+                    strcmp(o->name, "log_level") == 0 ||
+                    /* in_syslog re-reads these with its rules */
+                    strcmp(o->name, "keep_unmatched") == 0 ||
+                    strcmp(o->name, "unmatched_severity") == 0;
         cr_assert_eq(!!(o->flags & TD_OPT_RELOAD), want, "%s.%s", o->section,
                      o->name);
     }
