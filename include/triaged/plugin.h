@@ -25,7 +25,7 @@
 extern "C" {
 #endif
 
-#define TD_PLUGIN_ABI_VERSION 2u /* 2: td_plugin.reload appended */
+#define TD_PLUGIN_ABI_VERSION 2u /* 2: td_plugin.reload and .check appended */
 
 struct event_base;
 
@@ -182,6 +182,10 @@ typedef struct td_plugin {
      * restart (rules, files); config_get() returns the new values during
      * the call. May be NULL. */
     void (*reload)(void *state);
+    /* Appended in ABI 2: `triaged -t`. Check the plugin's own files (a
+     * rules file) without starting anything: no state, host->base is NULL.
+     * Return 0, or -1 with a one-line reason in err. May be NULL. */
+    int (*check)(const td_host *host, char *err, size_t errlen);
 } td_plugin;
 
 #define TD_PLUGIN_SYMBOL "triaged_plugin"

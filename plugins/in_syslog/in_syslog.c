@@ -456,6 +456,18 @@ _reload(void *state)
     s->rules_path = strdup(path);
 }
 
+/* triaged -t: the rules file loads. */
+static int
+_check(const td_host *host, char *err, size_t errlen)
+{
+    const char *path = cfg(host, "rules");
+    tds_rules *r = path ? tds_rules_load(path, err, errlen) : NULL;
+    if (path && !r)
+        return -1;
+    tds_rules_free(r);
+    return 0;
+}
+
 static void
 _fini(void *state)
 {
@@ -488,4 +500,5 @@ TD_PLUGIN_EXPORT const td_plugin triaged_plugin = {
     .resume = _resume,
     .fini = _fini,
     .reload = _reload,
+    .check = _check,
 };

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# in_syslog's limits: max_connections, idle_timeout, and backpressure. With
+# in_syslog's limits: max_connections, idle_timeout, and backpressure (and
+# keep_unmatched, which needs nothing else). With
 # a queue of 100 messages, 20,000 matching lines sent as fast as TCP takes
 # them fill the pipeline again and again: in_syslog stops reading until the
 # pipeline has room, and not one line is lost (occurrences exact).
@@ -13,12 +14,20 @@ tcp = 127.0.0.1:$PORT
 rules = $TD_SOURCE_DIR/config/syslog-rules.conf
 max_connections = 2
 idle_timeout = 1s
+keep_unmatched = yes
+unmatched_severity = minor
 [pipeline]
 queue_limit = 100
 batch_size = 50
 CONF
 t_start
 L="listener=\"tcp:127.0.0.1:$PORT\""
+
+# ---- keep_unmatched: a line no rule matches becomes a minor alert ---------
+logger --rfc5424 --tcp --octet-count -n 127.0.0.1 -P "$PORT" -t myapp "just chatting" ||
+    t_fail "logger"
+t_wait_sql "SELECT source, resource, check_name, severity, summary FROM triaged.alert" \
+    "syslog|$(hostname)|syslog:myapp|minor|just chatting" 30
 
 # ---- max_connections and idle_timeout ---------------------------------------
 python3 - "$PORT" <<'PY' || t_fail "connection limits"
@@ -60,8 +69,8 @@ metric() {
 }
 [ "$(metric syslog_connections_rejected ",$L,reason=\"max_connections\"")" = 1 ] || t_fail "rejected != 1"
 [ "$(metric syslog_connections_closed ",$L,reason=\"idle\"")" -ge 1 ] || t_fail "no idle close counted"
-[ "$(metric syslog_alerts_submitted ",$L")" = 20000 ] || t_fail "submitted != 20000"
+[ "$(metric syslog_alerts_submitted ",$L")" = 20001 ] || t_fail "submitted != 20001 (20,000 + 1 unmatched kept)"
 pauses=$(metric syslog_backpressure_pauses "")
 [ "$pauses" -ge 1 ] || t_fail "the pipeline never filled (pauses = $pauses)"
-t_log "ok: 1 connection refused, idle closed, 20000 submitted, $pauses backpressure pauses, no loss"
+t_log "ok: 1 connection refused, idle closed, 20001 submitted, $pauses backpressure pauses, no loss"
 t_log "passed"

@@ -9,7 +9,8 @@
 #      exactly 100 alerts with exactly 100 occurrences each;
 #   3. malformed input (bad PRI, invalid UTF-8, a frame over
 #      max_message_size) counted per reason; structured data over UDP;
-#   4. SIGHUP reloads the rules file; a broken file keeps the rules in force;
+#   4. SIGHUP reloads the rules file; a broken file keeps the rules in force
+#      and `triaged -t` reports it with its line;
 #   5. the per-listener metrics at shutdown are exact.
 source "$(dirname "$0")/lib.sh"
 t_db
@@ -90,6 +91,10 @@ t_wait_sql "SELECT resource, occurrences FROM triaged.alert WHERE check_name = '
 echo "[broken" >> "$T_DIR/rules.conf"
 kill -HUP "$T_PID"
 t_wait_log "$T_DIR/triaged.log" 'rules file has an error; keeping the rules in force'
+out=$("$TD_BUILD_DIR/triaged" -t -c "$T_DIR/triaged.conf" 2>&1) && t_fail "triaged -t passed a broken rules file"
+[[ "$out" == *"plugin in_syslog: $T_DIR/rules.conf:"*": a section header is [NAME]"* ]] ||
+    t_fail "triaged -t said: $out"
+t_log "ok: triaged -t names the broken rules line"
 logger --rfc5424 --tcp --octet-count -n 127.0.0.1 -P "$PORT" -t x "custom-marker 7"
 t_wait_sql "SELECT resource, occurrences FROM triaged.alert WHERE check_name = 'custom'" "r-7|2" 30
 
