@@ -363,3 +363,23 @@ Test(syslog_parse, names_of_facilities_and_severities)
     cr_assert_str_eq(tds_severity_name(3), "err");
 }
 
+Test(syslog_parse, whole_second_timestamps_are_marked_coarse)
+{
+    static const struct { const char *in; bool coarse; } cases[] = {
+        {"<13>Nov 25 10:00:00 h a: x", true},
+        {"<13>Nov 25 10:00:00.250 h a: x", false},
+        {"<13>1 2026-11-25T10:00:00Z h a p m -", true},
+        {"<13>1 2026-11-25T10:00:00.5Z h a p m -", false},
+        {"<13>2026-11-25T10:00:00+01:00 h a: x", true},
+    };
+    char scratch[128];
+    tds_parse_opts o = {.now_us = NOW_US};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        tds_msg m;
+        const char *reason;
+        cr_assert_eq(tds_parse(cases[i].in, strlen(cases[i].in), &o, &m, scratch,
+                               &reason), 0, "%s", cases[i].in);
+        cr_assert_eq(m.ts_coarse, cases[i].coarse, "%s", cases[i].in);
+    }
+}
+
