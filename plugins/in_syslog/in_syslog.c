@@ -380,8 +380,7 @@ _init(const td_host *host, void **state, char *err, size_t errlen)
     }
     update_clock(s);
     if ((v = cfg(host, "rules"))) {
-        s->rules_path = strdup(v);
-        if (!s->rules_path || load_rules(s, v, err, errlen) != 0)
+        if (load_rules(s, v, err, errlen) != 0)
             goto fail;
     } else {
         set_rules(s, NULL);
@@ -452,8 +451,6 @@ _reload(void *state)
         return;
     }
     s->host->count(s->host, "syslog_rules_reloads", "result=\"ok\"", 1);
-    free(s->rules_path);
-    s->rules_path = strdup(path);
 }
 
 /* triaged -t: the rules file loads. */
@@ -482,7 +479,6 @@ _fini(void *state)
     free_rule_labels(s);
     tds_rules_free(s->rules);
     tds_result_free(&s->res);
-    free(s->rules_path);
     free(s->scratch);
     free(s->udp_buf);
     free(s);

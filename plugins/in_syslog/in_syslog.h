@@ -70,7 +70,6 @@ struct isl {
     int64_t idle_ms;
     bool keep_unmatched;
     char unmatched_severity[16];
-    char *rules_path;
     /* state */
     tds_rules *rules;
     uint64_t *rule_pending; /* matches per rule since the last flush */
@@ -85,7 +84,7 @@ struct isl {
     char *scratch;  /* TDS_MAX_MSG bytes for tds_parse */
     char *udp_buf;  /* TDS_MAX_MSG + 1 bytes */
     tds_result res;
-    uint32_t warn_window, warn_count, warn_suppressed;
+    uint32_t warn_count, warn_suppressed;
     int64_t warn_start_ms;
 };
 
