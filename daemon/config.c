@@ -129,6 +129,30 @@ const td_option td_options[] = {
     OPT_PATH("syslog", "rules", NULL, TD_OPT_RELOAD, syslog_rules,
              "File of rules that turn syslog messages into alerts, or "
              "resolve them."),
+    OPT_SIZE("syslog", "max_message_size", "8KiB", 480, KIB(64), 0,
+             syslog_max_message_size,
+             "Largest syslog message taken whole; a longer one is truncated "
+             "or rejected (see oversize) and counted."),
+    OPT_ENUM("syslog", "oversize", "truncate", "truncate|reject", 0,
+             syslog_oversize,
+             "What happens to a message over max_message_size: truncate "
+             "keeps its first max_message_size bytes, reject drops it."),
+    OPT_INT("syslog", "max_connections", "1000", 1, 100000, 0,
+            syslog_max_connections,
+            "Most TCP connections open at once; another is closed at once "
+            "and counted."),
+    OPT_DUR("syslog", "idle_timeout", "5m", SEC(1), DAY(7), 0,
+            syslog_idle_timeout_ms,
+            "A TCP connection that sends nothing for this long is closed."),
+    OPT_BOOL("syslog", "keep_unmatched", "no", TD_OPT_RELOAD,
+             syslog_keep_unmatched,
+             "Keep messages that no rule matches as alerts (source syslog, "
+             "resource the host, check syslog:APP-NAME) instead of counting "
+             "and dropping them."),
+    OPT_ENUM("syslog", "unmatched_severity", "info",
+             "critical|major|minor|warning|info", TD_OPT_RELOAD,
+             syslog_unmatched_severity,
+             "Severity of the alerts that keep_unmatched makes."),
 
     /* [http] */
     OPT_LIST("http", "listen", "127.0.0.1:8080", 0, http_listen,

@@ -166,6 +166,7 @@ on_hup(evutil_socket_t fd, short what, void *arg)
         td_pipeline_reload(d->pipeline, d->cfg);
     if (d->http)
         td_http_reload(d->http, d->cfg);
+    td_host_reload(d->host, fresh); /* plugins: rules files and the like */
     td_config_free(fresh);
     td_info("reloaded", "restart_needed=%s", c.restart_needed ? "yes" : "no");
     notify("READY=1\nSTATUS=running");

@@ -278,6 +278,35 @@ td_host_resume_inputs(td_hostctx *hc)
         hc->on_resume(hc->hook_arg);
 }
 
+int
+td_host_check(td_hostctx *hc, td_errors *errs)
+{
+    int rc = TD_OK;
+    for (size_t i = 0; i < hc->n; i++) {
+        td_instance *in = &hc->inst[i];
+        char e[512] = "";
+        if (in->def->check && in->def->check(&in->host, e, sizeof(e)) != 0) {
+            td_errors_add(errs, "plugin %s: %s", in->def->name,
+                          e[0] ? e : "check failed");
+            rc = TD_ERR;
+        }
+    }
+    return rc;
+}
+
+void
+td_host_reload(td_hostctx *hc, const td_config *fresh)
+{
+    const td_config *old = hc->cfg;
+    hc->cfg = fresh; /* config_get() reads the new file during reload() */
+    for (size_t i = 0; i < hc->n; i++) {
+        td_instance *in = &hc->inst[i];
+        if (in->started && !in->stopped && in->def->reload)
+            in->def->reload(in->state);
+    }
+    hc->cfg = old;
+}
+
 void
 td_host_publish(td_hostctx *hc, const td_event *ev)
 {

@@ -111,10 +111,10 @@ main(int argc, char **argv)
                                      sizeof(exe_plugins));
 
     if (test) {
-        /* Opening the plugins checks files, symbols and ABI versions without
-         * running any plugin code. */
+        /* Opening the plugins checks files, symbols and ABI versions; then
+         * each plugin's check() its own files (rules), without starting. */
         td_hostctx *hc = td_hostctx_new(cfg, NULL, plugin_dir, &errs);
-        int ok = hc != NULL;
+        int ok = hc != NULL && td_host_check(hc, &errs) == TD_OK;
         td_hostctx_free(hc);
         for (size_t i = 0; i < errs.n; i++)
             fprintf(stderr, "%s: %s\n", path, errs.msgs[i]);

@@ -200,9 +200,15 @@ seal(td_pipeline *p)
 static void
 on_batch_timer(evutil_socket_t fd, short what, void *arg)
 {
+    td_pipeline *p = arg;
     (void)fd;
     (void)what;
-    seal(arg);
+    /* Group commit: while PostgreSQL works on a batch the open one keeps
+     * filling, up to batch_size; the commit seals it (kick). Sealing it here
+     * would queue many small batches, each costing a row per fingerprint. */
+    if (p->active)
+        return;
+    seal(p);
 }
 
 static void

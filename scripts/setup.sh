@@ -24,6 +24,9 @@ td_packages=(
     postgresql-15 postgresql-client-15 # the stack's PostgreSQL
     kcat                               # real Kafka client for the tests
     curl procps psmisc                 # HTTP client; pgrep/pkill; fuser
+    libpcre2-dev                       # syslog rules: regular expressions (JIT)
+    rsyslog bsdutils                   # syslog tests: rsyslogd relay, logger
+    clang                              # libFuzzer targets (tests/fuzz)
 )
 
 td_install_packages() {

@@ -87,6 +87,12 @@ typedef struct td_config {
     char *syslog_udp;
     char *syslog_tcp;
     char *syslog_rules;
+    int64_t syslog_max_message_size;
+    int syslog_oversize; /* 0 truncate, 1 reject */
+    int syslog_max_connections;
+    int64_t syslog_idle_timeout_ms;
+    bool syslog_keep_unmatched;
+    int syslog_unmatched_severity;
 
     /* [http] */
     bool has_http;

@@ -39,6 +39,12 @@ int td_host_start(td_hostctx *hc, char *err, size_t errlen);
 void td_host_stop_inputs(td_hostctx *hc);
 /* resume() every input paused by TD_SUBMIT_FULL. */
 void td_host_resume_inputs(td_hostctx *hc);
+/* triaged -t: call check() of every plugin (no plugin is started); every
+ * failure is added to errs. TD_OK or TD_ERR. */
+int td_host_check(td_hostctx *hc, td_errors *errs);
+/* SIGHUP: call reload() of every started plugin; config_get() answers
+ * from FRESH during the calls (the caller keeps and frees it). */
+void td_host_reload(td_hostctx *hc, const td_config *fresh);
 /* Deliver an event to every output. */
 void td_host_publish(td_hostctx *hc, const td_event *ev);
 /* fini() every plugin, inputs first. */

@@ -25,7 +25,7 @@
 extern "C" {
 #endif
 
-#define TD_PLUGIN_ABI_VERSION 1u
+#define TD_PLUGIN_ABI_VERSION 2u /* 2: td_plugin.reload and .check appended */
 
 struct event_base;
 
@@ -176,6 +176,16 @@ typedef struct td_plugin {
     void (*on_event)(void *state, const td_event *ev);
     /* Flush what is pending with a time limit, then free everything. */
     void (*fini)(void *state);
+
+    /* Appended in ABI 2 (td_plugin has no size field, so appending to it
+     * changes the version): SIGHUP. Re-read what can change without a
+     * restart (rules, files); config_get() returns the new values during
+     * the call. May be NULL. */
+    void (*reload)(void *state);
+    /* Appended in ABI 2: `triaged -t`. Check the plugin's own files (a
+     * rules file) without starting anything: no state, host->base is NULL.
+     * Return 0, or -1 with a one-line reason in err. May be NULL. */
+    int (*check)(const td_host *host, char *err, size_t errlen);
 } td_plugin;
 
 #define TD_PLUGIN_SYMBOL "triaged_plugin"
