@@ -870,10 +870,11 @@ capacity_tick(td_pipeline *p)
     td_format_rfc3339(td_now_ms() * 1000, ts);
     char *opts = td_asprintf(
         "{\"now\":\"%s\",\"window_ms\":%lld,\"horizon_ms\":%lld,\"retention_ms\":%lld,"
-        "\"min_points\":%d,\"min_r2\":%.2f,\"max_hours\":24}",
+        "\"min_points\":%d,\"min_r2\":%.2f,\"max_hours\":24,\"open_hour_ms\":%lld}",
         ts, (long long)p->cfg->capacity_window_ms, (long long)p->cfg->capacity_horizon_ms,
         (long long)p->cfg->capacity_retention_ms, p->cfg->capacity_min_points,
-        p->cfg->capacity_min_r2_pct / 100.0);
+        p->cfg->capacity_min_r2_pct / 100.0,
+        (long long)(5 * p->cfg->capacity_rollup_interval_ms)); /* the open hour: 1 tick in 5 */
     const char *params[1] = {opts};
     td_store_exec(p->cap_store, STMT_CAPACITY_TICK, params, on_capacity_tick_result, p);
     free(opts);

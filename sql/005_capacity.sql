@@ -58,8 +58,12 @@ COMMENT ON TABLE triaged.capacity_sample IS
 CREATE INDEX capacity_sample_ts_brin ON triaged.capacity_sample USING brin (ts);
 
 -- Hours that received samples and whose rollup is not rebuilt yet.
+-- An hour still open is rebuilt at most every open_hour_ms (its samples keep
+-- coming; rebuilding it on every tick would cost a scan of the hour each
+-- time; 0: at every tick); a closed hour at the next tick.
 CREATE TABLE triaged.capacity_dirty (
-  hour timestamptz PRIMARY KEY
+  hour  timestamptz PRIMARY KEY,
+  since timestamptz NOT NULL DEFAULT now() -- the first sample not rolled up yet
 );
 
 CREATE TABLE triaged.capacity_hourly (
@@ -394,7 +398,7 @@ END $$;
 -- rollup, series, retention and warnings: called by the daemon every
 -- [capacity] rollup_interval with
 --   {"now", "window_ms", "horizon_ms", "retention_ms", "min_points", "min_r2",
---    "max_hours"}
+--    "max_hours", "open_hour_ms"}
 -- Rebuilds up to max_hours dirty hours (oldest first; rows another instance
 -- works on are skipped), moves the series windows, makes partitions ahead,
 -- drops partitions past the retention, and returns a 'capacity.warning' row
@@ -496,6 +500,7 @@ DECLARE
   v_min_points integer := coalesce((p_opts->>'min_points')::integer, 12);
   v_min_r2     double precision := coalesce((p_opts->>'min_r2')::float8, 0.5);
   v_max_hours  integer := coalesce((p_opts->>'max_hours')::integer, 24);
+  v_open_delay interval := coalesce((p_opts->>'open_hour_ms')::float8, 300000) * interval '1 millisecond';
   v_wstart     timestamptz;
   v_hour       timestamptz;
   v_hours      integer := 0;
@@ -507,8 +512,10 @@ BEGIN
   v_wstart := date_trunc('hour', v_now - v_window);
 
   -- 1. dirty hours, oldest first
-  FOR v_hour IN SELECT d.hour FROM triaged.capacity_dirty d ORDER BY d.hour
-                  LIMIT v_max_hours FOR UPDATE SKIP LOCKED LOOP
+  FOR v_hour IN SELECT d.hour FROM triaged.capacity_dirty d
+                  WHERE v_open_delay <= interval '0' OR d.hour + interval '1 hour' <= v_now
+                     OR d.since <= v_now - v_open_delay
+                  ORDER BY d.hour LIMIT v_max_hours FOR UPDATE SKIP LOCKED LOOP
     DELETE FROM triaged.capacity_dirty WHERE hour = v_hour;
     v_buckets := v_buckets + triaged._capacity_rollup_hour(v_hour, v_wstart);
     v_hours := v_hours + 1;

@@ -60,8 +60,8 @@ t_expect_sql "SELECT count(*) FROM pg_inherits WHERE inhparent = 'triaged.capaci
   AND inhrelid::regclass::text IN ('triaged.capacity_sample_p202610', 'triaged.capacity_sample_p202611')" 2
 
 NOW='2026-10-31T00:00:00Z'
-# the rollup: every dirty hour (two ticks: up to 24 hours each would be slow; ask for all)
-t_sql "SELECT kind, payload FROM triaged.capacity_tick('{\"now\":\"2026-10-31T00:00:00Z\",\"max_hours\":5000}')" > "$T_DIR/tick1"
+# the rollup: every dirty hour at once (open_hour_ms 0: those after this now too)
+t_sql "SELECT kind, payload FROM triaged.capacity_tick('{\"now\":\"2026-10-31T00:00:00Z\",\"max_hours\":5000,\"open_hour_ms\":0}')" > "$T_DIR/tick1"
 t_expect_sql "SELECT count(*) FROM triaged.capacity_dirty" 0
 t_expect_sql "SELECT count(*) FROM triaged.capacity_hourly h JOIN triaged.ci c ON c.id = h.ci_id WHERE c.name = 'line'" 720
 # an hour's rollup equals the raw samples of the hour
