@@ -583,7 +583,7 @@ struct td_cmdb {
     char **labels;      /* NULL-terminated */
     td_ratelimit rl;
     td_metric *m_loads, *m_load_errors, *m_cis, *m_relations, *m_bytes, *m_load_secs,
-        *m_notifies;
+        *m_notifies, *m_bound, *m_unbound;
 };
 
 static void cmdb_step(td_cmdb *c);
@@ -925,6 +925,10 @@ td_cmdb_new(struct event_base *base, const char *conninfo, const char *bind_labe
     c->m_relations = td_gauge("cmdb_relations", "Relations in the CMDB graph", NULL);
     c->m_bytes = td_gauge("cmdb_graph_bytes", "Memory held by the CMDB graph", NULL);
     c->m_load_secs = td_histogram("cmdb_load_seconds", "Time to load the CMDB graph", NULL);
+    c->m_bound = td_counter("cmdb_bindings", "Alert segments bound to a CI, or not",
+                            "result=\"bound\"");
+    c->m_unbound = td_counter("cmdb_bindings", "Alert segments bound to a CI, or not",
+                              "result=\"unbound\"");
     c->state = C_DOWN;
     arm_timer(c, 0);
     return c;
@@ -957,7 +961,9 @@ td_cmdb_ready(const td_cmdb *c)
 int64_t
 td_cmdb_bind(const td_cmdb *c, const td_alert *a)
 {
-    return td_graph_bind(c->graph, a, (const char *const *)c->labels);
+    int64_t id = td_graph_bind(c->graph, a, (const char *const *)c->labels);
+    td_metric_add(id ? c->m_bound : c->m_unbound, 1);
+    return id;
 }
 
 void
