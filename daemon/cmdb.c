@@ -597,7 +597,8 @@ td_graph_describe(td_graph *g, int64_t ci_id, const int64_t **up, size_t *nup,
                 g->memo_cap = g->memo_cap ? g->memo_cap * 2 : 4096;
             g->memo_ids = td_realloc(g->memo_ids, g->memo_cap * sizeof(int64_t));
         }
-        memcpy(g->memo_ids + g->memo_len, buf, (na + nb) * sizeof(int64_t));
+        if (na + nb)
+            memcpy(g->memo_ids + g->memo_len, buf, (na + nb) * sizeof(int64_t));
         m->off = (uint32_t)g->memo_len;
         m->nup = a <= TD_GRAPH_MAX_UP ? (uint16_t)a : UINT16_MAX;
         m->nsvc = b <= TD_GRAPH_MAX_SVC ? (uint16_t)b : UINT16_MAX;
