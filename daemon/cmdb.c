@@ -844,7 +844,12 @@ take_notifies(td_cmdb *c)
     PGnotify *n;
     bool any = false;
     while ((n = PQnotifies(c->conn))) {
-        any = true;
+        /* the payload names the table (001's cmdb_notify); the graph holds
+         * ci, ci_relation and service_ci only */
+        const char *t = n->extra ? n->extra : "";
+        if (strcmp(t, "ci") == 0 || strcmp(t, "ci_relation") == 0 ||
+            strcmp(t, "service_ci") == 0 || !*t)
+            any = true;
         PQfreemem(n);
     }
     if (any) {
