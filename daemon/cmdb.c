@@ -68,7 +68,20 @@ struct td_graph {
     /* scratch for traversals */
     uint32_t *mark, epoch;
     uint32_t *queue;
+    /* memo of td_graph_describe, per CI: lists in memo_ids (bounded) */
+    struct memo *memo;
+    int64_t *memo_ids;
+    size_t memo_len, memo_cap;
 };
+
+typedef struct memo {
+    uint32_t off;        /* into memo_ids */
+    uint16_t nup, nsvc;  /* UINT16_MAX: over the bound */
+    bool done;
+} memo;
+
+/* The memo stops growing here (8 bytes an id: 64 MiB). */
+#define MEMO_MAX_IDS ((size_t)8 << 20)
 
 static uint64_t
 hash_str(const char *s)
@@ -217,6 +230,11 @@ free_csr(td_graph *g)
     free(g->svc_ids);
     free(g->mark);
     free(g->queue);
+    free(g->memo);
+    free(g->memo_ids);
+    g->memo = NULL;
+    g->memo_ids = NULL;
+    g->memo_len = g->memo_cap = 0;
     g->par_off = g->par = g->chi_off = g->chi = g->svc_off = g->mark = g->queue = NULL;
     g->svc_ids = NULL;
 }
@@ -390,6 +408,7 @@ td_graph_seal(td_graph *g)
     g->mark = td_calloc(n ? n : 1, sizeof(uint32_t));
     g->queue = td_malloc((n ? n : 1) * sizeof(uint32_t));
     g->epoch = 0;
+    g->memo = td_calloc(n ? n : 1, sizeof(memo));
 }
 
 size_t
@@ -408,7 +427,8 @@ size_t
 td_graph_memory(const td_graph *g)
 {
     size_t n = g->n, r = td_graph_relation_count(g), s = g->svc_off ? g->svc_off[n] : g->nsvc;
-    return sizeof(*g) + g->arena_cap + g->cap * sizeof(int64_t) +
+    return sizeof(*g) + g->memo_cap * sizeof(int64_t) + (g->memo ? g->n * sizeof(memo) : 0) +
+           g->arena_cap + g->cap * sizeof(int64_t) +
            g->names.cap * 8 + g->addrs.cap * 8 + g->byid.cap * 12 +
            g->caprel * sizeof(edge) + g->capsvc * sizeof(svc_link) +
            (g->par_off ? (n + 1) * 3 * 4 + r * 8 + s * 8 + n * 8 : 0);
@@ -556,6 +576,43 @@ td_graph_impacted_services(td_graph *g, int64_t ci_id, int64_t *out, size_t max)
     return c.n;
 }
 
+bool
+td_graph_describe(td_graph *g, int64_t ci_id, const int64_t **up, size_t *nup,
+                  const int64_t **svc, size_t *nsvc)
+{
+    uint32_t i = idmap_get(&g->byid, ci_id);
+    if (i == NONE || !g->memo)
+        return false;
+    memo *m = &g->memo[i];
+    int64_t buf[TD_GRAPH_MAX_UP + TD_GRAPH_MAX_SVC + 2];
+    if (!m->done) {
+        size_t a = td_graph_upstream(g, ci_id, buf, TD_GRAPH_MAX_UP + 1);
+        size_t b = td_graph_impacted_services(g, ci_id, buf + (a <= TD_GRAPH_MAX_UP ? a : 0),
+                                              TD_GRAPH_MAX_SVC + 1);
+        size_t na = a <= TD_GRAPH_MAX_UP ? a : 0, nb = b <= TD_GRAPH_MAX_SVC ? b : 0;
+        if (g->memo_len + na + nb > MEMO_MAX_IDS)
+            return false; /* full: the caller walks into a buffer of its own */
+        if (g->memo_len + na + nb > g->memo_cap) {
+            while (g->memo_len + na + nb > g->memo_cap)
+                g->memo_cap = g->memo_cap ? g->memo_cap * 2 : 4096;
+            g->memo_ids = td_realloc(g->memo_ids, g->memo_cap * sizeof(int64_t));
+        }
+        if (na + nb)
+            memcpy(g->memo_ids + g->memo_len, buf, (na + nb) * sizeof(int64_t));
+        m->off = (uint32_t)g->memo_len;
+        m->nup = a <= TD_GRAPH_MAX_UP ? (uint16_t)a : UINT16_MAX;
+        m->nsvc = b <= TD_GRAPH_MAX_SVC ? (uint16_t)b : UINT16_MAX;
+        m->done = true;
+        g->memo_len += na + nb;
+    }
+    size_t na = m->nup == UINT16_MAX ? 0 : m->nup;
+    *up = g->memo_ids ? g->memo_ids + m->off : NULL;
+    *nup = m->nup == UINT16_MAX ? SIZE_MAX : m->nup;
+    *svc = g->memo_ids ? g->memo_ids + m->off + na : NULL;
+    *nsvc = m->nsvc == UINT16_MAX ? SIZE_MAX : m->nsvc;
+    return true;
+}
+
 /* ---- the daemon's cache ------------------------------------------------- */
 
 enum { C_DOWN, C_CONNECTING, C_LISTEN, C_IDLE, C_LOADING };
@@ -583,7 +640,7 @@ struct td_cmdb {
     char **labels;      /* NULL-terminated */
     td_ratelimit rl;
     td_metric *m_loads, *m_load_errors, *m_cis, *m_relations, *m_bytes, *m_load_secs,
-        *m_notifies;
+        *m_notifies, *m_bound, *m_unbound;
 };
 
 static void cmdb_step(td_cmdb *c);
@@ -787,7 +844,12 @@ take_notifies(td_cmdb *c)
     PGnotify *n;
     bool any = false;
     while ((n = PQnotifies(c->conn))) {
-        any = true;
+        /* the payload names the table (001's cmdb_notify); the graph holds
+         * ci, ci_relation and service_ci only */
+        const char *t = n->extra ? n->extra : "";
+        if (strcmp(t, "ci") == 0 || strcmp(t, "ci_relation") == 0 ||
+            strcmp(t, "service_ci") == 0 || !*t)
+            any = true;
         PQfreemem(n);
     }
     if (any) {
@@ -925,6 +987,10 @@ td_cmdb_new(struct event_base *base, const char *conninfo, const char *bind_labe
     c->m_relations = td_gauge("cmdb_relations", "Relations in the CMDB graph", NULL);
     c->m_bytes = td_gauge("cmdb_graph_bytes", "Memory held by the CMDB graph", NULL);
     c->m_load_secs = td_histogram("cmdb_load_seconds", "Time to load the CMDB graph", NULL);
+    c->m_bound = td_counter("cmdb_bindings", "Alert segments bound to a CI, or not",
+                            "result=\"bound\"");
+    c->m_unbound = td_counter("cmdb_bindings", "Alert segments bound to a CI, or not",
+                              "result=\"unbound\"");
     c->state = C_DOWN;
     arm_timer(c, 0);
     return c;
@@ -957,7 +1023,9 @@ td_cmdb_ready(const td_cmdb *c)
 int64_t
 td_cmdb_bind(const td_cmdb *c, const td_alert *a)
 {
-    return td_graph_bind(c->graph, a, (const char *const *)c->labels);
+    int64_t id = td_graph_bind(c->graph, a, (const char *const *)c->labels);
+    td_metric_add(id ? c->m_bound : c->m_unbound, 1);
+    return id;
 }
 
 void
@@ -982,12 +1050,22 @@ id_array(const int64_t *ids, size_t n)
 void
 td_cmdb_describe(td_cmdb *c, int64_t ci_id, json_t *seg)
 {
-    int64_t buf[TD_CMDB_MAX_SVC + 1];
-    size_t n = td_graph_upstream(c->graph, ci_id, buf, TD_CMDB_MAX_UP + 1);
-    if (n <= TD_CMDB_MAX_UP)
+    const int64_t *up, *svc;
+    size_t nup, nsvc;
+    if (td_graph_describe(c->graph, ci_id, &up, &nup, &svc, &nsvc)) {
+        if (nup != SIZE_MAX)
+            json_object_set_new(seg, "up", id_array(up, nup));
+        if (nsvc != SIZE_MAX)
+            json_object_set_new(seg, "svc", id_array(svc, nsvc));
+        return;
+    }
+    /* not kept (memo full): walk again into our own buffer */
+    int64_t buf[TD_GRAPH_MAX_SVC + 1];
+    size_t n = td_graph_upstream(c->graph, ci_id, buf, TD_GRAPH_MAX_UP + 1);
+    if (n <= TD_GRAPH_MAX_UP)
         json_object_set_new(seg, "up", id_array(buf, n));
-    n = td_graph_impacted_services(c->graph, ci_id, buf, TD_CMDB_MAX_SVC + 1);
-    if (n <= TD_CMDB_MAX_SVC)
+    n = td_graph_impacted_services(c->graph, ci_id, buf, TD_GRAPH_MAX_SVC + 1);
+    if (n <= TD_GRAPH_MAX_SVC)
         json_object_set_new(seg, "svc", id_array(buf, n));
 }
 

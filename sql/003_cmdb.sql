@@ -482,8 +482,7 @@ BEGIN
        SELECT (CASE WHEN count(*) = 0 THEN 3   -- as triaged._impact
                     ELSE greatest(1, min(sv.tier) - CASE WHEN count(*) >= v_many THEN 1 ELSE 0 END)
                END)::smallint AS impact
-         FROM unnest(triaged._ci_svc(r.ci_id)) x(id)
-         JOIN triaged.service sv ON sv.id = x.id) k
+         FROM triaged.service sv WHERE sv.id = ANY (triaged._ci_svc(r.ci_id))) k
      WHERE r.ci_id IS NOT NULL
      ORDER BY r.ci_id
     ON CONFLICT (ci_id) WHERE ci_id IS NOT NULL AND status IN ('new', 'acknowledged')

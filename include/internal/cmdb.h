@@ -59,6 +59,17 @@ size_t td_graph_upstream(td_graph *g, int64_t ci_id, int64_t *out, size_t max);
  * depends on it, transitively; at most max, sorted by id. */
 size_t td_graph_impacted_services(td_graph *g, int64_t ci_id, int64_t *out, size_t max);
 
+/* Both walks for ci_id, remembered per CI for the graph's lifetime (up to
+ * 8M ids in all), so a CI alerting again costs a lookup: *up / *nup its
+ * upstream CIs, *svc / *nsvc its impacted services; a count is SIZE_MAX when
+ * the list is longer than TD_GRAPH_MAX_UP / TD_GRAPH_MAX_SVC. The lists are
+ * borrowed, valid until the next call. Returns false for an unknown CI or
+ * when the memo is full (then nothing is set). Needs td_graph_seal(). */
+#define TD_GRAPH_MAX_UP 256
+#define TD_GRAPH_MAX_SVC 1024
+bool td_graph_describe(td_graph *g, int64_t ci_id, const int64_t **up, size_t *nup,
+                       const int64_t **svc, size_t *nsvc);
+
 typedef struct td_cmdb td_cmdb;
 
 /* Starts connecting and loading; bind_labels is a space/comma separated list
@@ -71,11 +82,9 @@ bool td_cmdb_ready(const td_cmdb *c);
 int64_t td_cmdb_bind(const td_cmdb *c, const td_alert *a);
 /* What the graph knows about ci_id, added to a batch segment for SQL's
  * correlation (sql/003_cmdb.sql, pg_temp.td_batch_ci): "up", its upstream
- * CIs nearest first, and "svc", the services it impacts. A list longer than
- * the bounds (TD_CMDB_MAX_UP, TD_CMDB_MAX_SVC) is left out: SQL then walks
- * ci_relation itself. seg is a jansson object. */
-#define TD_CMDB_MAX_UP 256
-#define TD_CMDB_MAX_SVC 1024
+ * CIs nearest first, and "svc", the services it impacts (td_graph_describe,
+ * remembered per CI). A list longer than the bounds is left out: SQL then
+ * walks ci_relation itself. seg is a jansson object. */
 struct json_t;
 void td_cmdb_describe(td_cmdb *c, int64_t ci_id, struct json_t *seg);
 /* Load again soon (SIGHUP), and take new bind labels (NULL: keep). */

@@ -144,6 +144,27 @@ Test(cmdb, impacted_services_are_those_of_the_ci_and_what_depends_on_it)
     td_graph_free(g);
 }
 
+Test(cmdb, describe_remembers_both_walks_per_ci)
+{
+    td_graph *g = demo();
+    const int64_t *up, *svc;
+    size_t nup, nsvc;
+    for (int round = 0; round < 2; round++) {
+        cr_assert(td_graph_describe(g, 5, &up, &nup, &svc, &nsvc));
+        cr_assert_eq(nup, 3);
+        cr_assert_eq(up[0], 2);
+        cr_assert_eq(up[2], 1);
+        cr_assert_eq(nsvc, 1);
+        cr_assert_eq(svc[0], 200);
+        cr_assert(td_graph_describe(g, 1, &up, &nup, &svc, &nsvc));
+        cr_assert_eq(nup, 0);
+        cr_assert_eq(nsvc, 3);
+        cr_assert_eq(svc[2], 300);
+    }
+    cr_assert_not(td_graph_describe(g, 42, &up, &nup, &svc, &nsvc));
+    td_graph_free(g);
+}
+
 Test(cmdb, counts_and_memory)
 {
     td_graph *g = demo();
