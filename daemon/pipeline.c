@@ -89,7 +89,6 @@ typedef struct batch {
     size_t nsamples;
     td_segment *segs;
     size_t nsegs;
-    uint8_t *hints;
     int attempts;
     int64_t sealed_ms;
     struct batch *next;
@@ -110,6 +109,8 @@ struct td_pipeline {
     td_hostctx *hc;
     td_store *store;
     td_store *cap_store; /* rollups and trends: never delay a batch */
+    struct hints_req *hints_pending;
+    size_t n_hints_pending;
     td_dedup *dedup;
     td_cmdb *cmdb; /* binding: alert -> CI id, from memory */
     char **identity_labels;
@@ -135,7 +136,8 @@ struct td_pipeline {
         *m_dups, *m_new, *m_refired, *m_resolved, *m_stale, *m_unknown_resolves,
         *m_opened, *m_reopened, *m_inc_resolved, *m_inc_closed, *m_retries,
         *m_fenced, *m_segments, *m_batch_latency, *m_events, *m_samples,
-        *m_samples_stored, *m_samples_dup, *m_samples_unknown_ci, *m_cap_warnings;
+        *m_samples_stored, *m_samples_dup, *m_samples_unknown_ci, *m_cap_warnings,
+        *m_hint[3], *m_hints_skipped;
     td_ratelimit rl_capacity;
 };
 
@@ -176,7 +178,6 @@ batch_free(batch *b)
     free(b->alerts);
     free(b->samples);
     free(b->segs);
-    free(b->hints);
     free(b);
 }
 
@@ -408,7 +409,6 @@ release(td_pipeline *p, size_t n)
 static char *
 segments_json(const td_pipeline *p, const batch *b)
 {
-    static const char *hint_names[] = {"dup", "change", "new"};
     json_t *arr = json_array();
     for (size_t i = 0; i < b->nsegs; i++) {
         const td_segment *s = &b->segs[i];
@@ -429,7 +429,7 @@ segments_json(const td_pipeline *p, const batch *b)
         json_object_set_new(o, "ci", a->ci ? json_string(a->ci) : json_null());
         int64_t ci_id = td_cmdb_bind(p->cmdb, a);
         json_object_set_new(o, "ci_id", ci_id ? json_integer(ci_id) : json_null());
-        if (ci_id && b->hints[i] != 0) /* not a duplicate: may open or join */
+        if (ci_id) /* in case it opens or joins an incident */
             td_cmdb_describe(p->cmdb, ci_id, o);
         json_object_set_new(o, "summary", a->summary ? json_string(a->summary) : json_null());
         json_object_set_new(o, "labels", labels);
@@ -438,7 +438,6 @@ segments_json(const td_pipeline *p, const batch *b)
         json_object_set_new(o, "n", json_integer((json_int_t)s->n));
         json_object_set_new(o, "first", json_string(first));
         json_object_set_new(o, "last", json_string(last));
-        json_object_set_new(o, "hint", json_string(hint_names[b->hints[i]]));
         json_array_append_new(arr, o);
     }
     char *s = json_dumps(arr, JSON_COMPACT);
@@ -513,11 +512,65 @@ send_ingest(td_pipeline *p)
     free(opts);
 }
 
+/* Redis classifies the batch's fingerprints alongside the PostgreSQL
+ * statement, never before it: PostgreSQL decides from the rows it locks
+ * (sql/002_ingest.sql), so the hints only feed the dedup_hints metric and
+ * Redis's record of each fingerprint. One of these per classify call, alive
+ * until Redis answers (or the pipeline is freed), whatever the batch does. */
+typedef struct hints_req {
+    td_pipeline *p;
+    uint8_t *hints;
+    size_t n;
+    struct hints_req *prev, *next;
+} hints_req;
+
+static void
+hints_req_free(hints_req *h)
+{
+    td_pipeline *p = h->p;
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        p->hints_pending = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    p->n_hints_pending--;
+    free(h->hints);
+    free(h);
+}
+
 static void
 on_hints(void *arg)
 {
-    td_pipeline *p = arg;
-    send_ingest(p);
+    hints_req *h = arg;
+    td_pipeline *p = h->p;
+    uint64_t n[3] = {0, 0, 0};
+    for (size_t i = 0; i < h->n; i++)
+        n[h->hints[i] <= TD_HINT_NEW ? h->hints[i] : TD_HINT_CHANGE]++;
+    for (int k = 0; k < 3; k++)
+        td_metric_add(p->m_hint[k], n[k]);
+    hints_req_free(h);
+}
+
+#define HINTS_MAX_PENDING 8 /* batches Redis may lag behind; beyond: skipped */
+
+static void
+classify(td_pipeline *p, const batch *b)
+{
+    if (p->n_hints_pending >= HINTS_MAX_PENDING) {
+        td_metric_add(p->m_hints_skipped, 1);
+        return;
+    }
+    p->n_hints_pending++;
+    hints_req *h = td_calloc(1, sizeof(*h));
+    h->p = p;
+    h->n = b->nsegs;
+    h->hints = td_calloc(b->nsegs ? b->nsegs : 1, 1);
+    h->next = p->hints_pending;
+    if (h->next)
+        h->next->prev = h;
+    p->hints_pending = h;
+    td_dedup_classify(p->dedup, b->segs, b->nsegs, h->hints, on_hints, h);
 }
 
 /* Mark what this attempt applies: RETRY for stale epochs, skip for offsets
@@ -536,12 +589,10 @@ start_batch(td_pipeline *p)
     free(b->alerts);
     free(b->samples);
     free(b->segs);
-    free(b->hints);
     b->samples = NULL;
     b->nsamples = 0;
     b->alerts = NULL;
     b->segs = NULL;
-    b->hints = NULL;
     for (size_t i = 0; i < b->n; i++) {
         item *it = &b->items[i];
         if (it->part && it->epoch != it->part->epoch)
@@ -575,9 +626,9 @@ start_batch(td_pipeline *p)
             b->alerts[na++] = &it->alerts[j];
     }
     b->nsegs = td_fold(b->alerts, na, &b->segs);
-    b->hints = td_calloc(b->nsegs ? b->nsegs : 1, 1);
     td_metric_add(p->m_segments, b->nsegs);
-    td_dedup_classify(p->dedup, b->segs, b->nsegs, b->hints, on_hints, p);
+    classify(p, b);
+    send_ingest(p);
 }
 
 /* Group commit: whenever PostgreSQL is free, the waiting messages go as one
@@ -1018,6 +1069,13 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
     COUNTER(m_samples_unknown_ci, "capacity_samples_unknown_ci",
             "Capacity samples whose ci matches no CI: not stored, logged");
     COUNTER(m_cap_warnings, "capacity_warnings", "capacity_warning events raised");
+    static const char *hint_labels[3] = {"hint=\"dup\"", "hint=\"change\"", "hint=\"new\""};
+    for (int i = 0; i < 3; i++)
+        p->m_hint[i] = td_counter("dedup_hints",
+                                  "Redis's verdict per fingerprint of a batch (PostgreSQL decides)",
+                                  hint_labels[i]);
+    COUNTER(m_hints_skipped, "dedup_batches_skipped",
+            "Batches not sent to Redis because it lagged 8 batches behind");
     p->m_queue = td_gauge("queue_messages", "Messages taken and not yet acked", NULL);
     p->m_batch_latency = td_histogram("batch_latency_seconds",
                                       "From a batch sealed to committed", NULL);
@@ -1073,7 +1131,9 @@ td_pipeline_free(td_pipeline *p)
     }
     if (p->open)
         batch_free(p->open);
-    td_dedup_free(p->dedup);
+    td_dedup_free(p->dedup); /* cancels the hint requests: */
+    while (p->hints_pending)
+        hints_req_free(p->hints_pending);
     td_store_free(p->store);
     td_store_free(p->cap_store);
     td_cmdb_free(p->cmdb);
