@@ -2,11 +2,11 @@
  *
  * For each fingerprint of a batch, one EVALSHA of a small Lua script, all
  * sent at once (one round trip per batch). The script returns a hint per
- * fingerprint and records the fingerprint's newest state. A hint only picks
- * the cheaper path in PostgreSQL, which stays the judge: a wrong hint (Redis
- * flushed, restarted, or ahead of PostgreSQL after a crash) costs time, never
- * correctness. When Redis is down every hint is "change" and the pipeline
- * goes on at PostgreSQL's pace. */
+ * fingerprint and records the fingerprint's newest state. PostgreSQL stays
+ * the judge: the pipeline sends a batch to Redis and to PostgreSQL at once
+ * and only counts the hints, so a wrong one (Redis flushed, restarted, or
+ * ahead of PostgreSQL after a crash) changes nothing. When Redis is down
+ * every hint is "change". */
 #ifndef TD_DEDUP_H
 #define TD_DEDUP_H
 
