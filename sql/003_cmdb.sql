@@ -1018,6 +1018,7 @@ RETURNS SETOF triaged.ingest_row
 LANGUAGE plpgsql
 SET TimeZone = 'UTC'
 SET jit = off
+SET enable_seqscan = off -- as 002's: plans cached while the tables were small
 AS $$
 DECLARE
   v_now    timestamptz;
@@ -1178,6 +1179,7 @@ RETURNS SETOF triaged.ingest_row
 LANGUAGE plpgsql
 SET TimeZone = 'UTC'
 SET jit = off
+SET enable_seqscan = off -- as 002's: plans cached while the tables were small
 AS $$
 DECLARE
   v_now    timestamptz;
