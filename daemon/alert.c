@@ -73,8 +73,8 @@ td_fp_hex(uint64_t fp, char out[17])
     snprintf(out, 17, "%016llx", (unsigned long long)fp);
 }
 
-static int
-is_hex16(const char *s)
+int
+td_is_fp_hex(const char *s)
 {
     size_t n = 0;
     for (; s[n]; n++)
@@ -99,7 +99,7 @@ td_alert_fingerprint(td_alert *a, const char *const *identity_labels,
                      size_t n_identity_labels)
 {
     if (a->dedup_key && strcmp(a->source, "alertmanager") == 0 &&
-        is_hex16(a->dedup_key)) {
+        td_is_fp_hex(a->dedup_key)) {
         a->fp = strtoull(a->dedup_key, NULL, 16);
         td_fp_hex(a->fp, a->fp_hex);
         return;
@@ -379,27 +379,35 @@ out:
     return rc;
 }
 
+json_t *
+td_json_message(const char *buf, size_t len, size_t max_size, const char **reason,
+                char *detail, size_t detail_len)
+{
+    json_error_t jerr;
+    if (max_size && len > max_size) {
+        *reason = "too_big";
+        snprintf(detail, detail_len, "message of %zu bytes exceeds the limit of %zu", len,
+                 max_size);
+        return NULL;
+    }
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!root) {
+        *reason = json_error_code(&jerr) == json_error_invalid_utf8 ? "not_utf8" : "not_json";
+        snprintf(detail, detail_len, "%s at position %d", jerr.text, jerr.position);
+    }
+    return root;
+}
+
 int
 td_alert_decode(const char *buf, size_t len, const td_decode_opts *opts,
                 td_alert **out, size_t *n, const char **reason, char *detail,
                 size_t detail_len)
 {
-    json_error_t jerr;
     *out = NULL;
     *n = 0;
-    if (opts->max_size && len > opts->max_size) {
-        *reason = "too_big";
-        snprintf(detail, detail_len, "message of %zu bytes exceeds the limit of %zu",
-                 len, opts->max_size);
+    json_t *root = td_json_message(buf, len, opts->max_size, reason, detail, detail_len);
+    if (!root)
         return TD_ERR;
-    }
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!root) {
-        *reason = json_error_code(&jerr) == json_error_invalid_utf8 ? "not_utf8"
-                                                                     : "not_json";
-        snprintf(detail, detail_len, "%s at position %d", jerr.text, jerr.position);
-        return TD_ERR;
-    }
     size_t count = json_is_array(root) ? json_array_size(root) : 1;
     if (count == 0) {
         json_decref(root);

@@ -29,20 +29,7 @@ interval_param(td_req *r, struct evkeyvalq *kv, const char *name, int64_t def_ms
 static void
 on_result(void *arg, const PGresult *res, const char *err)
 {
-    td_req *r = arg;
-    if (td_req_gone(r)) {
-        td_req_reply(r, 0, "", 0);
-        return;
-    }
-    json_t *j = td_api_result_json(r, res, err);
-    if (!j)
-        return;
-    if (json_is_null(j)) {
-        json_decref(j);
-        td_req_error(r, 404, "not_found", "no such CI");
-        return;
-    }
-    td_req_reply_json(r, 200, j);
+    td_api_reply_one(arg, res, err, "CI");
 }
 
 static void

@@ -175,10 +175,9 @@ on_list(void *arg, const PGresult *res, const char *err)
     td_req_reply_json(r, 200, j);
 }
 
-static void
-on_one(void *arg, const PGresult *res, const char *err)
+void
+td_api_reply_one(td_req *r, const PGresult *res, const char *err, const char *what)
 {
-    td_req *r = arg;
     if (td_req_gone(r)) {
         td_req_reply(r, 0, "", 0);
         return;
@@ -188,10 +187,16 @@ on_one(void *arg, const PGresult *res, const char *err)
         return;
     if (json_is_null(j)) {
         json_decref(j);
-        td_req_error(r, 404, "not_found", "no such incident");
+        td_req_error(r, 404, "not_found", "no such %s", what);
         return;
     }
     td_req_reply_json(r, 200, j);
+}
+
+static void
+on_one(void *arg, const PGresult *res, const char *err)
+{
+    td_api_reply_one(arg, res, err, "incident");
 }
 
 void

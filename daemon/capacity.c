@@ -102,19 +102,9 @@ td_capacity_decode(const char *buf, size_t len, size_t max_size, int64_t now_us,
 {
     *out = NULL;
     *n = 0;
-    if (max_size && len > max_size) {
-        *reason = "too_big";
-        snprintf(detail, detail_len, "message of %zu bytes exceeds the limit of %zu", len,
-                 max_size);
+    json_t *root = td_json_message(buf, len, max_size, reason, detail, detail_len);
+    if (!root)
         return TD_ERR;
-    }
-    json_error_t jerr;
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!root) {
-        *reason = json_error_code(&jerr) == json_error_invalid_utf8 ? "not_utf8" : "not_json";
-        snprintf(detail, detail_len, "%s at position %d", jerr.text, jerr.position);
-        return TD_ERR;
-    }
     size_t count = json_is_array(root) ? json_array_size(root) : 1;
     if (count == 0) {
         json_decref(root);

@@ -41,18 +41,7 @@ static json_t *
 load(const char *buf, size_t len, const td_decode_opts *opts, const char **reason,
      char *detail, size_t dlen)
 {
-    json_error_t jerr;
-    if (opts->max_size && len > opts->max_size) {
-        failf(reason, "too_big", detail, dlen,
-              "message of %zu bytes exceeds the limit of %zu", len, opts->max_size);
-        return NULL;
-    }
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!root)
-        failf(reason,
-              json_error_code(&jerr) == json_error_invalid_utf8 ? "not_utf8" : "not_json",
-              detail, dlen, "%s at position %d", jerr.text, jerr.position);
-    return root;
+    return td_json_message(buf, len, opts->max_size, reason, detail, dlen);
 }
 
 /* A string that is safe to keep: no NUL, within max bytes. NULL otherwise. */
@@ -102,15 +91,6 @@ am_severity(const char *s)
     return TD_SEV_WARNING;
 }
 
-static int
-is_hex16(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++)
-        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
-            return 0;
-    return n == 16;
-}
 
 static int
 am_one(json_t *obj, const td_decode_opts *opts, const char *resource_label, td_alert *a,
@@ -154,7 +134,7 @@ am_one(json_t *obj, const td_decode_opts *opts, const char *resource_label, td_a
     json_t *fpv = json_object_get(obj, "fingerprint");
     if (fpv && !json_is_null(fpv) && !(json_is_string(fpv) && json_string_length(fpv) == 0)) {
         const char *fp = str_of(fpv, 16);
-        if (!fp || !is_hex16(fp)) {
+        if (!fp || !td_is_fp_hex(fp)) {
             failf(reason, "bad_field", detail, dlen,
                   "'fingerprint' must be 16 lower-case hex digits");
             goto fail;

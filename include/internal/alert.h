@@ -78,6 +78,15 @@ void td_fp_hex(uint64_t fp, char out[17]);
 const char *td_severity_name(td_severity s);
 int td_severity_parse(const char *s, td_severity *out);
 
+/* A message's JSON document, parsed: NULL with *reason too_big (over
+ * max_size, when not 0), not_utf8 or not_json and a detail. The caller
+ * json_decref()s it. Every decoder of network input starts here. */
+struct json_t;
+struct json_t *td_json_message(const char *buf, size_t len, size_t max_size,
+                               const char **reason, char *detail, size_t detail_len);
+/* Is s 16 lower-case hex digits (an Alertmanager fingerprint)? */
+int td_is_fp_hex(const char *s);
+
 /* RFC 3339 time to microseconds since the epoch. TD_OK or TD_ERR. */
 int td_parse_rfc3339(const char *s, int64_t *us);
 /* Microseconds since the epoch to RFC 3339 UTC with microseconds. */

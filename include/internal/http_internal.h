@@ -91,6 +91,9 @@ void td_api_alerts_get(td_req *r, const char *arg);
 int td_api_busy(td_req *r);
 json_t *td_api_result_json(td_req *r, const PGresult *res, const char *err);
 const char *td_api_nonempty(struct evkeyvalq *kv, const char *name);
+/* Answer with a result's single JSON value: 200, or 404 "no such WHAT" for
+ * no row; frees r (also when the client is gone). */
+void td_api_reply_one(td_req *r, const PGresult *res, const char *err, const char *what);
 int td_api_parse_query(td_req *r, struct evkeyvalq *kv);
 /* Acknowledge the open incident of a PagerDuty alert, then call done. */
 void td_api_pd_acknowledge(td_http *h, const char *fingerprint, const char *actor,
