@@ -808,6 +808,18 @@ END $$;
 -- published row. Locks the incidents in id order first; the firing check
 -- runs after the lock, so of two transactions resolving the last two alerts
 -- of an incident the second one sees the first one's resolve.
+-- An incident's priority after a batch whose alerts reached severity rank
+-- p_best_rank (NULL: none did): the more urgent of its own and that rank.
+-- 003_cmdb redefines it: a bound incident's priority comes from its impact
+-- and urgency through the matrix.
+CREATE FUNCTION triaged._new_priority(p_ci_id bigint, p_impact smallint, p_urgency smallint,
+                                      p_priority smallint, p_best_rank smallint)
+RETURNS smallint
+LANGUAGE sql STABLE AS $$
+  SELECT CASE WHEN p_best_rank IS NOT NULL THEN least(p_priority, p_best_rank)
+              ELSE p_priority END
+$$;
+
 CREATE FUNCTION triaged._finish_incidents(p_changes triaged._change[], p_now timestamptz,
                                           p_actor text)
 RETURNS SETOF triaged.ingest_row
@@ -848,7 +860,8 @@ BEGIN
            bool_or(c.what = 'opened') AND NOT bool_or(c.what = 'resolved') AS fresh
     FROM c GROUP BY c.incident_id),
   st AS (
-    SELECT i.id, i.ctid AS tid, i.status, i.priority, i.urgency, i.severity, i.title, i.ci_id,
+    SELECT i.id, i.ctid AS tid, i.status, i.priority, i.impact, i.urgency, i.severity, i.title,
+           i.ci_id,
            i.resource,
            i.opened_at, i.merged_into, i.last_event_hash, i.resolve_pending_since AS old_pending,
            i.resolve_at AS old_resolve_at,
@@ -872,8 +885,8 @@ BEGIN
            CASE WHEN st.best_rank IS NOT NULL
                      AND st.best_rank < coalesce(triaged.severity_rank(st.severity), 99)
                 THEN triaged.severity_of_rank(st.best_rank) ELSE st.severity END AS new_severity,
-           CASE WHEN st.best_rank IS NOT NULL THEN least(st.priority, st.best_rank)
-                ELSE st.priority END AS new_priority,
+           triaged._new_priority(st.ci_id, st.impact, st.urgency, st.priority,
+                                 st.best_rank) AS new_priority,
            CASE WHEN st.best_rank IS NOT NULL
                 THEN least(st.urgency, triaged.severity_urgency(triaged.severity_of_rank(st.best_rank)))
                 ELSE st.urgency END AS new_urgency,
