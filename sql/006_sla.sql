@@ -187,7 +187,7 @@ END $$;
 -- Length of a multirange in seconds (microsecond precision).
 CREATE FUNCTION triaged.sla_seconds(p tstzmultirange) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT coalesce(sum(extract(epoch FROM upper(r)) - extract(epoch FROM lower(r))), 0)
+  SELECT coalesce(sum(extract(epoch FROM upper(r)) - extract(epoch FROM lower(r))), 0.000000)
     FROM unnest(p) r
 $$;
 
@@ -256,7 +256,8 @@ BEGIN
            (s.deg OR i.urgency <= s.dmu) AS counted,
            least(greatest(i.opened_at, coalesce(i.resolved_at, i.closed_at, 'infinity'::timestamptz)),
                  v_end) AS ended_at,
-           coalesce(i.resolved_at, i.closed_at) <= v_end AS ended
+           CASE WHEN coalesce(i.resolved_at, i.closed_at) <= p_now
+                THEN greatest(i.opened_at, coalesce(i.resolved_at, i.closed_at)) END AS real_end
       FROM triaged.incident i
       JOIN triaged.incident_service isv ON isv.incident_id = i.id
       JOIN s ON s.id = isv.service_id
@@ -276,8 +277,8 @@ BEGIN
                  count(*) FILTER (WHERE inc.priority = 5 AND inc.opened_at >= p_from)]::integer[] AS byp,
            avg(extract(epoch FROM inc.acknowledged_at) - extract(epoch FROM inc.opened_at))
              FILTER (WHERE inc.counted AND inc.opened_at >= p_from AND inc.acknowledged_at IS NOT NULL) AS mtta,
-           avg(extract(epoch FROM inc.ended_at) - extract(epoch FROM inc.opened_at))
-             FILTER (WHERE inc.counted AND inc.opened_at >= p_from AND inc.ended) AS mttr
+           avg(extract(epoch FROM inc.real_end) - extract(epoch FROM inc.opened_at))
+             FILTER (WHERE inc.counted AND inc.opened_at >= p_from) AS mttr
       FROM inc GROUP BY inc.service_id),
   mw AS (
     SELECT w.service_id, w.ci_id, w.during
@@ -642,8 +643,8 @@ BEGIN
   ELSIF p_new AND NOT p ? 'target' THEN
     RETURN 'target is required';
   ELSIF p ? 'target' AND (jsonb_typeof(p->'target') <> 'number'
-                          OR (p->>'target')::numeric <= 0 OR (p->>'target')::numeric > 100
-                          OR round((p->>'target')::numeric, 4) <> (p->>'target')::numeric) THEN
+                          OR round((p->>'target')::numeric, 4) <= 0
+                          OR round((p->>'target')::numeric, 4) > 100) THEN
     RETURN 'target must be a percentage above 0 and at most 100, e.g. 99.9';
   ELSIF p ? 'period' AND coalesce(p->>'period', '') NOT IN ('month', 'quarter') THEN
     RETURN 'period must be month or quarter';
@@ -681,14 +682,15 @@ BEGIN
   IF v_old.service_id IS NULL THEN
     INSERT INTO triaged.sla (service_id, target, period, service_hours, degraded_counts_as_down,
                              down_max_urgency)
-    VALUES (p_service_id, (p->>'target')::numeric, coalesce(p->>'period', 'month'),
+    VALUES (p_service_id, round((p->>'target')::numeric, 4), coalesce(p->>'period', 'month'),
             coalesce(p->>'service_hours', '24x7'),
             coalesce((p->>'degraded_counts_as_down')::boolean, true),
             coalesce((p->>'down_max_urgency')::smallint, 1));
     RETURN 'created';
   END IF;
   v_new := v_old;
-  v_new.target := coalesce((p->>'target')::numeric, v_old.target);
+  -- 4 decimals like the column: a client's 99.95 may arrive as 99.950000000000003
+  v_new.target := coalesce(round((p->>'target')::numeric, 4), v_old.target);
   v_new.period := coalesce(p->>'period', v_old.period);
   v_new.service_hours := coalesce(p->>'service_hours', v_old.service_hours);
   v_new.degraded_counts_as_down := coalesce((p->>'degraded_counts_as_down')::boolean,
@@ -816,3 +818,65 @@ LANGUAGE sql STABLE AS $$
       LEFT JOIN triaged.sla sl ON sl.service_id = s.id), '[]'))
     FROM (SELECT triaged._cmdb_export_core() AS d) x
 $$;
+
+-- ---------------------------------------------------------------------------
+-- the service level review report (triagectl report)
+
+-- '2026-10' (a month) or '2026-Q4' (a quarter), UTC.
+CREATE FUNCTION triaged.sla_period_range(p text) RETURNS tstzrange
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+  v_m text[];
+BEGIN
+  v_m := regexp_match(coalesce(p, ''), '^([0-9]{4})-([0-9]{2})$');
+  IF v_m IS NOT NULL AND v_m[2]::int BETWEEN 1 AND 12 THEN
+    RETURN triaged.sla_period_of('month', make_timestamptz(v_m[1]::int, v_m[2]::int, 1, 0, 0, 0, 'UTC'));
+  END IF;
+  v_m := regexp_match(coalesce(p, ''), '^([0-9]{4})-[Qq]([1-4])$');
+  IF v_m IS NOT NULL THEN
+    RETURN triaged.sla_period_of('quarter',
+                                 make_timestamptz(v_m[1]::int, v_m[2]::int * 3 - 2, 1, 0, 0, 0, 'UTC'));
+  END IF;
+  RAISE EXCEPTION USING ERRCODE = '22023',
+    MESSAGE = format('period %L: expected YYYY-MM (a month) or YYYY-Qn (a quarter)', p);
+END $$;
+
+-- The whole report as one document: per service (or the one named) the
+-- numbers of sla_report_json plus the daily burn-down, the alert sources and
+-- the maintenance taken. NULL for an unknown service.
+CREATE FUNCTION triaged.sla_report_doc(p_period text, p_service text DEFAULT NULL,
+                                       p_now timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  v_r   tstzrange := triaged.sla_period_range(p_period);
+  v_ids bigint[];
+BEGIN
+  IF p_service IS NOT NULL THEN
+    v_ids := ARRAY(SELECT s.id FROM triaged.service s WHERE s.name = p_service);
+    IF cardinality(v_ids) = 0 THEN
+      RETURN NULL;
+    END IF;
+  END IF;
+  RETURN jsonb_build_object(
+    'period', p_period, 'from', lower(v_r), 'to', upper(v_r), 'generated_at', p_now,
+    'services', coalesce((
+      SELECT jsonb_agg(r.doc || jsonb_build_object(
+        'daily', (SELECT jsonb_agg(jsonb_build_object('day', d.day, 'service_seconds', d.service_seconds,
+                                                      'downtime_seconds', d.downtime_seconds,
+                                                      'error_budget_remaining_seconds',
+                                                      d.budget_remaining_seconds) ORDER BY d.day)
+                    FROM triaged.sla_daily(r.service_id, lower(v_r), upper(v_r), p_now) d),
+        'alert_sources', (SELECT coalesce(jsonb_agg(jsonb_build_object('source', a.source, 'alerts', a.alerts,
+                                                                     'messages', a.messages,
+                                                                     'dedup_ratio', a.dedup_ratio)), '[]')
+                            FROM triaged.sla_alert_sources(r.service_id, lower(v_r), upper(v_r)) a),
+        'maintenance', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', m.maintenance_id, 'target', m.target,
+                                                                   'from', lower(m.during), 'to', upper(m.during),
+                                                                   'change_ref', m.change_ref, 'reason', m.reason,
+                                                                   'seconds', m.seconds)), '[]')
+                          FROM triaged.sla_maintenance_taken(r.service_id, lower(v_r), upper(v_r)) m))
+        ORDER BY r.doc->>'service')
+        FROM triaged.sla_report_json(lower(v_r), upper(v_r), v_ids, p_now) r), '[]'))
+  ;
+END $$;
