@@ -10,6 +10,9 @@
 
 #include "internal/http_internal.h"
 
+/* The document goes out as PostgreSQL wrote it: parsing it into doubles
+ * would print 18.632177 as 18.632176999999999, and the API, the view and
+ * the report must show the same numbers. */
 static void
 on_result(void *arg, const PGresult *res, const char *err)
 {
@@ -18,15 +21,26 @@ on_result(void *arg, const PGresult *res, const char *err)
         td_req_reply(r, 0, "", 0);
         return;
     }
-    json_t *j = td_api_result_json(r, res, err);
-    if (!j)
-        return;
-    if (json_is_null(j)) {
-        json_decref(j);
-        td_req_error(r, 404, "not_found", "no such service");
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        if (PQgetisnull(res, 0, 0))
+            td_req_error(r, 404, "not_found", "no such service");
+        else
+            td_req_reply(r, 200, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
         return;
     }
-    td_req_reply_json(r, 200, j);
+    if (res && PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        if (state && msg && strncmp(state, "22", 2) == 0) {
+            td_req_error(r, 400, "bad_request", "%.*s", (int)strcspn(msg, "\n"), msg);
+            return;
+        }
+    }
+    json_t *j = td_api_result_json(r, res, err); /* answers 503 and 500 */
+    if (j) {
+        json_decref(j);
+        td_req_error(r, 500, "internal", "unexpected result from PostgreSQL");
+    }
 }
 
 /* arg: "NAME/availability" (NAME percent-encoded). */

@@ -556,8 +556,10 @@ csv_field(FILE *f, const json_t *v)
         }
         return;
     }
-    /* numbers and booleans exactly as PostgreSQL wrote them */
-    char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+    /* PostgreSQL writes at most 15 significant digits here (seconds with 6
+     * decimals, fractions with 12), which a double keeps exactly: %.15g
+     * gives back the same number (18.632177, not 18.632176999999999). */
+    char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
     if (t)
         fputs(t, f);
     free(t);
