@@ -192,6 +192,39 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- ---------------------------------------------------------------------------
+-- maintenance: one object's windows (003's maintenance_windows, redefined
+-- on top of this, gives the same rows), so the SLA computation can expand
+-- the windows of a few services without expanding everybody's
+
+CREATE FUNCTION triaged.maintenance_expand(m triaged.maintenance, p_from timestamptz,
+                                           p_to timestamptz)
+RETURNS SETOF tstzrange
+LANGUAGE sql STABLE AS $$
+  SELECT m.during WHERE m.during && tstzrange(p_from, p_to, '[)')
+  UNION ALL
+  SELECT w.r * tstzrange(m.active_from, m.active_until, '[)')
+    FROM generate_series(((p_from AT TIME ZONE m.time_zone)::date - 7)::timestamp,
+                         ((p_to AT TIME ZONE m.time_zone)::date)::timestamp,
+                         interval '1 day') AS d(day)
+   CROSS JOIN LATERAL (
+     SELECT tstzrange((d.day + m.weekly_start) AT TIME ZONE m.time_zone,
+                      ((d.day + m.weekly_start) AT TIME ZONE m.time_zone) + m.weekly_duration,
+                      '[)') AS r) w
+   WHERE m.weekly_days IS NOT NULL
+     AND extract(isodow FROM d.day)::smallint = ANY (m.weekly_days)
+     AND (w.r * tstzrange(m.active_from, m.active_until, '[)')) && tstzrange(p_from, p_to, '[)')
+$$;
+
+CREATE OR REPLACE FUNCTION triaged.maintenance_windows(p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (maintenance_id bigint, ci_id bigint, service_id bigint, during tstzrange,
+               change_ref text, reason text)
+LANGUAGE sql STABLE AS $$
+  SELECT m.id, m.ci_id, m.service_id, w.during, m.change_ref, m.reason
+    FROM triaged.maintenance m
+   CROSS JOIN LATERAL triaged.maintenance_expand(m, p_from, p_to) w(during)
+$$;
+
+-- ---------------------------------------------------------------------------
 -- the computation
 
 CREATE TYPE triaged.sla_result AS (
@@ -280,9 +313,13 @@ BEGIN
            avg(extract(epoch FROM inc.real_end) - extract(epoch FROM inc.opened_at))
              FILTER (WHERE inc.counted AND inc.opened_at >= p_from) AS mttr
       FROM inc GROUP BY inc.service_id),
-  mw AS (
-    SELECT w.service_id, w.ci_id, w.during
-      FROM triaged.maintenance_windows(v_qfrom, p_to) w),
+  -- the windows of the maintenance objects of these services only
+  mw AS MATERIALIZED (
+    SELECT m.service_id, m.ci_id, w.during
+      FROM triaged.maintenance m
+     CROSS JOIN LATERAL triaged.maintenance_expand(m, v_qfrom, p_to) w(during)
+     WHERE p_ids IS NULL OR m.service_id = ANY (p_ids)
+        OR m.ci_id IN (SELECT sc.ci_id FROM triaged.service_ci sc WHERE sc.service_id = ANY (p_ids))),
   maint AS (
     SELECT x.service_id, range_agg(x.during) AS mr
       FROM (SELECT mw.service_id, mw.during FROM mw WHERE mw.service_id IS NOT NULL
@@ -290,18 +327,18 @@ BEGIN
             SELECT sc.service_id, mw.during FROM mw JOIN triaged.service_ci sc ON sc.ci_id = mw.ci_id) x
      WHERE NOT isempty(x.during)
      GROUP BY x.service_id),
-  base AS (
+  base AS MATERIALIZED (
     SELECT s.*, coalesce(a.outage, '{}') AS outage, coalesce(m.mr, '{}') AS mr,
            a.n, a.byp, a.mtta, a.mttr,
            triaged.sla_service_time(s.hours, v_qfrom, p_to) AS hrs
       FROM s LEFT JOIN agg a ON a.service_id = s.id LEFT JOIN maint m ON m.service_id = s.id),
-  mr AS (
+  mr AS MATERIALIZED (
     SELECT b.*,
            (b.hrs * tstzmultirange(tstzrange(p_from, v_end, '[)'))) - b.mr AS svc,
            (b.hrs * tstzmultirange(tstzrange(p_from, p_to, '[)'))) - b.mr AS planned,
            (b.hrs * tstzmultirange(tstzrange(p_from, v_end, '[)'))) * b.mr AS mt
       FROM base b),
-  secs AS (
+  secs AS MATERIALIZED (
     SELECT x.*, triaged.sla_seconds(x.svc) AS svc_s, triaged.sla_seconds(x.planned) AS planned_s,
            triaged.sla_seconds(x.mt) AS mt_s, triaged.sla_seconds(x.outage * x.svc) AS down_s,
            x.outage * x.svc AS down,
