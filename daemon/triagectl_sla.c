@@ -497,8 +497,9 @@ write_html(FILE *f, const json_t *doc)
         else if (json_is_false(json_object_get(s, "met")))
             breached++;
     }
-    fprintf(f, " by triaged. %zu services: %zu met, %zu breached, %zu without SLA.</p>\n",
-            json_array_size(svcs), met, breached, json_array_size(svcs) - met - breached);
+    fprintf(f, " by triaged. %zu service%s: %zu met, %zu breached, %zu without SLA.</p>\n",
+            json_array_size(svcs), json_array_size(svcs) == 1 ? "" : "s", met, breached,
+            json_array_size(svcs) - met - breached);
     fputs("<h2>Summary</h2><table><tr><th>service</th><th class=\"n\">target</th>"
           "<th class=\"n\">availability</th><th></th><th class=\"n\">downtime</th>"
           "<th class=\"n\">budget left</th><th class=\"n\">incidents</th><th class=\"n\">MTTA</th>"
