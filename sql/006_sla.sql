@@ -192,9 +192,11 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- ---------------------------------------------------------------------------
--- maintenance: one object's windows (003's maintenance_windows, redefined
--- on top of this, gives the same rows), so the SLA computation can expand
--- the windows of a few services without expanding everybody's
+-- maintenance: one object's windows, the same rows as 003's
+-- maintenance_windows() gives for it (test_sla_sql checks they agree), so
+-- the SLA computation can expand the windows of a few services without
+-- expanding everybody's. (003's function is left as it is: the ingest path
+-- calls it, and its one-off windows are found through the GiST index.)
 
 CREATE FUNCTION triaged.maintenance_expand(m triaged.maintenance, p_from timestamptz,
                                            p_to timestamptz)
@@ -213,15 +215,6 @@ LANGUAGE sql STABLE AS $$
    WHERE m.weekly_days IS NOT NULL
      AND extract(isodow FROM d.day)::smallint = ANY (m.weekly_days)
      AND (w.r * tstzrange(m.active_from, m.active_until, '[)')) && tstzrange(p_from, p_to, '[)')
-$$;
-
-CREATE OR REPLACE FUNCTION triaged.maintenance_windows(p_from timestamptz, p_to timestamptz)
-RETURNS TABLE (maintenance_id bigint, ci_id bigint, service_id bigint, during tstzrange,
-               change_ref text, reason text)
-LANGUAGE sql STABLE AS $$
-  SELECT m.id, m.ci_id, m.service_id, w.during, m.change_ref, m.reason
-    FROM triaged.maintenance m
-   CROSS JOIN LATERAL triaged.maintenance_expand(m, p_from, p_to) w(during)
 $$;
 
 -- ---------------------------------------------------------------------------

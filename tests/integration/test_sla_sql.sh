@@ -149,6 +149,18 @@ t_expect_sql "SELECT string_agg(target || ' ' || seconds, ', ' ORDER BY lower(du
   FROM triaged.service s, triaged.sla_maintenance_taken(s.id, '2026-10-01Z', '2026-11-01Z')
   WHERE s.name = 'maint'" "service maint 7200.000000, ci maint-ci 3600.000000"
 
+# maintenance_expand (per object, used here) = 003's maintenance_windows:
+# 3 one-off windows + a weekly Mon, Wed, Sun 23:30-02:30 New York one from
+# 9 October (9 nights in October)
+t_sql "INSERT INTO triaged.maintenance (ci_id, weekly_days, weekly_start, weekly_duration, time_zone, active_from)
+SELECT id, '{1,3,7}', '23:30', '3 hours', 'America/New_York', '2026-10-09Z' FROM triaged.ci WHERE name = 'other-ci'" >/dev/null
+t_expect_sql "SELECT count(*) || ' ' || bool_and(a.during IS NOT DISTINCT FROM b.during)
+  FROM (SELECT maintenance_id, during, row_number() OVER (PARTITION BY maintenance_id ORDER BY lower(during)) n
+          FROM triaged.maintenance_windows('2026-10-01Z', '2026-11-01Z')) a
+  FULL JOIN (SELECT m.id, w.during, row_number() OVER (PARTITION BY m.id ORDER BY lower(w.during)) n
+               FROM triaged.maintenance m, triaged.maintenance_expand(m, '2026-10-01Z', '2026-11-01Z') w(during)) b
+    ON a.maintenance_id = b.id AND a.n = b.n" "12 true"
+
 # the API function: same numbers; unknown service NULL; bad range 22023
 t_expect_sql "SELECT (j->>'downtime_seconds') || ' ' || (j->>'maintenance_excluded_seconds') || ' '
   || (j->>'error_budget_remaining_seconds') || ' ' || (j->'burn_rate'->>'period') || ' ' || (j->>'met')
