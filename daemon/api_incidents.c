@@ -48,6 +48,9 @@ const td_store_stmt td_api_stmts[TD_API_NSTMT] = {
     [TD_API_STMT_CAP_RISKS] = {"api_capacity_risks",
                                "SELECT triaged.api_capacity_risks($1::interval, $2::int, "
                                "$3::int, $4::float8)::text", 4},
+    [TD_API_STMT_SLA] = {"api_sla",
+                         "SELECT triaged.api_service_availability($1, $2::timestamptz, "
+                         "$3::timestamptz)::text", 3},
 };
 
 /* ---- cursors -------------------------------------------------------------- */

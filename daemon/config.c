@@ -272,6 +272,30 @@ const td_option td_options[] = {
             capacity_rollup_interval_ms,
             "How often the hourly rollups, trends and warnings are brought "
             "up to date with the samples received."),
+    /* [sla] */
+    OPT_BOOL("sla", "events", "yes", TD_OPT_RELOAD, sla_events,
+             "Raise sla.breached (the period's error budget is spent) and "
+             "sla.burn_rate (a multi-window burn-rate rule holds) events."),
+    OPT_DUR("sla", "tick_interval", "60s", SEC(1), HOUR(1), TD_OPT_RELOAD, sla_tick_interval_ms,
+            "How often availability and burn rates of every service with an "
+            "SLA are computed for the events."),
+    OPT_INT("sla", "fast_budget_pct", "2", 1, 100, TD_OPT_RELOAD, sla_fast_budget_pct,
+            "Fast burn: this percentage of the period's error budget spent "
+            "within fast_window (2 % in 1 h = burn rate 14.4 for 30 days) ..."),
+    OPT_DUR("sla", "fast_window", "1h", MINUTE(1), DAY(7), TD_OPT_RELOAD, sla_fast_window_ms,
+            "... over this window ..."),
+    OPT_DUR("sla", "fast_short_window", "5m", MINUTE(1), DAY(7), TD_OPT_RELOAD,
+            sla_fast_short_window_ms,
+            "... and at the same rate over this short window (so the event "
+            "stops soon after the burning does)."),
+    OPT_INT("sla", "slow_budget_pct", "5", 1, 100, TD_OPT_RELOAD, sla_slow_budget_pct,
+            "Slow burn: this percentage of the budget within slow_window (5 % "
+            "in 6 h = burn rate 6) ..."),
+    OPT_DUR("sla", "slow_window", "6h", MINUTE(1), DAY(31), TD_OPT_RELOAD, sla_slow_window_ms,
+            "... over this window ..."),
+    OPT_DUR("sla", "slow_short_window", "30m", MINUTE(1), DAY(7), TD_OPT_RELOAD,
+            sla_slow_short_window_ms,
+            "... and at the same rate over this short window."),
     /* [cmdb] */
     OPT_LIST("cmdb", "bind_label", "", TD_OPT_RELOAD, cmdb_bind_labels,
              "Labels whose value binds an alert to a CI (as its name, alias "
@@ -322,6 +346,9 @@ static const section_info sections[] = {
       "30s, 5m, 2h or 7d." },
     { "capacity", NO_OFFSET,
       "Capacity samples: rollups, trends and exhaustion forecasts." },
+    { "sla", NO_OFFSET,
+      "Availability against SLA targets: the sla.breached and sla.burn_rate "
+      "events (SLA definitions live in PostgreSQL: triagectl sla set)." },
     { "cmdb", NO_OFFSET,
       "Binding alerts to configuration items and impact, applied on SIGHUP. "
       "The CMDB itself lives in PostgreSQL (triagectl cmdb import)." },

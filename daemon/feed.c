@@ -360,7 +360,9 @@ td_api_feed_get(td_req *r, const char *arg)
     if (!last)
         last = evhttp_find_header(&kv, "last_event_id");
     uint64_t last_id = 0;
-    if (last && *last) {
+    /* last may point into kv, which is cleared before the replay below */
+    bool resume = last && *last;
+    if (resume) {
         char *end;
         last_id = strtoull(last, &end, 10);
         if (*end) {
@@ -405,7 +407,7 @@ td_api_feed_get(td_req *r, const char *arg)
     static const char hello[] = "retry: 2000\n: triaged live feed\n\n";
     if (client_send(c, hello, sizeof(hello) - 1) != 0)
         return;
-    if (last && *last) {
+    if (resume) {
         for (size_t i = 0; i < f->n; i++) {
             fev *e = &f->ring[(f->head + i) % f->cap];
             if (e->id > last_id && passes(c, e) && client_send(c, e->frame, e->len) != 0)

@@ -74,6 +74,8 @@ static const route routes[] = {
      td_api_capacity_trend_get},
     {EVHTTP_REQ_GET, "/api/v1/capacity/risks", AUTH_READ, false, false, "capacity_risks",
      td_api_capacity_risks_get},
+    {EVHTTP_REQ_GET, "/api/v1/services/", AUTH_READ, false, false, "service_availability",
+     td_api_service_get},
     {EVHTTP_REQ_GET, "/api/v1/feed", AUTH_READ, false, false, "feed", td_api_feed_get},
     {EVHTTP_REQ_GET, "/metrics", AUTH_READ, false, false, "metrics", api_metrics},
     {EVHTTP_REQ_GET, "/healthz", AUTH_NONE, false, false, "healthz", api_healthz},

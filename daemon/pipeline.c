@@ -41,7 +41,7 @@
 #include "internal/store.h"
 #include "internal/util.h"
 
-enum { STMT_INGEST, STMT_TICK, STMT_POSITIONS, STMT_CAPACITY_TICK };
+enum { STMT_INGEST, STMT_TICK, STMT_POSITIONS, STMT_CAPACITY_TICK, STMT_SLA_TICK };
 
 static const td_store_stmt stmts[] = {
     {"td_ingest",
@@ -55,6 +55,7 @@ static const td_store_stmt stmts[] = {
      3},
     {"td_capacity_tick", "SELECT kind, key, payload::text FROM triaged.capacity_tick($1::jsonb)",
      1},
+    {"td_sla_tick", "SELECT kind, key, payload::text FROM triaged.sla_tick($1::jsonb)", 1},
 };
 
 typedef struct partition {
@@ -126,6 +127,8 @@ struct td_pipeline {
     bool tick_running;
     bool capacity_tick_running;
     int64_t capacity_tick_due; /* monotonic ms */
+    bool sla_tick_running;     /* on the capacity connection too, after it */
+    int64_t sla_tick_due;      /* monotonic ms */
     bool shutting_down;
     partition *parts;
 
@@ -137,7 +140,7 @@ struct td_pipeline {
         *m_opened, *m_reopened, *m_inc_resolved, *m_inc_closed, *m_retries,
         *m_fenced, *m_segments, *m_batch_latency, *m_events, *m_samples,
         *m_samples_stored, *m_samples_dup, *m_samples_unknown_ci, *m_cap_warnings,
-        *m_hint[3], *m_hints_skipped;
+        *m_hint[3], *m_hints_skipped, *m_sla_tick_errors;
     td_ratelimit rl_capacity;
 };
 
@@ -931,14 +934,72 @@ capacity_tick(td_pipeline *p)
     free(opts);
 }
 
+/* ---- SLA events ---------------------------------------------------------- */
+
+static void
+on_sla_tick_result(void *arg, const PGresult *res, const char *err)
+{
+    td_pipeline *p = arg;
+    p->sla_tick_running = false;
+    if (!res) {
+        td_debug("sla tick skipped", "error=\"%s\"", err ? err : "");
+        return;
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        uint32_t suppressed;
+        const char *e = PQresultErrorMessage(res);
+        td_metric_add(p->m_sla_tick_errors, 1);
+        if (td_ratelimit_allow(&p->rl_store, 5, &suppressed))
+            td_warn("sla tick failed", "error=\"%.*s\"", (int)strcspn(e, "\n"), e);
+        return;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *kind = PQgetvalue(res, r, 0);
+        if (strcmp(kind, "sla.tick") == 0) {
+            td_debug("sla tick", "result=%s", PQgetvalue(res, r, 2));
+            continue;
+        }
+        char labels[64];
+        snprintf(labels, sizeof(labels), "kind=\"%s\"", kind);
+        td_metric_add(td_counter("sla_events", "SLA events raised, by kind", labels), 1);
+        publish_row(p, res, r);
+    }
+}
+
+/* sla.breached / sla.burn_rate events: triaged.sla_tick every
+ * [sla] tick_interval, with the burn-rate rule from [sla]. */
+static void
+sla_tick(td_pipeline *p)
+{
+    int64_t now = td_mono_ms();
+    if (!p->cfg->sla_events || p->sla_tick_running || now < p->sla_tick_due)
+        return;
+    p->sla_tick_due = now + p->cfg->sla_tick_interval_ms;
+    p->sla_tick_running = true;
+    char ts[32];
+    td_format_rfc3339(td_now_ms() * 1000, ts);
+    char *opts = td_asprintf(
+        "{\"now\":\"%s\",\"fast_budget_pct\":%d,\"fast_window_ms\":%lld,"
+        "\"fast_short_ms\":%lld,\"slow_budget_pct\":%d,\"slow_window_ms\":%lld,"
+        "\"slow_short_ms\":%lld}",
+        ts, p->cfg->sla_fast_budget_pct, (long long)p->cfg->sla_fast_window_ms,
+        (long long)p->cfg->sla_fast_short_window_ms, p->cfg->sla_slow_budget_pct,
+        (long long)p->cfg->sla_slow_window_ms, (long long)p->cfg->sla_slow_short_window_ms);
+    const char *params[1] = {opts};
+    td_store_exec(p->cap_store, STMT_SLA_TICK, params, on_sla_tick_result, p);
+    free(opts);
+}
+
 static void
 on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     td_pipeline *p = arg;
-    if (td_store_connected(p->cap_store))
+    if (td_store_connected(p->cap_store)) {
         capacity_tick(p);
+        sla_tick(p);
+    }
     if (p->tick_running || !td_store_connected(p->store))
         return;
     p->tick_running = true;
@@ -1076,6 +1137,7 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
                                   hint_labels[i]);
     COUNTER(m_hints_skipped, "dedup_batches_skipped",
             "Batches not sent to Redis because it lagged 8 batches behind");
+    COUNTER(m_sla_tick_errors, "sla_tick_errors", "Failed runs of triaged.sla_tick");
     p->m_queue = td_gauge("queue_messages", "Messages taken and not yet acked", NULL);
     p->m_batch_latency = td_histogram("batch_latency_seconds",
                                       "From a batch sealed to committed", NULL);

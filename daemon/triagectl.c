@@ -49,7 +49,15 @@ usage(FILE *f)
         "  maintenance add (--ci NAME | --service NAME)\n"
         "        (--from TIME --to TIME | --weekly DAYS --at HH:MM --duration DUR\n"
         "        [--tz ZONE]) [--change REF] [--reason TEXT]\n"
-        "  maintenance list | maintenance remove ID"
+        "  maintenance list | maintenance remove ID\n"
+        "  sla set SERVICE [--target P] [--period month|quarter] [--hours SPEC]\n"
+        "        [--degraded-counts-as-down yes|no] [--down-max-urgency 1..3]\n"
+        "  sla remove SERVICE | sla list\n"
+        "                      SLA definitions (SPEC: 24x7 or e.g.\n"
+        "                      'Mon-Fri 08:00-18:00 Europe/Berlin')\n"
+        "  report --period YYYY-MM|YYYY-Qn [--service NAME] --format html|csv|json -o FILE\n"
+        "                      the service level review: availability against\n"
+        "                      target, error budget, incidents, MTTA/MTTR (-o -: stdout)"
         "\n"
         "Options:\n"
         "  -c, --config FILE   the triaged configuration file (for [postgres])\n"
@@ -393,6 +401,8 @@ static const struct {
     {"audit", cmd_audit},
     {"cmdb", td_cmd_cmdb},
     {"maintenance", td_cmd_maintenance},
+    {"sla", td_cmd_sla},
+    {"report", td_cmd_report},
 };
 
 int

@@ -27,6 +27,7 @@ td_packages=(
     libpcre2-dev                       # syslog rules: regular expressions (JIT)
     rsyslog bsdutils                   # syslog tests: rsyslogd relay, logger
     clang                              # libFuzzer targets (tests/fuzz)
+    chromium                           # headless screenshot of the SLA report (tests)
 )
 
 td_install_packages() {

@@ -136,6 +136,16 @@ typedef struct td_config {
     int64_t capacity_retention_ms;
     int64_t capacity_rollup_interval_ms;
 
+    /* [sla] */
+    bool sla_events;
+    int64_t sla_tick_interval_ms;
+    int sla_fast_budget_pct;
+    int64_t sla_fast_window_ms;
+    int64_t sla_fast_short_window_ms;
+    int sla_slow_budget_pct;
+    int64_t sla_slow_window_ms;
+    int64_t sla_slow_short_window_ms;
+
     /* [plugins] */
     char *plugins_dir;
     char *plugins_load; /* NULL when absent: derived from sections present */

@@ -77,7 +77,7 @@ void td_api_pagerduty_post(td_req *r, const char *arg);
 /* api_incidents.c */
 enum { TD_API_STMT_INCIDENTS, TD_API_STMT_INCIDENT, TD_API_STMT_ACTION,
        TD_API_STMT_ALERTS, TD_API_STMT_PD_ACK, TD_API_STMT_PING,
-       TD_API_STMT_CAP_TREND, TD_API_STMT_CAP_RISKS, TD_API_NSTMT };
+       TD_API_STMT_CAP_TREND, TD_API_STMT_CAP_RISKS, TD_API_STMT_SLA, TD_API_NSTMT };
 extern const td_store_stmt td_api_stmts[TD_API_NSTMT];
 void td_api_incidents_get(td_req *r, const char *arg);
 void td_api_incident_get(td_req *r, const char *arg);
@@ -105,6 +105,9 @@ void td_api_publish_events(td_http *h, json_t *events);
 void td_api_capacity_samples_post(td_req *r, const char *arg);
 void td_api_capacity_trend_get(td_req *r, const char *arg);
 void td_api_capacity_risks_get(td_req *r, const char *arg);
+
+/* api_sla.c: GET /api/v1/services/{name}/availability */
+void td_api_service_get(td_req *r, const char *arg);
 
 /* feed.c */
 td_feed *td_feed_new(struct event_base *base, const td_config *cfg);

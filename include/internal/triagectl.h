@@ -16,5 +16,8 @@ void td_ctl_print_table(const PGresult *r);
 
 int td_cmd_cmdb(const td_config *cfg, int argc, char **argv);
 int td_cmd_maintenance(const td_config *cfg, int argc, char **argv);
+/* triagectl_sla.c */
+int td_cmd_sla(const td_config *cfg, int argc, char **argv);
+int td_cmd_report(const td_config *cfg, int argc, char **argv);
 
 #endif

@@ -748,6 +748,7 @@ Test(config, reloadable_options_are_rules_tokens_log_level_and_incident_timings)
                     (strcmp(o->section, "capacity") == 0 &&
                      strcmp(o->name, "window") != 0) ||
                     strcmp(o->section, "cmdb") == 0 ||
+                    strcmp(o->section, "sla") == 0 ||
                     strcmp(o->name, "rules") == 0 ||
                     strcmp(o->name, "tokens") == 0 ||
                     strcmp(o->name, "log_level") == 0 ||
