@@ -379,6 +379,37 @@ svg_priorities(FILE *f, const json_t *s)
     fputs("<line x1=\"10\" y1=\"120\" x2=\"250\" y2=\"120\" stroke=\"#8a94a6\"/></svg>", f);
 }
 
+/* Daily maxima as a 120 x 24 line, the limit as a dashed line on top. */
+static void
+svg_sparkline(FILE *f, const json_t *values, double limit)
+{
+    size_t n = json_array_size(values);
+    if (n < 2) {
+        fputs("&ndash;", f);
+        return;
+    }
+    double lo = 0, hi = limit > 0 ? limit : 0;
+    for (size_t i = 0; i < n; i++) {
+        double v = json_number_value(json_array_get(values, i));
+        if (v > hi)
+            hi = v;
+    }
+    if (hi <= lo)
+        hi = lo + 1;
+    fputs("<svg width=\"120\" height=\"24\" viewBox=\"0 0 120 24\" role=\"img\">", f);
+    if (limit > 0)
+        fputs("<line x1=\"0\" y1=\"1\" x2=\"120\" y2=\"1\" stroke=\"#c62828\" "
+              "stroke-dasharray=\"3 2\" stroke-width=\"1\"/>",
+              f);
+    fputs("<polyline fill=\"none\" stroke=\"#1565c0\" stroke-width=\"1.5\" points=\"", f);
+    for (size_t i = 0; i < n; i++) {
+        double v = json_number_value(json_array_get(values, i));
+        fprintf(f, "%s%.1f,%.1f", i ? " " : "", 120.0 * (double)i / (double)(n - 1),
+                23.0 - 22.0 * (v - lo) / (hi - lo));
+    }
+    fputs("\"/></svg>", f);
+}
+
 static void
 html_service(FILE *f, const json_t *s)
 {
@@ -466,6 +497,36 @@ html_service(FILE *f, const json_t *s)
             esc(f, str(m, "reason"));
             fputs("</td><td class=\"n\">", f);
             dur(f, num(m, "seconds"));
+            fputs("</td></tr>", f);
+        }
+        fputs("</table>", f);
+    }
+    const json_t *cap = json_object_get(s, "capacity");
+    fputs("<h3>Capacity risks (within 90 days)</h3>", f);
+    if (!json_array_size(cap)) {
+        fputs("<p class=\"none\">None.</p>", f);
+    } else {
+        fputs("<table><tr><th>CI</th><th>metric</th><th>runs out</th><th class=\"n\">growth "
+              "/ 30 d</th><th class=\"n\">last / limit</th><th>this period</th></tr>",
+              f);
+        size_t i;
+        const json_t *c;
+        json_array_foreach(cap, i, c) {
+            fputs("<tr><td>", f);
+            esc(f, str(c, "ci"));
+            fputs("</td><td>", f);
+            esc(f, str(c, "metric"));
+            fputs("</td><td>", f);
+            const char *at = str(c, "exhaustion_at");
+            if (strcmp(str(c, "status"), "exhausted") == 0)
+                fputs("exhausted", f);
+            else
+                fprintf(f, "%.10s", at);
+            fputs("</td><td class=\"n\">", f);
+            pct(f, num(c, "growth_30d_pct") / 100, 1);
+            fprintf(f, "</td><td class=\"n\">%g / %g</td><td>", num(c, "last_value"),
+                    num(c, "limit"));
+            svg_sparkline(f, json_object_get(c, "daily_max"), num(c, "limit"));
             fputs("</td></tr>", f);
         }
         fputs("</table>", f);

@@ -872,15 +872,19 @@ BEGIN
 END $$;
 
 -- The whole report as one document: per service (or the one named) the
--- numbers of sla_report_json plus the daily burn-down, the alert sources and
--- the maintenance taken. NULL for an unknown service.
+-- numbers of sla_report_json plus the daily burn-down, the alert sources,
+-- the maintenance taken and the capacity risks of its CIs (what runs out
+-- within 90 days of the period's end, from the trends as they stand when the
+-- report is made, with the daily maxima of the period for a sparkline). NULL
+-- for an unknown service.
 CREATE FUNCTION triaged.sla_report_doc(p_period text, p_service text DEFAULT NULL,
                                        p_now timestamptz DEFAULT now())
 RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-  v_r   tstzrange := triaged.sla_period_range(p_period);
-  v_ids bigint[];
+  v_r     tstzrange := triaged.sla_period_range(p_period);
+  v_ids   bigint[];
+  v_risks jsonb;
 BEGIN
   IF p_service IS NOT NULL THEN
     v_ids := ARRAY(SELECT s.id FROM triaged.service s WHERE s.name = p_service);
@@ -888,6 +892,19 @@ BEGIN
       RETURN NULL;
     END IF;
   END IF;
+  SELECT coalesce(jsonb_agg(jsonb_build_object(
+           'ci_id', k.ci_id, 'ci', k.ci, 'metric', k.metric, 'status', k.status,
+           'exhaustion_at', k.exhaustion_at, 'growth_30d_pct', k.growth_30d_pct,
+           'last_value', k.last_value, 'limit', k.capacity_limit,
+           'daily_max', (SELECT coalesce(jsonb_agg(x.v ORDER BY x.d), '[]')
+                           FROM (SELECT date_trunc('day', h.hour) AS d, max(h.max_value) AS v
+                                   FROM triaged.capacity_hourly h
+                                  WHERE h.ci_id = k.ci_id AND h.metric = k.metric
+                                    AND h.hour >= lower(v_r) AND h.hour < upper(v_r)
+                                  GROUP BY 1) x))
+           ORDER BY k.exhaustion_at NULLS FIRST, k.ci, k.metric), '[]')
+    INTO v_risks
+    FROM triaged.capacity_risks(interval '90 days', least(upper(v_r), p_now)) k;
   RETURN jsonb_build_object(
     'period', p_period, 'from', lower(v_r), 'to', upper(v_r), 'generated_at', p_now,
     'services', coalesce((
@@ -905,7 +922,11 @@ BEGIN
                                                                    'from', lower(m.during), 'to', upper(m.during),
                                                                    'change_ref', m.change_ref, 'reason', m.reason,
                                                                    'seconds', m.seconds)), '[]')
-                          FROM triaged.sla_maintenance_taken(r.service_id, lower(v_r), upper(v_r)) m))
+                          FROM triaged.sla_maintenance_taken(r.service_id, lower(v_r), upper(v_r)) m),
+        'capacity', (SELECT coalesce(jsonb_agg(e), '[]')
+                       FROM jsonb_array_elements(v_risks) e
+                      WHERE (e->>'ci_id')::bigint IN (SELECT sc.ci_id FROM triaged.service_ci sc
+                                                       WHERE sc.service_id = r.service_id)))
         ORDER BY r.doc->>'service')
         FROM triaged.sla_report_json(lower(v_r), upper(v_r), v_ids, p_now) r), '[]'))
   ;

@@ -48,7 +48,28 @@ SELECT 'f' || i.id || s, s, 'r', 'c', 'resolved', 10 * i.id + length(s), i.opene
 INSERT INTO triaged.incident_alert SELECT i.id, a.id, 'cause' FROM triaged.incident i
   JOIN triaged.alert a ON a.fingerprint LIKE 'f' || i.id || '%'" >/dev/null
 
+# a capacity risk on db-01 (Payments): 5 a day, 125 under its limit now,
+# with October's daily maxima for the sparkline
+t_sql "INSERT INTO triaged.capacity_series (ci_id, metric, n, mean_t, mean_v, stt, svv, stv,
+                                            last_ts, last_value, capacity_limit)
+SELECT id, 'disk', 8640, triaged.capacity_t(now()) - 15, 800, 8640 * 75.0,
+       25 * 8640 * 75.0 + 8640, 5 * 8640 * 75.0, now(), 875, 1000
+  FROM triaged.ci WHERE name = 'db-01';
+INSERT INTO triaged.capacity_hourly (ci_id, metric, hour, samples, min_value, max_value, avg_value,
+                                     p95_value, last_ts, last_value, capacity_limit, mean_t, stt, svv, stv)
+SELECT c.id, 'disk', h, 12, 600 + d, 610 + d, 605 + d, 609 + d, h, 605 + d, 1000,
+       triaged.capacity_t(h), 0, 0, 0
+  FROM triaged.ci c, generate_series(0, 30) d,
+       LATERAL (SELECT timestamptz '2026-10-01 12:00Z' + d * interval '1 day' AS h) x
+ WHERE c.name = 'db-01'" >/dev/null
+
 "${CTL[@]}" report --period 2026-10 --format html -o "$T_DIR/report.html" || t_fail "report"
+grep -q 'Capacity risks' "$T_DIR/report.html" && grep -q '<td>db-01</td><td>disk</td>' "$T_DIR/report.html" \
+    && grep -q '<polyline' "$T_DIR/report.html" || t_fail "no capacity risk with its sparkline for db-01"
+"${CTL[@]}" report --period 2026-10 --service 'Payments <EU>' --format json -o "$T_DIR/report.json" || t_fail "json report"
+python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["services"][0]["capacity"][0]; assert s["ci"]=="db-01" and len(s["daily_max"])==31 and s["status"]=="ok", s' "$T_DIR/report.json" \
+    || t_fail "the JSON report lacks db-01's capacity risk"
+t_log "ok: capacity risks with sparklines in the HTML and JSON report"
 grep -q 'Payments &lt;EU&gt;' "$T_DIR/report.html" || t_fail "names are not escaped"
 grep -qi '<script' "$T_DIR/report.html" && t_fail "the report has a script"
 grep -Eqi '(src|href)="(https?:)?//' "$T_DIR/report.html" && t_fail "the report loads something"
