@@ -129,13 +129,15 @@ td_api_busy(td_req *r)
 }
 
 /* NULL, or the result's single value parsed; answers the request on error. */
-json_t *
-td_api_result_json(td_req *r, const PGresult *res, const char *err)
+/* 0 when res holds rows; else answers the error (503, 400 for SQLSTATE
+ * 22xxx, 500) and returns -1. */
+static int
+result_ok(td_req *r, const PGresult *res, const char *err)
 {
     if (!res) {
         td_req_header(r, "Retry-After", "1");
         td_req_error(r, 503, "unavailable", "PostgreSQL: %s", err ? err : "no result");
-        return NULL;
+        return -1;
     }
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -145,8 +147,16 @@ td_api_result_json(td_req *r, const PGresult *res, const char *err)
         else
             td_req_error(r, 500, "internal", "PostgreSQL: %.*s", (int)strcspn(msg, "\n"),
                          msg);
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+json_t *
+td_api_result_json(td_req *r, const PGresult *res, const char *err)
+{
+    if (result_ok(r, res, err) != 0)
+        return NULL;
     if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
         return json_null();
     json_t *j = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
@@ -185,15 +195,15 @@ td_api_reply_one(td_req *r, const PGresult *res, const char *err, const char *wh
         td_req_reply(r, 0, "", 0);
         return;
     }
-    json_t *j = td_api_result_json(r, res, err);
-    if (!j)
+    if (result_ok(r, res, err) != 0)
         return;
-    if (json_is_null(j)) {
-        json_decref(j);
+    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
         td_req_error(r, 404, "not_found", "no such %s", what);
         return;
     }
-    td_req_reply_json(r, 200, j);
+    /* PostgreSQL's JSON text as is: re-encoding would turn 18.632177 into
+     * 18.632176999999999 */
+    td_req_reply(r, 200, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
 }
 
 static void

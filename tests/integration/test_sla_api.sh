@@ -90,7 +90,7 @@ checked = 0
 for name, a in api.items():
     r = rep[name]
     extra = set(r) - set(a)
-    assert extra == {"daily", "alert_sources", "maintenance"}, extra
+    assert extra == {"daily", "alert_sources", "maintenance", "capacity"}, extra
     for k in a:
         assert a[k] == r[k], (name, k, a[k], r[k])
         checked += 1
