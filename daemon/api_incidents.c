@@ -45,6 +45,12 @@ const td_store_stmt td_api_stmts[TD_API_NSTMT] = {
     [TD_API_STMT_CAP_TREND] = {"api_capacity_trend",
                                "SELECT triaged.api_capacity_trend($1, $2, $3::interval, "
                                "$4::interval, $5::int, $6::float8)::text", 6},
+    [TD_API_STMT_MAINT_LIST] = {"api_maintenance_list",
+                                "SELECT triaged.api_maintenance_list()::text", 0},
+    [TD_API_STMT_MAINT_ADD] = {"api_maintenance_add",
+                               "SELECT triaged.api_maintenance_add($1::jsonb, $2)::text", 2},
+    [TD_API_STMT_MAINT_REMOVE] = {"api_maintenance_remove",
+                                  "SELECT triaged.api_maintenance_remove($1::bigint)::text", 1},
     [TD_API_STMT_CAP_RISKS] = {"api_capacity_risks",
                                "SELECT triaged.api_capacity_risks($1::interval, $2::int, "
                                "$3::int, $4::float8)::text", 4},

@@ -76,6 +76,12 @@ static const route routes[] = {
      td_api_capacity_risks_get},
     {EVHTTP_REQ_GET, "/api/v1/services/", AUTH_READ, false, false, "service_availability",
      td_api_service_get},
+    {EVHTTP_REQ_GET, "/api/v1/maintenance", AUTH_READ, false, false, "maintenance_get",
+     td_api_maintenance_get},
+    {EVHTTP_REQ_POST, "/api/v1/maintenance", AUTH_WRITE, true, false, "maintenance_post",
+     td_api_maintenance_post},
+    {EVHTTP_REQ_DELETE, "/api/v1/maintenance/", AUTH_WRITE, false, false, "maintenance_delete",
+     td_api_maintenance_delete},
     {EVHTTP_REQ_GET, "/api/v1/feed", AUTH_READ, false, false, "feed", td_api_feed_get},
     {EVHTTP_REQ_GET, "/metrics", AUTH_READ, false, false, "metrics", api_metrics},
     {EVHTTP_REQ_GET, "/healthz", AUTH_NONE, false, false, "healthz", api_healthz},
@@ -395,7 +401,9 @@ on_request(struct evhttp_request *req, void *arg)
             continue;
         }
         if (x->method != method) {
-            const char *m = x->method == EVHTTP_REQ_GET ? "GET" : "POST";
+            const char *m = x->method == EVHTTP_REQ_GET    ? "GET"
+                            : x->method == EVHTTP_REQ_DELETE ? "DELETE"
+                                                             : "POST";
             if (!strstr(allow, m))
                 snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
                          allow[0] ? ", " : "", m);

@@ -244,3 +244,105 @@ BEGIN
   END IF;
   RETURN triaged.api_incident_action(v_number, 'acknowledge', p_actor, NULL, p_now);
 END $$;
+
+-- ---------------------------------------------------------------------------
+-- maintenance over HTTP (GET/POST /api/v1/maintenance, DELETE .../{id}); the
+-- same rows as `triagectl maintenance`
+
+CREATE FUNCTION triaged._api_maintenance_json(m triaged.maintenance) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+  SELECT jsonb_build_object(
+    'id', m.id,
+    'ci', (SELECT c.name FROM triaged.ci c WHERE c.id = m.ci_id),
+    'service', (SELECT s.name FROM triaged.service s WHERE s.id = m.service_id),
+    'from', lower(m.during), 'to', upper(m.during),
+    'weekly', CASE WHEN m.weekly_days IS NOT NULL THEN jsonb_build_object(
+                'days', to_jsonb(m.weekly_days), 'at', to_char(m.weekly_start, 'HH24:MI'),
+                'duration_seconds', extract(epoch FROM m.weekly_duration),
+                'time_zone', m.time_zone) END,
+    'active_from', m.active_from, 'active_until', m.active_until,
+    'change_ref', m.change_ref, 'reason', m.reason, 'created_by', m.created_by,
+    'created_at', m.created_at,
+    'active_now', EXISTS (SELECT 1 FROM triaged.maintenance_windows(now(), now() + interval '1 microsecond') w
+                           WHERE w.maintenance_id = m.id))
+$$;
+
+CREATE FUNCTION triaged.api_maintenance_list() RETURNS json
+LANGUAGE sql STABLE AS $$
+  SELECT json_build_object('items', coalesce(jsonb_agg(triaged._api_maintenance_json(m) ORDER BY m.id), '[]'))
+    FROM triaged.maintenance m
+$$;
+
+-- p_doc: {"ci" | "service": NAME, and either "from", "to" (RFC 3339) or
+-- "weekly": {"days": [1..7 or "Mon".."Sun"], "at": "HH:MM", "duration": "2h",
+-- "time_zone": "Europe/Berlin"}, optional "active_from", "active_until",
+-- "change_ref", "reason"}. Bad input raises 22023 (the API answers 400).
+CREATE FUNCTION triaged.api_maintenance_add(p_doc jsonb, p_actor text) RETURNS json
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_ci   bigint;
+  v_svc  bigint;
+  v_days smallint[];
+  v_m    triaged.maintenance;
+  v_w    jsonb := p_doc->'weekly';
+BEGIN
+  IF jsonb_typeof(p_doc) IS DISTINCT FROM 'object' THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'the body must be a JSON object';
+  END IF;
+  IF (p_doc ? 'ci') = (p_doc ? 'service') THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'give exactly one of "ci" and "service"';
+  END IF;
+  IF p_doc ? 'ci' THEN
+    SELECT id INTO v_ci FROM triaged.ci WHERE name = p_doc->>'ci';
+    IF NOT FOUND THEN
+      RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('no CI named %s', p_doc->>'ci');
+    END IF;
+  ELSE
+    SELECT id INTO v_svc FROM triaged.service WHERE name = p_doc->>'service';
+    IF NOT FOUND THEN
+      RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = format('no service named %s', p_doc->>'service');
+    END IF;
+  END IF;
+  IF (v_w IS NOT NULL) = (p_doc ? 'from' OR p_doc ? 'to') THEN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+      MESSAGE = 'give either "from" and "to", or "weekly"';
+  END IF;
+  IF v_w IS NOT NULL THEN
+    IF jsonb_typeof(v_w->'days') IS DISTINCT FROM 'array' THEN
+      RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = '"weekly": "days" must be an array';
+    END IF;
+    SELECT array_agg(CASE WHEN d ~ '^[1-7]$' THEN d::smallint
+                          ELSE array_position(ARRAY['mon','tue','wed','thu','fri','sat','sun'],
+                                              lower(left(d, 3)))::smallint END)
+      INTO v_days FROM jsonb_array_elements_text(v_w->'days') d;
+    IF v_days IS NULL OR array_position(v_days, NULL) IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = '"weekly": "days" are 1 (Monday) .. 7 or Mon .. Sun';
+    END IF;
+  END IF;
+  BEGIN
+    INSERT INTO triaged.maintenance (ci_id, service_id, during, weekly_days, weekly_start,
+                                     weekly_duration, time_zone, active_from, active_until,
+                                     change_ref, reason, created_by)
+    VALUES (v_ci, v_svc,
+            CASE WHEN v_w IS NULL
+                 THEN tstzrange((p_doc->>'from')::timestamptz, (p_doc->>'to')::timestamptz, '[)') END,
+            v_days, (v_w->>'at')::time, (v_w->>'duration')::interval,
+            coalesce(v_w->>'time_zone', 'UTC'),
+            (p_doc->>'active_from')::timestamptz, (p_doc->>'active_until')::timestamptz,
+            p_doc->>'change_ref', p_doc->>'reason', coalesce(p_actor, current_user))
+    RETURNING * INTO v_m;
+  EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_parameter_value
+              OR check_violation OR data_exception THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'bad maintenance: ' || SQLERRM;
+  END;
+  RETURN triaged._api_maintenance_json(v_m)::json;
+END $$;
+
+-- NULL when there is no such maintenance.
+CREATE FUNCTION triaged.api_maintenance_remove(p_id bigint) RETURNS json
+LANGUAGE sql AS $$
+  WITH d AS (DELETE FROM triaged.maintenance WHERE id = p_id RETURNING id)
+  SELECT json_build_object('removed', d.id) FROM d
+$$;

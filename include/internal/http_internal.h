@@ -29,7 +29,7 @@ struct td_req {
     struct evhttp_request *req; /* NULL once the client is gone */
     const char *route;          /* for metrics */
     char *actor;                /* the token's name, or "anonymous" */
-    const char *body;           /* the request body (NUL-terminated copy) */
+    const char *body;           /* the request body: body_len bytes, not NUL-terminated */
     size_t body_len;
     int64_t t0_us;
     td_req *prev, *next;        /* h->pending */
@@ -77,7 +77,8 @@ void td_api_pagerduty_post(td_req *r, const char *arg);
 /* api_incidents.c */
 enum { TD_API_STMT_INCIDENTS, TD_API_STMT_INCIDENT, TD_API_STMT_ACTION,
        TD_API_STMT_ALERTS, TD_API_STMT_PD_ACK, TD_API_STMT_PING,
-       TD_API_STMT_CAP_TREND, TD_API_STMT_CAP_RISKS, TD_API_STMT_SLA, TD_API_NSTMT };
+       TD_API_STMT_CAP_TREND, TD_API_STMT_CAP_RISKS, TD_API_STMT_MAINT_LIST,
+       TD_API_STMT_MAINT_ADD, TD_API_STMT_MAINT_REMOVE, TD_API_STMT_SLA, TD_API_NSTMT };
 extern const td_store_stmt td_api_stmts[TD_API_NSTMT];
 void td_api_incidents_get(td_req *r, const char *arg);
 void td_api_incident_get(td_req *r, const char *arg);
@@ -100,6 +101,11 @@ void td_api_pd_acknowledge(td_http *h, const char *fingerprint, const char *acto
                            void (*done)(void *arg, const char *err), void *arg);
 /* Publish the "events" array of an action's result to outputs and feed. */
 void td_api_publish_events(td_http *h, json_t *events);
+
+/* api_maintenance.c */
+void td_api_maintenance_get(td_req *r, const char *arg);
+void td_api_maintenance_post(td_req *r, const char *arg);
+void td_api_maintenance_delete(td_req *r, const char *arg);
 
 /* api_capacity.c */
 void td_api_capacity_samples_post(td_req *r, const char *arg);

@@ -1,0 +1,57 @@
+/* api_maintenance.c — maintenance windows over HTTP: list, add, remove
+ * (sql/004_http.sql: api_maintenance_*), on the API's PostgreSQL connection,
+ * the same rows `triagectl maintenance` manages. Bad input is 400 (the SQL
+ * raises 22023), an unknown id 404. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal/http_internal.h"
+#include "internal/util.h"
+
+static void
+on_result(void *arg, const PGresult *res, const char *err)
+{
+    td_api_reply_one(arg, res, err, "maintenance");
+}
+
+void
+td_api_maintenance_get(td_req *r, const char *arg)
+{
+    (void)arg;
+    if (td_api_busy(r) != 0)
+        return;
+    td_req_defer(r);
+    td_store_exec(r->h->api, TD_API_STMT_MAINT_LIST, NULL, on_result, r);
+}
+
+void
+td_api_maintenance_post(td_req *r, const char *arg)
+{
+    (void)arg;
+    if (td_api_busy(r) != 0)
+        return;
+    char *body = td_strndup(r->body, r->body_len); /* the body is not NUL-terminated */
+    const char *params[2] = {body, r->actor};
+    td_req_defer(r);
+    td_store_exec(r->h->api, TD_API_STMT_MAINT_ADD, params, on_result, r);
+    free(body);
+}
+
+void
+td_api_maintenance_delete(td_req *r, const char *arg)
+{
+    char *end;
+    long long id = strtoll(arg, &end, 10);
+    if (!*arg || *end || id <= 0) {
+        td_req_error(r, 404, "not_found", "no such maintenance: %.40s", arg);
+        return;
+    }
+    if (td_api_busy(r) != 0)
+        return;
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%lld", id);
+    const char *params[1] = {buf};
+    td_req_defer(r);
+    td_store_exec(r->h->api, TD_API_STMT_MAINT_REMOVE, params, on_result, r);
+}
