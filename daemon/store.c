@@ -9,6 +9,7 @@
  * fails the in-flight operation only, and goes back to DOWN. */
 #include "internal/store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,8 +106,12 @@ on_retry(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-go_down(td_store *s, const char *why)
+go_down(td_store *s, const char *why_in)
 {
+    /* why_in is often PQerrorMessage(s->conn), freed with the connection
+     * below: keep a copy for the callback */
+    char why[256];
+    snprintf(why, sizeof(why), "%s", why_in ? why_in : "");
     uint32_t suppressed;
     if (td_ratelimit_allow(&s->rl, 5, &suppressed))
         td_warn("postgres: connection down", "store=%s error=\"%s\" retry_ms=%lld suppressed=%u",
