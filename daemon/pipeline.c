@@ -409,9 +409,29 @@ release(td_pipeline *p, size_t n)
 
 /* ---- the active batch ------------------------------------------------ */
 
+/* Add ci_id (> 0) to an open-addressing set of cap (a power of two) slots;
+ * true when it was not there yet. */
+static bool
+ci_set_add(int64_t *set, size_t cap, int64_t ci_id)
+{
+    size_t i = (size_t)((uint64_t)ci_id * 0x9E3779B97F4A7C15ull) & (cap - 1);
+    while (set[i] && set[i] != ci_id)
+        i = (i + 1) & (cap - 1);
+    if (set[i])
+        return false;
+    set[i] = ci_id;
+    return true;
+}
+
 static char *
 segments_json(const td_pipeline *p, const batch *b)
 {
+    /* A CI's upstream CIs and services go with its first segment only:
+     * ingest keeps one description per CI for the batch. */
+    size_t cap = 16;
+    while (cap < 2 * b->nsegs)
+        cap *= 2;
+    int64_t *described = td_calloc(cap, sizeof(*described));
     json_t *arr = json_array();
     for (size_t i = 0; i < b->nsegs; i++) {
         const td_segment *s = &b->segs[i];
@@ -432,7 +452,7 @@ segments_json(const td_pipeline *p, const batch *b)
         json_object_set_new(o, "ci", a->ci ? json_string(a->ci) : json_null());
         int64_t ci_id = td_cmdb_bind(p->cmdb, a);
         json_object_set_new(o, "ci_id", ci_id ? json_integer(ci_id) : json_null());
-        if (ci_id) /* in case it opens or joins an incident */
+        if (ci_id && ci_set_add(described, cap, ci_id)) /* in case it opens an incident */
             td_cmdb_describe(p->cmdb, ci_id, o);
         json_object_set_new(o, "summary", a->summary ? json_string(a->summary) : json_null());
         json_object_set_new(o, "labels", labels);
@@ -443,6 +463,7 @@ segments_json(const td_pipeline *p, const batch *b)
         json_object_set_new(o, "last", json_string(last));
         json_array_append_new(arr, o);
     }
+    free(described);
     char *s = json_dumps(arr, JSON_COMPACT);
     json_decref(arr);
     return s;
