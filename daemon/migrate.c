@@ -11,8 +11,12 @@
 
 #include "internal/errors.h"
 
-/* Arbitrary constant for pg_advisory_lock: "triaged migrate". */
-#define MIGRATE_LOCK_KEY 0x7472696167656431LL
+/* The migration lock: pg_advisory_lock on an arbitrary constant, the bytes
+ * of "triaged1" (0x7472696167656431). Literal SQL text, never formatted:
+ * tests/security/sql_params.py checks that every libpq call takes constant
+ * SQL. */
+#define MIGRATE_LOCK_SQL "SELECT pg_advisory_lock(x'7472696167656431'::bigint)"
+#define MIGRATE_UNLOCK_SQL "SELECT pg_advisory_unlock(x'7472696167656431'::bigint)"
 
 static int
 exec_ok(PGconn *conn, const char *sql, char *err, size_t errlen)
@@ -126,10 +130,7 @@ td_migrate(PGconn *conn, const td_migration *list, int only_check,
         snprintf(err, errlen, "preparing schema_migration: %s", e);
         return TD_ERR;
     }
-    char lock_sql[96];
-    snprintf(lock_sql, sizeof(lock_sql), "SELECT pg_advisory_lock(%lld)",
-             MIGRATE_LOCK_KEY);
-    if (exec_ok(conn, lock_sql, e, sizeof(e)) != TD_OK) {
+    if (exec_ok(conn, MIGRATE_LOCK_SQL, e, sizeof(e)) != TD_OK) {
         snprintf(err, errlen, "taking the migration lock: %s", e);
         return TD_ERR;
     }
@@ -157,10 +158,7 @@ td_migrate(PGconn *conn, const td_migration *list, int only_check,
         goto out;
     rc = TD_OK;
 out:
-    if (locked) {
-        snprintf(lock_sql, sizeof(lock_sql), "SELECT pg_advisory_unlock(%lld)",
-                 MIGRATE_LOCK_KEY);
-        PQclear(PQexec(conn, lock_sql));
-    }
+    if (locked)
+        PQclear(PQexec(conn, MIGRATE_UNLOCK_SQL));
     return rc;
 }
