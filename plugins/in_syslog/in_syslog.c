@@ -453,11 +453,17 @@ _reload(void *state)
     s->host->count(s->host, "syslog_rules_reloads", "result=\"ok\"", 1);
 }
 
-/* triaged -t: the rules file loads. */
+/* triaged -t: there is an address to listen on (there is no default: syslog
+ * listens only where told), and the rules file loads. */
 static int
 _check(const td_host *host, char *err, size_t errlen)
 {
     const char *path = cfg(host, "rules");
+    const char *udp = cfg(host, "udp"), *tcp = cfg(host, "tcp");
+    if (!(udp && udp[strspn(udp, " ,\t")]) && !(tcp && tcp[strspn(tcp, " ,\t")])) {
+        snprintf(err, errlen, "[syslog] has neither udp nor tcp addresses");
+        return -1;
+    }
     tds_rules *r = path ? tds_rules_load(path, err, errlen) : NULL;
     if (path && !r)
         return -1;
