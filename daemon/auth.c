@@ -212,17 +212,21 @@ const td_token *
 td_tokens_find(const td_tokens *t, const char *secret, size_t len)
 {
     uint8_t d[32];
-    const td_token *found = NULL;
+    size_t found = 0; /* index + 1 of the first match; 0: none */
     if (!t)
         return NULL;
     sha256(secret, len, d);
-    /* Every entry is compared, whatever matched before. */
+    /* Every entry is compared, whatever matched before, and the choice is
+     * made with masks, not branches: the time depends only on the number of
+     * entries, not on which one matched, nor on how many bytes did (the
+     * client's token is hashed first, so its length reaches no comparison). */
     for (size_t i = 0; i < t->n; i++) {
-        int differs = CRYPTO_memcmp(d, t->v[i].hash, sizeof(d));
-        if (!differs && !found)
-            found = &t->v[i];
+        size_t same = (size_t)(CRYPTO_memcmp(d, t->v[i].hash, sizeof(d)) == 0);
+        size_t take = same & (size_t)(found == 0);
+        found |= ((size_t)0 - take) & (i + 1);
     }
-    return found;
+    OPENSSL_cleanse(d, sizeof(d));
+    return found ? &t->v[found - 1] : NULL;
 }
 
 int

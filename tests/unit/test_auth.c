@@ -76,3 +76,40 @@ Test(auth, bucket_allows_the_burst_then_the_rate)
     cr_assert_not(td_bucket_take(&b, 2, 3, 1500, &retry));
     cr_assert(td_bucket_take(&b, 0, 1, 1500, &retry), "rate 0: no limit");
 }
+
+/* The lookup compares every entry and picks with masks: check the choice it
+ * makes on the first, a middle and the last entry, on near misses, and that
+ * the first of two entries with the same hash wins. */
+Test(auth, lookup_picks_the_right_entry_among_many_and_no_near_miss)
+{
+    enum { N = 100 };
+    char *text = malloc(N * 96 + 128), hex[65], tok[32];
+    size_t len = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(tok, sizeof(tok), "token-%03d", i);
+        td_sha256_hex(tok, strlen(tok), hex);
+        len += (size_t)sprintf(text + len, "t%03d %s %s\n", i, i % 2 ? "read" : "write", hex);
+    }
+    td_sha256_hex("token-050", 9, hex);
+    len += (size_t)sprintf(text + len, "twin read %s\n", hex);
+    td_errors errs = {0};
+    td_tokens *t;
+    cr_assert_eq(td_tokens_parse(text, len, "t", &t, &errs), TD_OK);
+    cr_assert_eq(td_tokens_count(t), N + 1);
+    const int probe[] = {0, 1, 50, 98, 99};
+    for (size_t i = 0; i < sizeof(probe) / sizeof(probe[0]); i++) {
+        char want[8];
+        snprintf(tok, sizeof(tok), "token-%03d", probe[i]);
+        snprintf(want, sizeof(want), "t%03d", probe[i]);
+        const td_token *k = td_tokens_find(t, tok, strlen(tok));
+        cr_assert_not_null(k, "%s", tok);
+        cr_assert_str_eq(k->name, want, "the first entry with the hash wins");
+    }
+    cr_assert_null(td_tokens_find(t, "token-10", 8), "a prefix");
+    cr_assert_null(td_tokens_find(t, "token-0000", 10), "one byte more");
+    cr_assert_null(td_tokens_find(t, "Token-000", 9), "case");
+    cr_assert_null(td_tokens_find(t, "", 0), "empty");
+    cr_assert_null(td_tokens_find(NULL, "token-000", 9), "no tokens file");
+    td_tokens_free(t);
+    free(text);
+}
