@@ -196,6 +196,10 @@ const td_option td_options[] = {
             http_am_resource_label,
             "Label of an Alertmanager alert that names its resource (when "
             "absent: job, else \"alertmanager\")."),
+    OPT_INT("http", "feed_max_clients", "100", 1, 100000, TD_OPT_RELOAD,
+            http_feed_max_clients,
+            "Most live feed (SSE) clients at once; another is answered "
+            "with 503 and counted."),
 
     /* [pipeline] */
     OPT_INT("pipeline", "batch_size", "10000", 1, 1000000, 0, batch_size,
@@ -213,6 +217,11 @@ const td_option td_options[] = {
     OPT_INT("pipeline", "queue_limit", "100000", 100, 10000000, 0, queue_limit,
             "Most alerts waiting in memory; beyond it the inputs are paused "
             "until the pipeline catches up."),
+    OPT_SIZE("pipeline", "queue_max_bytes", "256MiB", MIB(1), MIB(65536), 0,
+             queue_max_bytes,
+             "Most memory the decoded alerts and samples waiting in the "
+             "queue may hold (a message may carry thousands of alerts); "
+             "beyond it the inputs are paused as at queue_limit."),
     OPT_LIST("pipeline", "identity_labels", "", 0, identity_labels,
              "Label names that are part of an alert's identity besides "
              "source, resource and check, when it has no dedup_key."),

@@ -12,7 +12,8 @@
  * up, so they keep increasing across restarts: a client resuming with an id
  * from before a restart gets everything this run still retains.
  *
- * Memory is bounded: the ring by feed_history, each client by its unsent
+ * Memory is bounded: the ring by feed_history, the clients by
+ * feed_max_clients (one more is answered 503), each client by its unsent
  * bytes. Events are written in bursts (one pipeline batch publishes all its
  * changes in one callback, before the loop can send any), so a client is
  * not judged by one look at its backlog: every FEED_CHECK_MS while it is
@@ -76,7 +77,7 @@ struct td_feed {
     size_t n_clients;
     struct event *ev_keepalive, *ev_check;
     td_ratelimit rl;
-    td_metric *m_events, *m_sent, *m_cutoff, *m_connects;
+    td_metric *m_events, *m_sent, *m_cutoff, *m_connects, *m_refused;
 };
 
 static void
@@ -347,6 +348,14 @@ td_api_feed_get(td_req *r, const char *arg)
         td_req_error(r, 503, "stopping", "triaged is stopping");
         return;
     }
+    if (f->n_clients >= (size_t)f->cfg->http_feed_max_clients) {
+        td_metric_add(f->m_refused, 1);
+        td_req_header(r, "Retry-After", "10");
+        td_req_error(r, 503, "too_many_clients",
+                     "the live feed has its maximum of %d clients (feed_max_clients)",
+                     f->cfg->http_feed_max_clients);
+        return;
+    }
     const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
     kv.tqh_first = NULL;
     kv.tqh_last = &kv.tqh_first;
@@ -436,6 +445,9 @@ td_feed_new(struct event_base *base, const td_config *cfg)
                              "Live feed clients disconnected for falling behind "
                              "feed_buffer", NULL);
     f->m_connects = td_counter("feed_connects", "Live feed clients connected", NULL);
+    f->m_refused = td_counter("feed_clients_refused",
+                              "Live feed clients refused with 503 at feed_max_clients",
+                              NULL);
     return f;
 }
 

@@ -23,6 +23,8 @@
 #include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -539,6 +541,38 @@ load_tokens(td_http *h, const td_config *cfg, char *err, size_t errlen)
     return TD_OK;
 }
 
+/* libevent's listener, without an error callback, warns and tries again
+ * at once for as long as accept() fails: when descriptors run out (EMFILE)
+ * that is a busy loop flooding the log. Instead: count it, warn (rate
+ * limited), stop accepting on every listener for a second, then resume.
+ * The kernel keeps the waiting connections in the listen backlog meanwhile. */
+static void
+on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    td_http *h = arg;
+    (void)fd;
+    (void)what;
+    for (size_t i = 0; i < h->n_listeners; i++)
+        evconnlistener_enable(h->listeners[i]);
+}
+
+static void
+on_accept_error(struct evconnlistener *l, void *arg)
+{
+    td_http *h = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    unsigned suppressed = 0;
+    (void)l;
+    td_metric_add(h->m_accept_errors, 1);
+    if (td_ratelimit_allow(&h->rl_accept, 1, &suppressed))
+        td_warn("http: cannot accept connections; pausing for 1 s",
+                "error=\"%s\" suppressed=%u", evutil_socket_error_to_string(e), suppressed);
+    for (size_t i = 0; i < h->n_listeners; i++)
+        evconnlistener_disable(h->listeners[i]);
+    struct timeval tv = {1, 0};
+    event_add(h->ev_accept_resume, &tv);
+}
+
 static int
 listen_on(td_http *h, const char *addr, char *err, size_t errlen)
 {
@@ -565,10 +599,16 @@ listen_on(td_http *h, const char *addr, char *err, size_t errlen)
         snprintf(err, errlen, "http: bad port in '%s'", addr);
         return TD_ERR;
     }
-    if (!evhttp_bind_socket_with_handle(h->http, host, (ev_uint16_t)port)) {
+    struct evhttp_bound_socket *bs =
+        evhttp_bind_socket_with_handle(h->http, host, (ev_uint16_t)port);
+    if (!bs) {
         snprintf(err, errlen, "http: cannot listen on %s:%ld", host, port);
         return TD_ERR;
     }
+    struct evconnlistener *l = evhttp_bound_socket_get_listener(bs);
+    evconnlistener_set_error_cb(l, on_accept_error);
+    h->listeners = td_realloc(h->listeners, (h->n_listeners + 1) * sizeof(*h->listeners));
+    h->listeners[h->n_listeners++] = l;
     td_info("http: listening", "address=%s port=%ld", host, port);
     return TD_OK;
 }
@@ -584,8 +624,13 @@ td_http_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
     h->pipeline = p;
     if (load_tokens(h, cfg, err, errlen) != TD_OK)
         goto fail;
+    h->m_accept_errors = td_counter("http_accept_errors",
+                                    "accept() failures on the HTTP listeners (e.g. out of "
+                                    "file descriptors); each pauses accepting for 1 s",
+                                    NULL);
+    h->ev_accept_resume = evtimer_new(base, on_accept_resume, h);
     h->http = evhttp_new(base);
-    if (!h->http) {
+    if (!h->http || !h->ev_accept_resume) {
         snprintf(err, errlen, "http: cannot create the server");
         goto fail;
     }
@@ -662,6 +707,9 @@ td_http_free(td_http *h)
      * with "shutdown": their callbacks free their td_req. */
     if (h->http)
         evhttp_free(h->http);
+    if (h->ev_accept_resume)
+        event_free(h->ev_accept_resume);
+    free(h->listeners);
     td_store_free(h->api);
     while (h->pending)
         req_free(h->pending);

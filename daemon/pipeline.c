@@ -19,7 +19,10 @@
  * nothing after a gap is ever committed.
  *
  * Backpressure: the queue (open + sealed + active messages) is bounded by
- * queue_limit; submit says FULL at the limit, inputs are resumed at half.
+ * queue_limit messages and by queue_max_bytes of decoded alerts and samples
+ * (a message may hold thousands of alerts, so a count alone bounds nothing);
+ * submit says FULL at either limit, inputs are resumed when both are at
+ * half.
  * PostgreSQL errors retry the same batch with backoff while the queue fills
  * and the inputs pause: nothing is dropped. Timers (resolve after grace,
  * close after quiet, flapping) run as triaged.tick() once a second. */
@@ -78,6 +81,7 @@ typedef struct item {
     size_t n_alerts;
     td_sample *samples;
     size_t n_samples;
+    size_t bytes; /* memory the decoded alerts and samples hold */
     bool skip;  /* already applied (offset below the stored position) */
     bool retry; /* fenced: ack RETRY */
 } item;
@@ -122,6 +126,7 @@ struct td_pipeline {
     batch *sealed_head, *sealed_tail;
     batch *active;
     size_t queued; /* messages in open + sealed + active */
+    size_t queued_bytes; /* their items' bytes */
     bool full;     /* told an input FULL; resume below half */
     bool intake_stopped;
     bool tick_running;
@@ -140,7 +145,7 @@ struct td_pipeline {
         *m_opened, *m_reopened, *m_inc_resolved, *m_inc_closed, *m_retries,
         *m_fenced, *m_segments, *m_batch_latency, *m_events, *m_samples,
         *m_samples_stored, *m_samples_dup, *m_samples_unknown_ci, *m_cap_warnings,
-        *m_hint[3], *m_hints_skipped, *m_sla_tick_errors;
+        *m_hint[3], *m_hints_skipped, *m_sla_tick_errors, *m_queue_bytes, *m_full_bytes;
     td_ratelimit rl_capacity;
 };
 
@@ -228,6 +233,32 @@ count_invalid(td_pipeline *p, const char *plugin, const char *reason,
     if (td_ratelimit_allow(&p->rl_invalid, 10, &suppressed))
         td_warn("invalid message", "plugin=%s reason=%s detail=\"%s\" suppressed=%u",
                 plugin, reason, detail, suppressed);
+}
+
+static size_t
+str_bytes(const char *s)
+{
+    return s ? strlen(s) + 1 : 0;
+}
+
+/* What an item's decoded alerts and samples hold in memory (approximately:
+ * the structs and their strings, not the allocator's overhead). */
+static size_t
+item_bytes(const item *it)
+{
+    size_t n = sizeof(*it) + (it->detail ? strlen(it->detail) + 1 : 0);
+    for (size_t i = 0; i < it->n_alerts; i++) {
+        const td_alert *a = &it->alerts[i];
+        n += sizeof(*a) + str_bytes(a->source) + str_bytes(a->resource) +
+             str_bytes(a->check) + str_bytes(a->summary) + str_bytes(a->dedup_key) +
+             str_bytes(a->ci) + a->n_labels * sizeof(*a->labels);
+        for (size_t j = 0; j < a->n_labels; j++)
+            n += str_bytes(a->labels[j].name) + str_bytes(a->labels[j].value);
+    }
+    for (size_t i = 0; i < it->n_samples; i++)
+        n += sizeof(it->samples[i]) + str_bytes(it->samples[i].ci) +
+             str_bytes(it->samples[i].metric);
+    return n;
 }
 
 static item *
@@ -363,11 +394,17 @@ sink(void *arg, const char *plugin, const td_input_msg *msg)
         td_metric_add(p->m_alerts, it->n_alerts);
         td_metric_add(p->m_samples, it->n_samples);
     }
+    it->bytes = item_bytes(it);
     p->queued++;
+    p->queued_bytes += it->bytes;
     td_metric_set(p->m_queue, (double)p->queued);
+    td_metric_set(p->m_queue_bytes, (double)p->queued_bytes);
     if (p->open->n >= (size_t)p->cfg->batch_size)
         seal(p);
-    if (p->queued >= (size_t)p->cfg->queue_limit) {
+    bool over_bytes = p->queued_bytes >= (uint64_t)p->cfg->queue_max_bytes;
+    if (p->queued >= (size_t)p->cfg->queue_limit || over_bytes) {
+        if (over_bytes && !p->full)
+            td_metric_add(p->m_full_bytes, 1);
         p->full = true;
         return TD_SUBMIT_FULL;
     }
@@ -397,11 +434,14 @@ ack_item(item *it, td_ack_status status)
 }
 
 static void
-release(td_pipeline *p, size_t n)
+release(td_pipeline *p, size_t n, size_t bytes)
 {
     p->queued -= n;
+    p->queued_bytes -= bytes;
     td_metric_set(p->m_queue, (double)p->queued);
-    if (p->full && p->queued <= (size_t)p->cfg->queue_limit / 2) {
+    td_metric_set(p->m_queue_bytes, (double)p->queued_bytes);
+    if (p->full && p->queued <= (size_t)p->cfg->queue_limit / 2 &&
+        p->queued_bytes <= (uint64_t)p->cfg->queue_max_bytes / 2) {
         p->full = false;
         td_host_resume_inputs(p->hc);
     }
@@ -875,10 +915,12 @@ on_ingest(void *arg, const PGresult *res, const char *err)
     for (size_t i = 0; i < b->n; i++)
         ack_item(&b->items[i], b->items[i].retry ? TD_ACK_RETRY : TD_ACK_OK);
     td_metric_observe(p->m_batch_latency, (double)(td_mono_ms() - b->sealed_ms) / 1e3);
-    size_t n = b->n;
+    size_t n = b->n, bytes = 0;
+    for (size_t i = 0; i < b->n; i++)
+        bytes += b->items[i].bytes;
     p->active = NULL;
     batch_free(b);
-    release(p, n);
+    release(p, n, bytes);
     kick(p);
 }
 
@@ -1160,6 +1202,12 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
             "Batches not sent to Redis because it lagged 8 batches behind");
     COUNTER(m_sla_tick_errors, "sla_tick_errors", "Failed runs of triaged.sla_tick");
     p->m_queue = td_gauge("queue_messages", "Messages taken and not yet acked", NULL);
+    p->m_queue_bytes = td_gauge("queue_bytes",
+                                "Memory held by the decoded alerts and samples of the "
+                                "queued messages", NULL);
+    p->m_full_bytes = td_counter("queue_full_bytes",
+                                 "Times the inputs were paused because the queue reached "
+                                 "queue_max_bytes", NULL);
     p->m_batch_latency = td_histogram("batch_latency_seconds",
                                       "From a batch sealed to committed", NULL);
     td_host_set_sink(hc, sink, positions_fetch, p);

@@ -107,12 +107,14 @@ typedef struct td_config {
     int http_feed_history;
     int64_t http_feed_keepalive_ms;
     char *http_am_resource_label;
+    int http_feed_max_clients;
 
     /* [pipeline] */
     int batch_size;
     int64_t batch_time_ms;
     int64_t max_message_size;
     int queue_limit;
+    int64_t queue_max_bytes;
     char *identity_labels;
 
     /* [incident] */

@@ -17,6 +17,7 @@
 #include "internal/config.h"
 #include "internal/host.h"
 #include "internal/http.h"
+#include "internal/log.h"
 #include "internal/metrics.h"
 #include "internal/pipeline.h"
 #include "internal/store.h"
@@ -51,7 +52,13 @@ struct td_http {
     struct td_bucket_entry *buckets;
     size_t n_buckets;
     td_metric *m_intake_alerts, *m_unauthorized, *m_forbidden, *m_limited,
-        *m_intake_busy, *m_ack_latency;
+        *m_intake_busy, *m_ack_latency, *m_accept_errors;
+    /* accept() failures (EMFILE, ENFILE, ENOMEM): every listener pauses for
+     * a second instead of spinning on a connection it cannot take. */
+    struct evconnlistener **listeners;
+    size_t n_listeners;
+    struct event *ev_accept_resume;
+    td_ratelimit rl_accept;
 };
 
 /* Answer with a JSON body (borrowed) and free r. */

@@ -756,7 +756,8 @@ Test(config, reloadable_options_are_rules_tokens_log_level_and_incident_timings)
                      (strcmp(o->name, "rate_limit") == 0 ||
                       strcmp(o->name, "rate_burst") == 0 ||
                       strcmp(o->name, "feed_buffer") == 0 ||
-                      strcmp(o->name, "feed_keepalive") == 0)) ||
+                      strcmp(o->name, "feed_keepalive") == 0 ||
+                      strcmp(o->name, "feed_max_clients") == 0)) ||
                     /* in_syslog re-reads these with its rules */
                     strcmp(o->name, "keep_unmatched") == 0 ||
                     strcmp(o->name, "unmatched_severity") == 0;
