@@ -545,7 +545,11 @@ load_tokens(td_http *h, const td_config *cfg, char *err, size_t errlen)
  * at once for as long as accept() fails: when descriptors run out (EMFILE)
  * that is a busy loop flooding the log. Instead: count it, warn (rate
  * limited), stop accepting on every listener for a second, then resume.
- * The kernel keeps the waiting connections in the listen backlog meanwhile. */
+ * The kernel keeps the waiting connections in the listen backlog meanwhile.
+ * The listener's callback argument is evhttp's own, so the error callback
+ * finds the server here (a daemon runs one HTTP server). */
+static td_http *accepting_http;
+
 static void
 on_accept_resume(evutil_socket_t fd, short what, void *arg)
 {
@@ -557,12 +561,16 @@ on_accept_resume(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-on_accept_error(struct evconnlistener *l, void *arg)
+on_accept_error(struct evconnlistener *l, void *evhttp_arg)
 {
-    td_http *h = arg;
+    td_http *h = accepting_http;
     int e = EVUTIL_SOCKET_ERROR();
     unsigned suppressed = 0;
-    (void)l;
+    (void)evhttp_arg;
+    if (!h) { /* cannot happen while a listener exists; be safe */
+        evconnlistener_disable(l);
+        return;
+    }
     td_metric_add(h->m_accept_errors, 1);
     if (td_ratelimit_allow(&h->rl_accept, 1, &suppressed))
         td_warn("http: cannot accept connections; pausing for 1 s",
@@ -606,6 +614,7 @@ listen_on(td_http *h, const char *addr, char *err, size_t errlen)
         return TD_ERR;
     }
     struct evconnlistener *l = evhttp_bound_socket_get_listener(bs);
+    accepting_http = h;
     evconnlistener_set_error_cb(l, on_accept_error);
     h->listeners = td_realloc(h->listeners, (h->n_listeners + 1) * sizeof(*h->listeners));
     h->listeners[h->n_listeners++] = l;
@@ -707,6 +716,8 @@ td_http_free(td_http *h)
      * with "shutdown": their callbacks free their td_req. */
     if (h->http)
         evhttp_free(h->http);
+    if (accepting_http == h)
+        accepting_http = NULL;
     if (h->ev_accept_resume)
         event_free(h->ev_accept_resume);
     free(h->listeners);

@@ -17,22 +17,45 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "internal/util.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
+/* The largest CMDB document read: PostgreSQL's jsonb cannot hold much more
+ * (255 MiB), and 100,000 CIs with 300,000 relations take ~30 MiB. */
+#define CMDB_MAX_FILE ((size_t)256 << 20)
+
+/* The whole file (or stdin for "-"), NUL-terminated; NULL with errno set,
+ * EFBIG when it is larger than CMDB_MAX_FILE (checked before reading when
+ * the size is known, and while reading a pipe). */
 static char *
 read_all(const char *path, size_t *len)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (!f)
         return NULL;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) &&
+        (uint64_t)st.st_size > CMDB_MAX_FILE) {
+        if (f != stdin)
+            fclose(f);
+        errno = EFBIG;
+        return NULL;
+    }
     size_t cap = 65536, n = 0;
     char *buf = td_malloc(cap);
     size_t r;
     while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
         n += r;
+        if (n > CMDB_MAX_FILE) {
+            if (f != stdin)
+                fclose(f);
+            free(buf);
+            errno = EFBIG;
+            return NULL;
+        }
         if (cap - n < 4096) {
             cap *= 2;
             buf = td_realloc(buf, cap);
@@ -227,6 +250,11 @@ cmdb_import(const td_config *cfg, int argc, char **argv)
     }
     size_t len;
     char *text = read_all(path, &len);
+    if (!text && errno == EFBIG) {
+        fprintf(stderr, "triagectl cmdb import: %s: larger than %zu MiB, the limit of a "
+                        "CMDB document\n", path, CMDB_MAX_FILE >> 20);
+        return TD_EXIT_USAGE;
+    }
     if (!text) {
         fprintf(stderr, "triagectl cmdb import: cannot read %s: %s\n", path, strerror(errno));
         return TD_EXIT_USAGE;
