@@ -43,6 +43,7 @@ typedef struct isl_listener {
     bool tcp;
     int fd;
     struct event *ev;
+    struct event *ev_resume;    /* accept() failed: listen again in 1 s */
     char name[96];              /* "tcp:127.0.0.1:5514", the metric label */
     char *labels[ISL_N_COUNTERS]; /* label string per counter */
     uint64_t pending[ISL_N_COUNTERS];

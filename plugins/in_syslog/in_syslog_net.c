@@ -190,6 +190,33 @@ on_conn_idle(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
+on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    isl_listener *l = arg;
+    (void)fd;
+    (void)what;
+    if (l->ev)
+        event_add(l->ev, NULL);
+}
+
+/* accept() failed for want of resources (descriptors, memory): the waiting
+ * connection stays in the backlog and the listening socket stays readable,
+ * so listening on would be a busy loop. Stop for a second instead. */
+static void
+accept_pause(isl_listener *l)
+{
+    isl *s = l->s;
+    s->host->count(s->host, "syslog_accept_errors", l->labels[ISL_CONN_ACCEPTED], 1);
+    if (!l->ev_resume)
+        l->ev_resume = evtimer_new(s->host->base, on_accept_resume, l);
+    if (!l->ev_resume)
+        return; /* out of memory: keep listening, as before */
+    event_del(l->ev);
+    struct timeval tv = {1, 0};
+    event_add(l->ev_resume, &tv);
+}
+
+static void
 on_accept(evutil_socket_t fd, short what, void *arg)
 {
     isl_listener *l = arg;
@@ -202,9 +229,12 @@ on_accept(evutil_socket_t fd, short what, void *arg)
         if (cfd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                isl_warn(s, "syslog: accept failed", "listener=%s error=\"%s\"",
-                         l->name, strerror(errno));
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            isl_warn(s, "syslog: accept failed", "listener=%s error=\"%s\"", l->name,
+                     strerror(errno));
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                accept_pause(l);
             return;
         }
         char peer[64];
@@ -479,6 +509,10 @@ isl_close_all(isl *s)
         if (l->ev) {
             event_free(l->ev);
             l->ev = NULL;
+        }
+        if (l->ev_resume) {
+            event_free(l->ev_resume);
+            l->ev_resume = NULL;
         }
         if (l->fd >= 0) {
             close(l->fd);
