@@ -4,6 +4,8 @@
 #   - alert field limits over HTTP: 65 labels, a 1,025-byte label value, a
 #     4,097-byte summary, a 1,025-byte resource: 400 bad_field with the reason;
 #     64 labels and 1,024-byte values pass (202);
+#   - maintenance reason over 4,096 bytes, change_ref over 256: 400 bad_field
+#     (at the limits the SQL judges the rest);
 #   - headers over 64 KiB and a request target over 64 KiB: 400 from
 #     libevent (nothing reaches a handler), and the daemon keeps serving;
 #   - [http] feed_max_clients = 2: a third live feed client gets 503
@@ -47,6 +49,14 @@ h_req POST /api/v1/alerts "$H_WRITE" "{\"source\":\"s\",\"resource\":\"$(big 102
 h_expect 400 "j['error']=bad_field" "j['message']=field 'resource' is too long"
 h_req POST /api/v1/alerts "$H_WRITE" "{\"source\":\"s\",\"resource\":\"$(big 1024)\",\"check\":\"c\",\"summary\":\"$(big 4096)\",\"labels\":$(labels 64)}"
 h_expect 202 "j['accepted']=1"
+
+# maintenance free text: bounded like comments
+h_req POST /api/v1/maintenance "$H_WRITE" "{\"ci\":\"x\",\"from\":\"2026-01-01T00:00:00Z\",\"to\":\"2026-01-01T01:00:00Z\",\"reason\":\"$(big 4097)\"}"
+h_expect 400 "j['error']=bad_field" "j['message']='reason' is longer than 4096 bytes"
+h_req POST /api/v1/maintenance "$H_WRITE" "{\"ci\":\"x\",\"from\":\"2026-01-01T00:00:00Z\",\"to\":\"2026-01-01T01:00:00Z\",\"change_ref\":\"$(big 257)\"}"
+h_expect 400 "j['error']=bad_field" "j['message']='change_ref' is longer than 256 bytes"
+h_req POST /api/v1/maintenance "$H_WRITE" "{\"ci\":\"x\",\"from\":\"2026-01-01T00:00:00Z\",\"to\":\"2026-01-01T01:00:00Z\",\"change_ref\":\"$(big 256)\",\"reason\":\"$(big 4096)\"}"
+h_expect 400 "j['error']=bad_request" "j['message']=ERROR:  no CI named x"
 
 # ---- headers and request target ------------------------------------------
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Big: $(big 70000)" "$H_URL/healthz" || true)
