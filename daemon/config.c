@@ -215,7 +215,8 @@ const td_option td_options[] = {
              "Largest alert message accepted; a larger one is rejected with "
              "a reason."),
     OPT_INT("pipeline", "queue_limit", "100000", 100, 10000000, 0, queue_limit,
-            "Most alerts waiting in memory; beyond it the inputs are paused "
+            "Most messages waiting in memory (a message may hold many "
+            "alerts: see queue_max_bytes); beyond it the inputs are paused "
             "until the pipeline catches up."),
     OPT_SIZE("pipeline", "queue_max_bytes", "256MiB", MIB(1), MIB(65536), 0,
              queue_max_bytes,
