@@ -200,6 +200,12 @@ const td_option td_options[] = {
             http_feed_max_clients,
             "Most live feed (SSE) clients at once; another is answered "
             "with 503 and counted."),
+    OPT_PATH("http", "tls_cert", NULL, TD_OPT_RELOAD, http_tls_cert,
+             "Certificate chain (PEM) to serve the API over TLS (1.2 or "
+             "newer) on every listen address; with tls_key. Unset: plain "
+             "HTTP. Re-read on SIGHUP (new connections get the new one)."),
+    OPT_PATH("http", "tls_key", NULL, TD_OPT_RELOAD, http_tls_key,
+             "Private key (PEM) of tls_cert."),
 
     /* [pipeline] */
     OPT_INT("pipeline", "batch_size", "10000", 1, 1000000, 0, batch_size,

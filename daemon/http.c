@@ -580,6 +580,45 @@ on_accept_error(struct evconnlistener *l, void *evhttp_arg)
     event_add(h->ev_accept_resume, &tv);
 }
 
+/* ---- TLS --------------------------------------------------------------- */
+
+static struct bufferevent *
+tls_bevcb(struct event_base *base, void *arg)
+{
+    td_http *h = arg;
+    return td_tls_bev(base, h->tls);
+}
+
+/* The [http] TLS files: both or neither. *ctx is NULL without TLS. */
+static int
+tls_load(const td_config *cfg, SSL_CTX **ctx, char *err, size_t errlen)
+{
+    *ctx = NULL;
+    if (!cfg->http_tls_cert && !cfg->http_tls_key)
+        return TD_OK;
+    if (!cfg->http_tls_cert || !cfg->http_tls_key) {
+        snprintf(err, errlen, "http: tls_cert and tls_key go together (one is unset)");
+        return TD_ERR;
+    }
+    *ctx = td_tls_ctx_new(cfg->http_tls_cert, cfg->http_tls_key, err, errlen);
+    return *ctx ? TD_OK : TD_ERR;
+}
+
+int
+td_http_check(const td_config *cfg, td_errors *errs)
+{
+    char err[512];
+    size_t before = errs->n;
+    td_tokens *t = NULL;
+    if (cfg->http_tokens && td_tokens_load(cfg->http_tokens, &t, errs) == TD_OK)
+        td_tokens_free(t);
+    SSL_CTX *ctx = NULL;
+    if (tls_load(cfg, &ctx, err, sizeof(err)) != TD_OK)
+        td_errors_add(errs, "%s", err);
+    SSL_CTX_free(ctx);
+    return errs->n == before ? TD_OK : TD_ERR;
+}
+
 static int
 listen_on(td_http *h, const char *addr, char *err, size_t errlen)
 {
@@ -617,7 +656,7 @@ listen_on(td_http *h, const char *addr, char *err, size_t errlen)
     evconnlistener_set_error_cb(l, on_accept_error);
     h->listeners = td_realloc(h->listeners, (h->n_listeners + 1) * sizeof(*h->listeners));
     h->listeners[h->n_listeners++] = l;
-    td_info("http: listening", "address=%s port=%ld", host, port);
+    td_info("http: listening", "address=%s port=%ld tls=%s", host, port, h->tls ? "yes" : "no");
     return TD_OK;
 }
 
@@ -631,6 +670,8 @@ td_http_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
     h->hc = hc;
     h->pipeline = p;
     if (load_tokens(h, cfg, err, errlen) != TD_OK)
+        goto fail;
+    if (tls_load(cfg, &h->tls, err, errlen) != TD_OK)
         goto fail;
     h->m_accept_errors = td_counter("http_accept_errors",
                                     "accept() failures on the HTTP listeners (e.g. out of "
@@ -652,6 +693,8 @@ td_http_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                             EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
     evhttp_set_gencb(h->http, on_request, h);
+    if (h->tls)
+        evhttp_set_bevcb(h->http, tls_bevcb, h);
     char *list = td_strdup(cfg->http_listen ? cfg->http_listen : "127.0.0.1:8080");
     char *save = NULL;
     int rc = TD_OK;
@@ -699,6 +742,19 @@ td_http_reload(td_http *h, const td_config *cfg)
         td_info("http: tokens loaded", "tokens=%zu", td_tokens_count(h->tokens));
     else
         td_warn("http: tokens file not valid; keeping the old tokens", "error=\"%s\"", err);
+    SSL_CTX *tls = NULL;
+    if (tls_load(cfg, &tls, err, sizeof(err)) != TD_OK) {
+        td_warn("http: TLS files not valid; keeping the old ones", "error=\"%s\"", err);
+    } else if (!tls != !h->tls) {
+        /* evhttp's bevcb is set (or not) for the server's life. */
+        td_warn("http: turning TLS on or off needs a restart; keeping the current mode",
+                "tls=%s", h->tls ? "on" : "off");
+        SSL_CTX_free(tls);
+    } else if (tls) {
+        SSL_CTX_free(h->tls); /* connections keep their own reference */
+        h->tls = tls;
+        td_info("http: TLS certificate loaded", "cert=%s", cfg->http_tls_cert);
+    }
     td_feed_reload(h->feed, cfg);
 }
 
@@ -727,5 +783,6 @@ td_http_free(td_http *h)
         free(h->buckets[i].name);
     free(h->buckets);
     td_tokens_free(h->tokens);
+    SSL_CTX_free(h->tls);
     free(h);
 }

@@ -10,6 +10,7 @@
 #include "internal/config.h"
 #include "internal/daemon.h"
 #include "internal/host.h"
+#include "internal/http.h"
 #include "internal/log.h"
 #include "internal/util.h"
 
@@ -115,6 +116,8 @@ main(int argc, char **argv)
          * each plugin's check() its own files (rules), without starting. */
         td_hostctx *hc = td_hostctx_new(cfg, NULL, plugin_dir, &errs);
         int ok = hc != NULL && td_host_check(hc, &errs) == TD_OK;
+        if (cfg->has_http && td_http_check(cfg, &errs) != TD_OK) /* tokens, TLS */
+            ok = 0;
         td_hostctx_free(hc);
         for (size_t i = 0; i < errs.n; i++)
             fprintf(stderr, "%s: %s\n", path, errs.msgs[i]);

@@ -108,6 +108,8 @@ typedef struct td_config {
     int64_t http_feed_keepalive_ms;
     char *http_am_resource_label;
     int http_feed_max_clients;
+    char *http_tls_cert;
+    char *http_tls_key;
 
     /* [pipeline] */
     int batch_size;

@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "internal/config.h"
+#include "internal/errors.h"
 #include "internal/host.h"
 #include "internal/pipeline.h"
 
@@ -28,6 +29,9 @@ void td_http_stop_intake(td_http *h);
 /* Re-read the tokens file and apply reloaded limits (cfg is the daemon's,
  * already updated). A bad tokens file keeps the old tokens. */
 void td_http_reload(td_http *h, const td_config *cfg);
+/* triaged -t: the tokens file and the TLS files of [http] load. TD_OK, or
+ * TD_ERR with each problem in errs. */
+int td_http_check(const td_config *cfg, td_errors *errs);
 /* Close every connection and free; pending requests get no answer. */
 void td_http_free(td_http *h);
 

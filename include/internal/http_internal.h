@@ -17,6 +17,7 @@
 #include "internal/config.h"
 #include "internal/host.h"
 #include "internal/http.h"
+#include "internal/http_tls.h"
 #include "internal/log.h"
 #include "internal/metrics.h"
 #include "internal/pipeline.h"
@@ -59,6 +60,7 @@ struct td_http {
     size_t n_listeners;
     struct event *ev_accept_resume;
     td_ratelimit rl_accept;
+    SSL_CTX *tls; /* NULL: plain HTTP */
 };
 
 /* Answer with a JSON body (borrowed) and free r. */
