@@ -11,7 +11,9 @@
  * status. Handlers answer at once (health, metrics) or later: intake after
  * the pipeline's ack (api_intake.c), reads and actions after their query on
  * the API's own PostgreSQL connection (api_incidents.c), the feed never
- * (feed.c streams). Nothing here blocks the loop.
+ * (feed.c streams). Nothing here blocks the loop. With [http] tls_cert and
+ * tls_key every accepted socket is wrapped in TLS (http_tls.c, evhttp's
+ * bevcb) before any of this sees it.
  *
  * Limits: libevent 2.1 answers a body beyond its own limit with an HTML 413
  * and no hook, so its limit is set above max_body (max_body + max(max_body,
