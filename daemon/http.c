@@ -26,6 +26,9 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -654,6 +657,15 @@ listen_on(td_http *h, const char *addr, char *err, size_t errlen)
         return TD_ERR;
     }
     struct evconnlistener *l = evhttp_bound_socket_get_listener(bs);
+    if (h->tls) {
+        /* TLS writes a response as several records: with Nagle's algorithm
+         * the second waits for the client's delayed ACK (40 ms a request).
+         * Accepted sockets inherit TCP_NODELAY from the listener on Linux. */
+        int one = 1;
+        if (setsockopt(evconnlistener_get_fd(l), IPPROTO_TCP, TCP_NODELAY, &one,
+                       sizeof(one)) != 0)
+            td_warn("http: cannot set TCP_NODELAY", "error=\"%s\"", strerror(errno));
+    }
     accepting_http = h;
     evconnlistener_set_error_cb(l, on_accept_error);
     h->listeners = td_realloc(h->listeners, (h->n_listeners + 1) * sizeof(*h->listeners));
