@@ -134,25 +134,39 @@ td_api_busy(td_req *r)
     return -1;
 }
 
-/* NULL, or the result's single value parsed; answers the request on error. */
-/* 0 when res holds rows; else answers the error (503, 400 for SQLSTATE
- * 22xxx, 500) and returns -1. */
+/* 0 when res holds rows; else answers the error and returns -1: 503 when
+ * PostgreSQL is not reachable, 400 with PostgreSQL's primary message for
+ * SQLSTATE 22xxx (the API functions raise those for bad input), else 500.
+ * PostgreSQL's own words for a 503 or 500 (host names, ports, function
+ * names, context) go to the log, not to the client. */
 static int
 result_ok(td_req *r, const PGresult *res, const char *err)
 {
+    static td_ratelimit rl;
+    unsigned suppressed = 0;
     if (!res) {
+        if (td_ratelimit_allow(&rl, 5, &suppressed))
+            td_warn("api: PostgreSQL not reachable", "route=%s error=\"%.*s\" suppressed=%u",
+                    r->route, err ? (int)strcspn(err, "\n") : 9, err ? err : "no result",
+                    suppressed);
         td_req_header(r, "Retry-After", "1");
-        td_req_error(r, 503, "unavailable", "PostgreSQL: %s", err ? err : "no result");
+        td_req_error(r, 503, "unavailable", "PostgreSQL is not reachable; retry");
         return -1;
     }
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        const char *msg = PQresultErrorMessage(res);
-        if (state && strncmp(state, "22", 2) == 0)
+        const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        const char *msg = primary ? primary : PQresultErrorMessage(res);
+        if (state && strncmp(state, "22", 2) == 0) {
             td_req_error(r, 400, "bad_request", "%.*s", (int)strcspn(msg, "\n"), msg);
-        else
-            td_req_error(r, 500, "internal", "PostgreSQL: %.*s", (int)strcspn(msg, "\n"),
-                         msg);
+        } else {
+            if (td_ratelimit_allow(&rl, 5, &suppressed))
+                td_error("api: query failed", "route=%s sqlstate=%s error=\"%.*s\" suppressed=%u",
+                         r->route, state ? state : "?", (int)strcspn(msg, "\n"), msg,
+                         suppressed);
+            td_req_error(r, 500, "internal", "the query failed (SQLSTATE %s); the log says why",
+                         state ? state : "?");
+        }
         return -1;
     }
     return 0;
