@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "internal/log.h"
 #include "internal/util.h"
@@ -523,9 +524,22 @@ on_resume_hook(void *arg)
     h->full = false;
 }
 
+/* Whoever can write the tokens file can give themselves a token; whoever
+ * can read the TLS key can impersonate the server. Say so (not refused:
+ * the administrator may know better, e.g. a group of operators). */
+static void
+warn_loose(const char *path, const char *what, mode_t bad)
+{
+    struct stat st;
+    if (path && stat(path, &st) == 0 && (st.st_mode & bad))
+        td_warn("http: file permissions too open", "file=%s what=\"%s\" mode=%04o",
+                path, what, (unsigned)(st.st_mode & 07777));
+}
+
 static int
 load_tokens(td_http *h, const td_config *cfg, char *err, size_t errlen)
 {
+    warn_loose(cfg->http_tokens, "tokens: writable by group or others", S_IWGRP | S_IWOTH);
     td_errors errs = {0};
     td_tokens *t = NULL;
     if (!cfg->http_tokens) {
@@ -606,6 +620,9 @@ tls_load(const td_config *cfg, SSL_CTX **ctx, char *err, size_t errlen)
         return TD_ERR;
     }
     *ctx = td_tls_ctx_new(cfg->http_tls_cert, cfg->http_tls_key, err, errlen);
+    if (*ctx)
+        warn_loose(cfg->http_tls_key, "TLS private key: readable or writable by others, "
+                   "or writable by group", S_IROTH | S_IWOTH | S_IWGRP);
     return *ctx ? TD_OK : TD_ERR;
 }
 

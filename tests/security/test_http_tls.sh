@@ -3,7 +3,8 @@
 # certificates made by the openssl command line and real clients (curl,
 # openssl s_client):
 #   - triaged -t names each broken setup: one key of two, a missing file, a
-#     key that does not match the certificate;
+#     key that does not match the certificate; a key readable by others and
+#     a tokens file writable by others are named in a warning at start;
 #   - over https (verified against the test CA): /readyz, an alert posted
 #     with a token (202, stored), the live feed streaming;
 #   - cleartext HTTP on the TLS port gets no HTTP answer; a TLS 1.1 client
@@ -79,7 +80,14 @@ CONF
 "$TD_BUILD_DIR/triaged" -t -c "$T_DIR/triaged.conf" || t_fail "-t refuses the good TLS setup"
 
 # ---- serving over TLS --------------------------------------------------------
+# Too open permissions are named at start (not refused).
+chmod 0644 "$C/server.key"
+chmod 0666 "$T_DIR/tokens"
 t_start
+t_wait_log "$T_DIR/triaged.log" "file permissions too open\" file=$C/server.key what=\"TLS private key.* mode=0644"
+t_wait_log "$T_DIR/triaged.log" "file permissions too open\" file=$T_DIR/tokens what=\"tokens: writable by group or others\" mode=0666"
+chmod 0600 "$C/server.key"
+chmod 0644 "$T_DIR/tokens"
 t_wait_log "$T_DIR/triaged.log" "http: listening.*port=$H_PORT tls=yes"
 cu() { curl -s --cacert "$C/ca.pem" "$@"; }
 t_wait_until 30 "/readyz over TLS" cu -f "$URL/readyz"
