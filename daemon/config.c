@@ -206,6 +206,12 @@ const td_option td_options[] = {
              "HTTP. Re-read on SIGHUP (new connections get the new one)."),
     OPT_PATH("http", "tls_key", NULL, TD_OPT_RELOAD, http_tls_key,
              "Private key (PEM) of tls_cert."),
+    OPT_INT("http", "auth_fail_limit", "10", 0, 100000, TD_OPT_RELOAD,
+            http_auth_fail_limit,
+            "Unknown tokens a second one client address may present (a "
+            "token bucket holding 5 seconds' worth; 0: no limit). Beyond "
+            "it every request from that address gets 429 with Retry-After "
+            "until the bucket refills, before any token is checked."),
 
     /* [pipeline] */
     OPT_INT("pipeline", "batch_size", "10000", 1, 1000000, 0, batch_size,

@@ -277,6 +277,74 @@ bucket_of(td_http *h, const char *name)
     return &e->bucket;
 }
 
+/* ---- failed authentications per client address ------------------------ */
+
+typedef struct td_auth_fail {
+    char addr[48]; /* "" : free */
+    td_bucket bucket;
+    int64_t blocked_until_ms;
+} td_auth_fail;
+
+static td_auth_fail *
+auth_fail_slot(td_http *h, const char *addr)
+{
+    uint64_t x = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = addr; *p; p++)
+        x = (x ^ (unsigned char)*p) * 1099511628211ull;
+    td_auth_fail *f = &h->auth_fail[x % TD_AUTH_FAIL_SLOTS];
+    if (strcmp(f->addr, addr) != 0) {
+        memset(f, 0, sizeof(*f));
+        snprintf(f->addr, sizeof(f->addr), "%s", addr);
+    }
+    return f;
+}
+
+static const char *
+peer_of(td_req *r)
+{
+    char *addr = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evhttp_request_get_connection(r->req), &addr, &port);
+    return addr ? addr : "?";
+}
+
+/* 0: go on; -1: this address presented too many unknown tokens lately and
+ * was answered 429 (before any hashing or body parsing). */
+static int
+auth_fail_check(td_req *r)
+{
+    td_http *h = r->h;
+    int limit = h->cfg->http_auth_fail_limit;
+    if (limit <= 0)
+        return 0;
+    td_auth_fail *f = auth_fail_slot(h, peer_of(r));
+    int64_t now = td_mono_ms();
+    if (f->blocked_until_ms <= now)
+        return 0;
+    char s[24];
+    snprintf(s, sizeof(s), "%lld", (long long)((f->blocked_until_ms - now + 999) / 1000));
+    td_metric_add(h->m_auth_throttled, 1);
+    td_req_header(r, "Retry-After", s);
+    td_req_error(r, 429, "too_many_failures",
+                 "more than %d unknown tokens a second from this address", limit);
+    return -1;
+}
+
+/* An unknown token from r's address: take from its bucket; an empty one
+ * blocks the address until a token is back. */
+static void
+auth_fail_count(td_req *r)
+{
+    td_http *h = r->h;
+    int limit = h->cfg->http_auth_fail_limit, retry = 1;
+    if (limit <= 0)
+        return;
+    td_auth_fail *f = auth_fail_slot(h, peer_of(r));
+    int64_t now = td_mono_ms();
+    if (!td_bucket_take(&f->bucket, limit, 5.0 * limit, now, &retry))
+        f->blocked_until_ms = now + (1000 + limit - 1) / limit; /* one token back */
+}
+
 /* The bearer token of the request, or NULL. */
 static const char *
 bearer(struct evhttp_request *req, size_t *len)
@@ -314,6 +382,8 @@ authorize(td_req *r, const route *rt)
     td_http *h = r->h;
     const td_token *tok = NULL;
     size_t len = 0;
+    if (rt->auth != AUTH_NONE && auth_fail_check(r) != 0)
+        return -1;
     const char *secret = bearer(r->req, &len);
     char *rk = NULL;
     if (!secret && rt->routing_key && r->body_len) {
@@ -333,6 +403,8 @@ authorize(td_req *r, const route *rt)
     bool open = rt->auth == AUTH_READ && h->cfg->http_open_reads;
     if (!tok && !(open && !secret)) {
         td_metric_add(h->m_unauthorized, 1);
+        if (secret)
+            auth_fail_count(r);
         td_req_header(r, "WWW-Authenticate", "Bearer realm=\"triaged\"");
         td_req_error(r, 401, "unauthorized",
                      secret ? "the bearer token is not known"
@@ -704,6 +776,10 @@ td_http_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
         goto fail;
     if (tls_load(cfg, &h->tls, err, errlen) != TD_OK)
         goto fail;
+    h->auth_fail = td_calloc(TD_AUTH_FAIL_SLOTS, sizeof(*h->auth_fail));
+    h->m_auth_throttled = td_counter("http_auth_throttled",
+                                     "Requests answered 429 because their address presented "
+                                     "too many unknown tokens (auth_fail_limit)", NULL);
     h->m_accept_errors = td_counter("http_accept_errors",
                                     "accept() failures on the HTTP listeners (e.g. out of "
                                     "file descriptors); each pauses accepting for 1 s",
@@ -815,5 +891,6 @@ td_http_free(td_http *h)
     free(h->buckets);
     td_tokens_free(h->tokens);
     SSL_CTX_free(h->tls);
+    free(h->auth_fail);
     free(h);
 }

@@ -110,6 +110,7 @@ typedef struct td_config {
     int http_feed_max_clients;
     char *http_tls_cert;
     char *http_tls_key;
+    int http_auth_fail_limit;
 
     /* [pipeline] */
     int batch_size;

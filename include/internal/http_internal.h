@@ -61,7 +61,14 @@ struct td_http {
     struct event *ev_accept_resume;
     td_ratelimit rl_accept;
     SSL_CTX *tls; /* NULL: plain HTTP */
+    /* Failed authentications per client address: a direct-mapped table of
+     * TD_AUTH_FAIL_SLOTS buckets (a new address takes over its slot), so
+     * memory is fixed whatever the number of addresses. */
+    struct td_auth_fail *auth_fail;
+    td_metric *m_auth_throttled;
 };
+
+#define TD_AUTH_FAIL_SLOTS 1024
 
 /* Answer with a JSON body (borrowed) and free r. */
 void td_req_reply(td_req *r, int code, const char *json, size_t len);

@@ -4,6 +4,9 @@
 #   - alert field limits over HTTP: 65 labels, a 1,025-byte label value, a
 #     4,097-byte summary, a 1,025-byte resource: 400 bad_field with the reason;
 #     64 labels and 1,024-byte values pass (202);
+#   - auth_fail_limit = 1: 6 unknown tokens from one address are 401, the
+#     next requests 429 with Retry-After (the right token too, /healthz
+#     open), counted; a second later the address is served again;
 #   - maintenance reason over 4,096 bytes, change_ref over 256: 400 bad_field
 #     (at the limits the SQL judges the rest);
 #   - headers over 64 KiB and a request target over 64 KiB: 400 from
@@ -27,6 +30,7 @@ source "$(dirname "$0")/../integration/http_lib.sh"
 h_setup <<'CONF'
 max_body = 4MiB
 feed_max_clients = 2
+auth_fail_limit = 1
 [pipeline]
 queue_max_bytes = 1MiB
 max_message_size = 4MiB
@@ -57,6 +61,33 @@ h_req POST /api/v1/maintenance "$H_WRITE" "{\"ci\":\"x\",\"from\":\"2026-01-01T0
 h_expect 400 "j['error']=bad_field" "j['message']='change_ref' is longer than 256 bytes"
 h_req POST /api/v1/maintenance "$H_WRITE" "{\"ci\":\"x\",\"from\":\"2026-01-01T00:00:00Z\",\"to\":\"2026-01-01T01:00:00Z\",\"change_ref\":\"$(big 256)\",\"reason\":\"$(big 4096)\"}"
 h_expect 400 "j['error']=bad_request" "j['message']=no CI named x"
+
+# ---- unknown tokens from one address ---------------------------------------
+# auth_fail_limit = 1: a bucket of 5; the 6th unknown token empties it and
+# blocks 127.0.0.1 for a second: then every request that needs a token is
+# 429 before any check, the right token too; /healthz stays open.
+python3 - "$H_URL" "$H_READ" >"$T_DIR/guess" <<'PY'
+import http.client, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+c = http.client.HTTPConnection(u.hostname, u.port)
+def get(path, token):
+    c.request("GET", path, headers={"Authorization": "Bearer " + token})
+    r = c.getresponse(); r.read()
+    return "%d%s" % (r.status, ":" + r.getheader("Retry-After") if r.getheader("Retry-After") else "")
+print(" ".join(get("/api/v1/incidents", "guess-%d" % i) for i in range(8)))
+print(get("/api/v1/incidents", sys.argv[2]), get("/healthz", ""))
+PY
+t_log "8 guesses: $(head -1 "$T_DIR/guess"); then the read token and /healthz: $(tail -1 "$T_DIR/guess")"
+[ "$(head -1 "$T_DIR/guess")" = "401 401 401 401 401 401 429:1 429:1" ] || t_fail "guesses answered $(head -1 "$T_DIR/guess")"
+[ "$(tail -1 "$T_DIR/guess")" = "429:1 200" ] || t_fail "while blocked: $(tail -1 "$T_DIR/guess")"
+n429=3 deadline=$((SECONDS + 5))
+until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $H_READ" "$H_URL/api/v1/incidents")" = 200 ]; do
+    n429=$((n429 + 1))
+    [ $SECONDS -lt $deadline ] || t_fail "the address is still blocked after 5 s"
+    sleep 0.1
+done
+[ "$(metric http_auth_throttled_total)" = "$n429" ] || t_fail "http_auth_throttled is $(metric http_auth_throttled_total), not $n429"
+[ "$(metric http_unauthorized_total)" = 6 ] || t_fail "http_unauthorized is $(metric http_unauthorized_total), not 6"
 
 # ---- headers and request target ------------------------------------------
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Big: $(big 70000)" "$H_URL/healthz" || true)

@@ -759,7 +759,8 @@ Test(config, reloadable_options_are_rules_tokens_log_level_and_incident_timings)
                       strcmp(o->name, "feed_keepalive") == 0 ||
                       strcmp(o->name, "feed_max_clients") == 0 ||
                       strcmp(o->name, "tls_cert") == 0 ||
-                      strcmp(o->name, "tls_key") == 0)) ||
+                      strcmp(o->name, "tls_key") == 0 ||
+                      strcmp(o->name, "auth_fail_limit") == 0)) ||
                     /* in_syslog re-reads these with its rules */
                     strcmp(o->name, "keep_unmatched") == 0 ||
                     strcmp(o->name, "unmatched_severity") == 0;
