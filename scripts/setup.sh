@@ -28,6 +28,7 @@ td_packages=(
     rsyslog bsdutils                   # syslog tests: rsyslogd relay, logger
     clang                              # libFuzzer targets (tests/fuzz)
     chromium                           # headless screenshot of the SLA report (tests)
+    systemd openssl util-linux         # security tests: systemd-analyze, test certificates, setpriv/unshare
 )
 
 td_install_packages() {
