@@ -96,6 +96,7 @@ t_start() {
     local wrap=()
     [ "$T_VALGRIND" = 1 ] && wrap=(valgrind --leak-check=full --errors-for-leak-kinds=definite
         --show-leak-kinds=definite --error-exitcode=99 --num-callers=30
+        "--suppressions=$TD_SOURCE_DIR/tests/valgrind.supp"
         "--log-file=$T_DIR/valgrind.%p.log")
     "${wrap[@]}" "$TD_BUILD_DIR/triaged" -c "$conf" >>"$log" 2>&1 &
     T_PID=$!
