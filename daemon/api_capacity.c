@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "internal/http_internal.h"
+#include "internal/http_uri.h"
 
 /* A duration query parameter (30d, 12h ...) as an interval text, or the
  * default; -1 when it was answered 400. */
@@ -71,14 +72,10 @@ td_api_capacity_risks_get(td_req *r, const char *arg)
         return;
     const char *l = td_api_nonempty(&kv, "limit");
     long n = 100;
-    if (l) {
-        char *end;
-        n = strtol(l, &end, 10);
-        if (*end || n < 1 || n > 10000) {
-            td_req_error(r, 400, "bad_request", "limit must be 1..10000");
-            evhttp_clear_headers(&kv);
-            return;
-        }
+    if (l && td_api_limit_parse(l, 10000, &n) != 0) {
+        td_req_error(r, 400, "bad_request", "limit must be 1..10000");
+        evhttp_clear_headers(&kv);
+        return;
     }
     snprintf(limit, sizeof(limit), "%ld", n);
     if (interval_param(r, &kv, "horizon", r->h->cfg->capacity_horizon_ms, horizon) == 0 &&

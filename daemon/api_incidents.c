@@ -20,6 +20,7 @@
 
 #include "internal/alert.h"
 #include "internal/http_internal.h"
+#include "internal/http_uri.h"
 #include "internal/log.h"
 #include "internal/util.h"
 
@@ -58,64 +59,6 @@ const td_store_stmt td_api_stmts[TD_API_NSTMT] = {
                          "SELECT triaged.api_service_availability($1, $2::timestamptz, "
                          "$3::timestamptz)::text", 3},
 };
-
-/* ---- cursors -------------------------------------------------------------- */
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static void
-cursor_encode(long long id, char out[64])
-{
-    char raw[32];
-    int n = snprintf(raw, sizeof(raw), "i%lld", id), o = 0;
-    for (int i = 0; i < n; i += 3) {
-        unsigned v = (unsigned char)raw[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned char)raw[i + 1] << 8;
-        if (i + 2 < n)
-            v |= (unsigned char)raw[i + 2];
-        out[o++] = b64[(v >> 18) & 63];
-        out[o++] = b64[(v >> 12) & 63];
-        if (i + 1 < n)
-            out[o++] = b64[(v >> 6) & 63];
-        if (i + 2 < n)
-            out[o++] = b64[v & 63];
-    }
-    out[o] = '\0';
-}
-
-/* The id inside a cursor as decimal text, or -1 when it is not ours. */
-static int
-cursor_decode(const char *c, char out[24])
-{
-    char raw[40];
-    size_t n = strlen(c), o = 0;
-    unsigned v = 0;
-    int bits = 0;
-    if (n == 0 || n > 40)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        const char *p = strchr(b64, c[i]);
-        if (!p || !c[i])
-            return -1;
-        v = (v << 6) | (unsigned)(p - b64);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o >= sizeof(raw) - 1)
-                return -1;
-            raw[o++] = (char)((v >> bits) & 0xff);
-        }
-    }
-    raw[o] = '\0';
-    if (o < 2 || o > 20 || raw[0] != 'i')
-        return -1;
-    for (size_t i = 1; i < o; i++)
-        if (raw[i] < '0' || raw[i] > '9')
-            return -1;
-    memcpy(out, raw + 1, o);
-    return 0;
-}
 
 /* ---- queries ---------------------------------------------------------------- */
 
@@ -199,7 +142,7 @@ on_list(void *arg, const PGresult *res, const char *err)
     json_t *next = json_object_get(j, "next");
     if (json_is_integer(next)) {
         char c[64];
-        cursor_encode((long long)json_integer_value(next), c);
+        td_api_cursor_encode((long long)json_integer_value(next), c);
         json_object_set_new(j, "next_cursor", json_string(c));
     } else {
         json_object_set_new(j, "next_cursor", json_null());
@@ -301,13 +244,9 @@ limit_param(td_req *r, struct evkeyvalq *kv, char out[16])
 {
     const char *l = evhttp_find_header(kv, "limit");
     long v = DEFAULT_LIMIT;
-    if (l) {
-        char *end;
-        v = strtol(l, &end, 10);
-        if (*end || end == l || v < 1 || v > MAX_LIMIT) {
-            td_req_error(r, 400, "bad_request", "limit must be 1..%d", MAX_LIMIT);
-            return -1;
-        }
+    if (l && td_api_limit_parse(l, MAX_LIMIT, &v) != 0) {
+        td_req_error(r, 400, "bad_request", "limit must be 1..%d", MAX_LIMIT);
+        return -1;
     }
     snprintf(out, 16, "%ld", v);
     return 0;
@@ -320,7 +259,7 @@ cursor_param(td_req *r, struct evkeyvalq *kv, char out[24], const char **p)
     *p = NULL;
     if (!c || !*c)
         return 0;
-    if (cursor_decode(c, out) != 0) {
+    if (td_api_cursor_decode(c, out) != 0) {
         td_req_error(r, 400, "bad_request", "cursor is not one this API gave");
         return -1;
     }
@@ -364,32 +303,27 @@ td_api_incidents_get(td_req *r, const char *arg)
     for (size_t i = 0; status && i < TD_ARRAY_LEN(statuses); i++)
         ok |= strcmp(status, statuses[i]) == 0;
     int64_t us;
+    int p = priority ? td_api_priority_parse(priority) : 0;
     if (!ok) {
         td_req_error(r, 400, "bad_request",
                      "status must be open, new, acknowledged, resolved or closed");
-    } else if (priority && !(strlen(priority) == 1 || (strlen(priority) == 2 &&
-                                                       (priority[0] == 'P' || priority[0] == 'p')))) {
+    } else if (p < 0) {
         td_req_error(r, 400, "bad_request", "priority must be 1..5 (or P1..P5)");
     } else if (since && td_parse_rfc3339(since, &us) != TD_OK) {
         td_req_error(r, 400, "bad_request", "since must be an RFC 3339 time");
     } else if (limit_param(r, &kv, limit) == 0 && cursor_param(r, &kv, before, &bp) == 0) {
         const char *pp = NULL;
-        if (priority) {
-            char d = priority[strlen(priority) - 1];
-            if (d < '1' || d > '5') {
-                td_req_error(r, 400, "bad_request", "priority must be 1..5 (or P1..P5)");
-                goto out;
-            }
-            snprintf(prio, sizeof(prio), "%c", d);
+        if (p) {
+            prio[0] = (char)('0' + p);
+            prio[1] = '\0';
             pp = prio;
         }
-        if (td_api_busy(r) != 0)
-            goto out;
-        const char *params[6] = {status, service, pp, since, bp, limit};
-        td_req_defer(r);
-        td_store_exec(r->h->api, TD_API_STMT_INCIDENTS, params, on_list, r);
+        if (td_api_busy(r) == 0) {
+            const char *params[6] = {status, service, pp, since, bp, limit};
+            td_req_defer(r);
+            td_store_exec(r->h->api, TD_API_STMT_INCIDENTS, params, on_list, r);
+        }
     }
-out:
     evhttp_clear_headers(&kv);
 }
 
@@ -432,22 +366,13 @@ td_api_incident_get(td_req *r, const char *arg)
 void
 td_api_incident_action(td_req *r, const char *arg)
 {
-    static const struct {
-        const char *path, *action;
-    } actions[] = {{"acknowledge", "acknowledge"}, {"resolve", "resolve"},
-                   {"close", "close"}, {"comments", "comment"}};
-    const char *slash = strchr(arg, '/');
-    const char *action = NULL;
-    if (slash)
-        for (size_t i = 0; i < TD_ARRAY_LEN(actions); i++)
-            if (strcmp(slash + 1, actions[i].path) == 0)
-                action = actions[i].action;
-    if (!action || slash == arg) {
+    char *ref;
+    const char *action;
+    if (td_api_action_path(arg, &ref, &action) != 0) {
         td_req_error(r, 404, "not_found",
                      "no such path (actions: acknowledge, resolve, close, comments)");
         return;
     }
-    char *ref = td_strndup(arg, (size_t)(slash - arg));
     char *text = NULL;
     if (r->body_len) {
         json_error_t jerr;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "internal/http_internal.h"
+#include "internal/http_uri.h"
 #include "internal/util.h"
 
 static void
@@ -60,9 +61,8 @@ td_api_maintenance_post(td_req *r, const char *arg)
 void
 td_api_maintenance_delete(td_req *r, const char *arg)
 {
-    char *end;
-    long long id = strtoll(arg, &end, 10);
-    if (!*arg || *end || id <= 0) {
+    long long id;
+    if (td_api_id_parse(arg, &id) != 0) {
         td_req_error(r, 404, "not_found", "no such maintenance: %.40s", arg);
         return;
     }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "internal/http_internal.h"
+#include "internal/http_uri.h"
 
 /* The document goes out as PostgreSQL wrote it: parsing it into doubles
  * would print 18.632177 as 18.632176999999999, and the API, the view and
@@ -47,20 +48,13 @@ on_result(void *arg, const PGresult *res, const char *err)
 void
 td_api_service_get(td_req *r, const char *arg)
 {
-    const char *slash = strrchr(arg, '/');
-    if (!slash || slash == arg || strcmp(slash + 1, "availability") != 0) {
+    char *name;
+    int rc = td_api_service_path(arg, &name);
+    if (rc == -1) {
         td_req_error(r, 404, "not_found", "no such path: /api/v1/services/%.200s", arg);
         return;
     }
-    char *raw = malloc((size_t)(slash - arg) + 1);
-    if (!raw)
-        abort(); /* out of memory aborts, as everywhere in the daemon */
-    memcpy(raw, arg, (size_t)(slash - arg));
-    raw[slash - arg] = '\0';
-    char *name = evhttp_uridecode(raw, 0, NULL);
-    free(raw);
-    if (!name || !*name || strlen(name) != strcspn(name, "/")) {
-        free(name);
+    if (rc != 0) {
         td_req_error(r, 400, "bad_request", "bad service name");
         return;
     }

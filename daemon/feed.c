@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "internal/http_internal.h"
+#include "internal/http_uri.h"
 #include "internal/log.h"
 #include "internal/util.h"
 
@@ -326,18 +327,6 @@ on_keepalive(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static int
-parse_prio(const char *s)
-{
-    if (!s)
-        return 0;
-    if (s[0] == 'P' || s[0] == 'p')
-        s++;
-    if (s[0] < '1' || s[0] > '5' || s[1])
-        return -1;
-    return s[0] - '0';
-}
-
 void
 td_api_feed_get(td_req *r, const char *arg)
 {
@@ -363,7 +352,8 @@ td_api_feed_get(td_req *r, const char *arg)
         td_req_error(r, 400, "bad_request", "cannot parse the query string");
         return;
     }
-    int prio = parse_prio(evhttp_find_header(&kv, "min_priority"));
+    const char *mp = evhttp_find_header(&kv, "min_priority");
+    int prio = mp ? td_api_priority_parse(mp) : 0;
     const char *last = evhttp_find_header(evhttp_request_get_input_headers(r->req),
                                           "Last-Event-ID");
     if (!last)
@@ -372,9 +362,7 @@ td_api_feed_get(td_req *r, const char *arg)
     /* last may point into kv, which is cleared before the replay below */
     bool resume = last && *last;
     if (resume) {
-        char *end;
-        last_id = strtoull(last, &end, 10);
-        if (*end) {
+        if (td_api_event_id_parse(last, &last_id) != 0) {
             evhttp_clear_headers(&kv);
             td_req_error(r, 400, "bad_request", "Last-Event-ID must be an event id");
             return;

@@ -36,6 +36,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "internal/http_uri.h"
 #include "internal/log.h"
 #include "internal/util.h"
 
@@ -46,13 +47,12 @@ typedef struct td_bucket_entry {
 
 enum { AUTH_NONE, AUTH_READ, AUTH_WRITE };
 
+/* What each route of td_routes (http_uri.c: method, path, metrics label)
+ * needs; indexed by the same TD_ROUTE_* ids. */
 typedef struct route {
-    int method;           /* EVHTTP_REQ_GET / POST */
-    const char *path;     /* exact, or a prefix when it ends with '/' */
     int auth;             /* AUTH_NONE: open; else the scope needed */
     bool json_body;       /* POST with an application/json body */
     bool routing_key;     /* PagerDuty: routing_key may stand for the token */
-    const char *name;     /* metrics label */
     void (*fn)(td_req *r, const char *arg);
 } route;
 
@@ -60,39 +60,25 @@ static void api_healthz(td_req *r, const char *arg);
 static void api_readyz(td_req *r, const char *arg);
 static void api_metrics(td_req *r, const char *arg);
 
-static const route routes[] = {
-    {EVHTTP_REQ_POST, "/api/v1/alerts", AUTH_WRITE, true, false, "alerts_post",
-     td_api_alerts_post},
-    {EVHTTP_REQ_GET, "/api/v1/alerts", AUTH_READ, false, false, "alerts_get",
-     td_api_alerts_get},
-    {EVHTTP_REQ_POST, "/api/v1/alertmanager", AUTH_WRITE, true, false, "alertmanager",
-     td_api_alertmanager_post},
-    {EVHTTP_REQ_POST, "/v2/enqueue", AUTH_WRITE, true, true, "pagerduty",
-     td_api_pagerduty_post},
-    {EVHTTP_REQ_GET, "/api/v1/incidents", AUTH_READ, false, false, "incidents_get",
-     td_api_incidents_get},
-    {EVHTTP_REQ_GET, "/api/v1/incidents/", AUTH_READ, false, false, "incident_get",
-     td_api_incident_get},
-    {EVHTTP_REQ_POST, "/api/v1/incidents/", AUTH_WRITE, true, false, "incident_action",
-     td_api_incident_action},
-    {EVHTTP_REQ_POST, "/api/v1/capacity/samples", AUTH_WRITE, true, false,
-     "capacity_samples", td_api_capacity_samples_post},
-    {EVHTTP_REQ_GET, "/api/v1/capacity/trend", AUTH_READ, false, false, "capacity_trend",
-     td_api_capacity_trend_get},
-    {EVHTTP_REQ_GET, "/api/v1/capacity/risks", AUTH_READ, false, false, "capacity_risks",
-     td_api_capacity_risks_get},
-    {EVHTTP_REQ_GET, "/api/v1/services/", AUTH_READ, false, false, "service_availability",
-     td_api_service_get},
-    {EVHTTP_REQ_GET, "/api/v1/maintenance", AUTH_READ, false, false, "maintenance_get",
-     td_api_maintenance_get},
-    {EVHTTP_REQ_POST, "/api/v1/maintenance", AUTH_WRITE, true, false, "maintenance_post",
-     td_api_maintenance_post},
-    {EVHTTP_REQ_DELETE, "/api/v1/maintenance/", AUTH_WRITE, false, false, "maintenance_delete",
-     td_api_maintenance_delete},
-    {EVHTTP_REQ_GET, "/api/v1/feed", AUTH_READ, false, false, "feed", td_api_feed_get},
-    {EVHTTP_REQ_GET, "/metrics", AUTH_READ, false, false, "metrics", api_metrics},
-    {EVHTTP_REQ_GET, "/healthz", AUTH_NONE, false, false, "healthz", api_healthz},
-    {EVHTTP_REQ_GET, "/readyz", AUTH_NONE, false, false, "readyz", api_readyz},
+static const route routes[TD_ROUTE_N] = {
+    [TD_ROUTE_ALERTS_POST] = {AUTH_WRITE, true, false, td_api_alerts_post},
+    [TD_ROUTE_ALERTS_GET] = {AUTH_READ, false, false, td_api_alerts_get},
+    [TD_ROUTE_ALERTMANAGER] = {AUTH_WRITE, true, false, td_api_alertmanager_post},
+    [TD_ROUTE_PAGERDUTY] = {AUTH_WRITE, true, true, td_api_pagerduty_post},
+    [TD_ROUTE_INCIDENTS_GET] = {AUTH_READ, false, false, td_api_incidents_get},
+    [TD_ROUTE_INCIDENT_GET] = {AUTH_READ, false, false, td_api_incident_get},
+    [TD_ROUTE_INCIDENT_ACTION] = {AUTH_WRITE, true, false, td_api_incident_action},
+    [TD_ROUTE_CAPACITY_SAMPLES] = {AUTH_WRITE, true, false, td_api_capacity_samples_post},
+    [TD_ROUTE_CAPACITY_TREND] = {AUTH_READ, false, false, td_api_capacity_trend_get},
+    [TD_ROUTE_CAPACITY_RISKS] = {AUTH_READ, false, false, td_api_capacity_risks_get},
+    [TD_ROUTE_SERVICE] = {AUTH_READ, false, false, td_api_service_get},
+    [TD_ROUTE_MAINTENANCE_GET] = {AUTH_READ, false, false, td_api_maintenance_get},
+    [TD_ROUTE_MAINTENANCE_POST] = {AUTH_WRITE, true, false, td_api_maintenance_post},
+    [TD_ROUTE_MAINTENANCE_DELETE] = {AUTH_WRITE, false, false, td_api_maintenance_delete},
+    [TD_ROUTE_FEED] = {AUTH_READ, false, false, td_api_feed_get},
+    [TD_ROUTE_METRICS] = {AUTH_READ, false, false, api_metrics},
+    [TD_ROUTE_HEALTHZ] = {AUTH_NONE, false, false, api_healthz},
+    [TD_ROUTE_READYZ] = {AUTH_NONE, false, false, api_readyz},
 };
 
 static const char *
@@ -454,54 +440,27 @@ on_request(struct evhttp_request *req, void *arg)
     r->route = "unknown";
     r->t0_us = td_mono_ms() * 1000;
 
-    const char *uri = evhttp_request_get_uri(req);
     const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     if (!path || !*path) {
         td_req_error(r, 400, "bad_request", "cannot parse the request target");
         return;
     }
-    (void)uri;
-    int method = (int)evhttp_request_get_command(req);
-    if (method == EVHTTP_REQ_HEAD)
-        method = EVHTTP_REQ_GET;
-    const route *rt = NULL;
     const char *rest = NULL;
-    char allow[64] = "";
-    for (size_t i = 0; i < TD_ARRAY_LEN(routes); i++) {
-        const route *x = &routes[i];
-        size_t n = strlen(x->path);
-        const char *arg2 = NULL;
-        if (x->path[n - 1] == '/') {
-            if (strncmp(path, x->path, n) != 0 || !path[n])
-                continue;
-            arg2 = path + n;
-        } else if (strcmp(path, x->path) != 0) {
-            continue;
-        }
-        if (x->method != method) {
-            const char *m = x->method == EVHTTP_REQ_GET    ? "GET"
-                            : x->method == EVHTTP_REQ_DELETE ? "DELETE"
-                                                             : "POST";
-            if (!strstr(allow, m))
-                snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
-                         allow[0] ? ", " : "", m);
-            continue;
-        }
-        rt = x;
-        rest = arg2;
-        break;
-    }
-    if (!rt) {
+    char allow[32];
+    int id = td_route_find((int)evhttp_request_get_command(req), path, &rest, allow,
+                           sizeof(allow));
+    if (id < 0) {
         if (allow[0]) {
             td_req_header(r, "Allow", allow);
-            td_req_error(r, 405, "method_not_allowed", "%s allows %s", path, allow);
+            td_req_error(r, 405, "method_not_allowed", "%.200s allows %s", path, allow);
         } else {
             td_req_error(r, 404, "not_found", "no such path: %.200s", path);
         }
         return;
     }
-    r->route = rt->name;
+    const route *rt = &routes[id];
+    r->route = td_routes[id].name;
 
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     r->body_len = evbuffer_get_length(in);

@@ -7,8 +7,9 @@
  * The checking and the upsert are triaged.cmdb_import() in PostgreSQL
  * (sql/003_cmdb.sql), run in one transaction here: it returns either the
  * rejections (then we roll back: nothing changed, exit 1) or what it created
- * and changed (then we commit). This file only reads files, converts CSV to
- * the JSON document, and prints. Blocking libpq is fine: there is no loop. */
+ * and changed (then we commit). This file only reads files, prints, and
+ * hands the text to td_cmdb_doc_parse() (cmdb_doc.c: JSON, or CSV converted
+ * to the JSON document). Blocking libpq is fine: there is no loop. */
 #include "internal/triagectl.h"
 
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "internal/cmdb_doc.h"
 #include "internal/util.h"
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -85,146 +87,6 @@ exit_for(const PGresult *r)
     return TD_EXIT_BACKEND;
 }
 
-/* ---- CSV of CIs ---------------------------------------------------------- */
-
-/* One RFC 4180 field from *p (quotes, "" escapes); advances past the
- * separator. *eol is set at the end of the record. Returns a new string. */
-static char *
-csv_field(const char **p, bool *eol)
-{
-    const char *s = *p;
-    size_t cap = 64, n = 0;
-    char *out = td_malloc(cap);
-    bool quoted = *s == '"';
-    if (quoted)
-        s++;
-    for (;;) {
-        char ch = *s;
-        if (ch == '\0')
-            break;
-        if (quoted && ch == '"') {
-            if (s[1] == '"') {
-                s += 2;
-                ch = '"';
-            } else {
-                quoted = false;
-                s++;
-                continue;
-            }
-        } else if (!quoted && (ch == ',' || ch == '\n' || ch == '\r')) {
-            break;
-        } else {
-            s++;
-        }
-        if (n + 2 > cap)
-            out = td_realloc(out, cap *= 2);
-        out[n++] = ch;
-    }
-    out[n] = '\0';
-    *eol = *s != ',';
-    if (*s == ',')
-        s++;
-    else {
-        if (*s == '\r')
-            s++;
-        if (*s == '\n')
-            s++;
-    }
-    *p = s;
-    return out;
-}
-
-/* Words separated by spaces or ';' into a JSON array of strings. */
-static json_t *
-word_array(const char *s)
-{
-    json_t *a = json_array();
-    char *copy = td_strdup(s), *save = NULL;
-    for (char *t = strtok_r(copy, " ;\t", &save); t; t = strtok_r(NULL, " ;\t", &save))
-        json_array_append_new(a, json_string(t));
-    free(copy);
-    return a;
-}
-
-/* CSV with a header line: name (required), kind, aliases, addresses,
- * criticality, and attr.KEY columns for attributes. Empty cells are
- * absent keys (the stored value stays). */
-static json_t *
-csv_to_doc(const char *text, char *err, size_t errlen)
-{
-    const char *p = text;
-    char **head = NULL;
-    size_t nh = 0;
-    bool eol = false;
-    while (*p && !eol) {
-        head = td_realloc(head, (nh + 1) * sizeof(*head));
-        head[nh++] = csv_field(&p, &eol);
-    }
-    json_t *cis = json_array();
-    int has_name = -1;
-    for (size_t i = 0; i < nh; i++) {
-        if (strcmp(head[i], "name") == 0)
-            has_name = (int)i;
-        else if (strcmp(head[i], "kind") && strcmp(head[i], "aliases") &&
-                 strcmp(head[i], "addresses") && strcmp(head[i], "criticality") &&
-                 strncmp(head[i], "attr.", 5) != 0) {
-            snprintf(err, errlen, "CSV header: unknown column '%s' (expected name, kind, "
-                     "aliases, addresses, criticality, attr.KEY)", head[i]);
-            goto fail;
-        }
-    }
-    if (has_name < 0) {
-        snprintf(err, errlen, "CSV header: no 'name' column");
-        goto fail;
-    }
-    for (int line = 2; *p; line++) {
-        json_t *ci = json_object(), *attrs = NULL;
-        size_t col = 0;
-        eol = false;
-        while (!eol) {
-            char *v = csv_field(&p, &eol);
-            if (col < nh && *v) {
-                const char *h = head[col];
-                if (strcmp(h, "aliases") == 0 || strcmp(h, "addresses") == 0)
-                    json_object_set_new(ci, h, word_array(v));
-                else if (strncmp(h, "attr.", 5) == 0) {
-                    if (!attrs)
-                        attrs = json_object();
-                    json_object_set_new(attrs, h + 5, json_string(v));
-                } else
-                    json_object_set_new(ci, h, json_string(v));
-            } else if (col >= nh && *v) {
-                snprintf(err, errlen, "CSV line %d: more cells than columns", line);
-                free(v);
-                json_decref(ci);
-                json_decref(attrs);
-                goto fail;
-            }
-            free(v);
-            col++;
-        }
-        if (attrs)
-            json_object_set_new(ci, "attributes", attrs);
-        if (json_object_size(ci) == 0) {
-            json_decref(ci); /* blank line */
-            continue;
-        }
-        json_array_append_new(cis, ci);
-    }
-    for (size_t i = 0; i < nh; i++)
-        free(head[i]);
-    free(head);
-    json_t *doc = json_object();
-    json_object_set_new(doc, "cis", cis);
-    return doc;
-fail:
-    for (size_t i = 0; i < nh; i++)
-        free(head[i]);
-    free(head);
-    json_decref(cis);
-    return NULL;
-}
-
 /* ---- cmdb import / export ------------------------------------------------ */
 
 static int
@@ -262,24 +124,12 @@ cmdb_import(const td_config *cfg, int argc, char **argv)
     size_t pl = strlen(path);
     if (pl > 4 && strcasecmp(path + pl - 4, ".csv") == 0)
         csv = true;
-    json_t *doc;
     char err[512];
-    if (csv) {
-        doc = csv_to_doc(text, err, sizeof(err));
-        if (!doc) {
-            fprintf(stderr, "triagectl cmdb import: %s: %s\n", path, err);
-            free(text);
-            return TD_EXIT_USAGE;
-        }
-    } else {
-        json_error_t je;
-        doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-        if (!doc) {
-            fprintf(stderr, "triagectl cmdb import: %s:%d:%d: not valid JSON: %s\n", path,
-                    je.line, je.column, je.text);
-            free(text);
-            return TD_EXIT_USAGE;
-        }
+    json_t *doc = td_cmdb_doc_parse(text, len, csv, err, sizeof(err));
+    if (!doc) {
+        fprintf(stderr, "triagectl cmdb import: %s:%s%s\n", path, csv ? " " : "", err);
+        free(text);
+        return TD_EXIT_USAGE;
     }
     free(text);
     char *body = json_dumps(doc, JSON_COMPACT);
@@ -404,50 +254,6 @@ td_cmd_cmdb(const td_config *cfg, int argc, char **argv)
 
 /* ---- maintenance ------------------------------------------------------- */
 
-/* "Mon,Wed-Fri" or "1,3-5" -> "{1,3,4,5}"; false when malformed. */
-static bool
-parse_days(const char *s, char *out, size_t outlen)
-{
-    static const char *names[] = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"};
-    bool set[8] = {0};
-    char *copy = td_strdup(s), *save = NULL;
-    bool ok = true;
-    for (char *t = strtok_r(copy, ",", &save); t && ok; t = strtok_r(NULL, ",", &save)) {
-        int lo = 0, hi = 0;
-        char *dash = strchr(t, '-');
-        for (int part = 0; part < (dash ? 2 : 1); part++) {
-            char *w = part ? dash + 1 : t;
-            if (dash && !part)
-                *dash = '\0';
-            int d = 0;
-            if (w[0] >= '1' && w[0] <= '7' && !w[1])
-                d = w[0] - '0';
-            else
-                for (int k = 0; k < 7; k++)
-                    if (strncasecmp(w, names[k], 3) == 0 && strlen(w) >= 3)
-                        d = k + 1;
-            if (!d)
-                ok = false;
-            if (part)
-                hi = d;
-            else
-                lo = hi = d;
-        }
-        if (ok && lo > hi)
-            ok = false;
-        for (int d = lo; ok && d <= hi; d++)
-            set[d] = true;
-    }
-    free(copy);
-    size_t n = 0;
-    out[n++] = '{';
-    for (int d = 1; d <= 7 && n + 3 < outlen; d++)
-        if (set[d])
-            n += (size_t)snprintf(out + n, outlen - n, "%s%d", n > 1 ? "," : "", d);
-    snprintf(out + n, outlen - n, "}");
-    return ok && n > 1;
-}
-
 static int
 maintenance_add(const td_config *cfg, int argc, char **argv)
 {
@@ -487,7 +293,7 @@ maintenance_add(const td_config *cfg, int argc, char **argv)
     }
     char days[64] = "", interval[64] = "";
     if (week) {
-        if (!parse_days(weekly, days, sizeof(days))) {
+        if (!td_maint_days_parse(weekly, days, sizeof(days))) {
             fprintf(stderr, "triagectl maintenance add: --weekly '%s': use day names or "
                             "numbers (1 = Monday), e.g. Sat,Sun or Mon-Fri\n", weekly);
             return TD_EXIT_USAGE;

@@ -27,6 +27,7 @@ td_packages=(
     libpcre2-dev                       # syslog rules: regular expressions (JIT)
     rsyslog bsdutils                   # syslog tests: rsyslogd relay, logger
     clang                              # libFuzzer targets (tests/fuzz)
+    valgrind                           # TD_VALGRIND=1: integration tests under memcheck
     chromium                           # headless screenshot of the SLA report (tests)
     systemd openssl util-linux         # security tests: systemd-analyze, test certificates, setpriv/unshare
 )

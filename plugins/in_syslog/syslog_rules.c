@@ -274,7 +274,7 @@ add_regex(loader *ld, int line, rule *r, int target, const char *sd_id,
         return fail(ld, line, "rule %s: more than %d conditions", r->name,
                     MAX_RX_PER_RULE);
     pcre2_code *c = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
-                                  PCRE2_UTF | PCRE2_NO_UTF_CHECK, &code, &off, NULL);
+                                  PCRE2_UTF, &code, &off, NULL);
     if (!c) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof(msg));
@@ -619,6 +619,12 @@ tds_rules_parse(const char *text, size_t len, const char *origin, char *err,
         char *nl = memchr(p, '\n', (size_t)(end - p));
         char *eol = nl ? nl : end;
         line++;
+        /* Not UTF-8 (a Latin-1 file): PCRE2 in UTF mode and the alerts'
+         * JSON need UTF-8, so say where rather than fail later. */
+        if (!tds_utf8_valid((const unsigned char *)p, (size_t)(eol - p))) {
+            fail(&ld, line, "not valid UTF-8 (save the file as UTF-8)");
+            goto fail;
+        }
         char *s = trim(p, eol);
         p = nl ? nl + 1 : end;
         if (!*s || *s == '#' || *s == ';')

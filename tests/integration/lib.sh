@@ -15,6 +15,19 @@ T_NAME=$(basename "${BASH_SOURCE[1]:-test}" .sh)
 T_DIR=$(mktemp -d "$TD_TEST_DIR/$T_NAME.XXXXXX")
 T_PIDS=()
 
+# Sanitizer and valgrind reports of every program this test runs (triaged,
+# triagectl) go to files in T_DIR, and at exit any report fails the test
+# (_t_check_reports), even one written while the daemon shut down in the
+# EXIT trap. ASan/UBSan options are the caller's (scripts/test sets them for
+# the sanitizer build) plus this log_path; a plain build ignores them.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$T_DIR/sanitizer"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$T_DIR/sanitizer"
+# TD_VALGRIND=1 runs triaged under valgrind memcheck (a plain build): leaks
+# definitely lost and invalid accesses are errors; waits are longer.
+T_VALGRIND=${TD_VALGRIND:-0}
+T_SLOW=1
+[ "$T_VALGRIND" = 1 ] && T_SLOW=6
+
 t_log() { printf '%s: %s\n' "$T_NAME" "$*"; }
 t_fail() {
     printf '%s: FAIL: %s\n' "$T_NAME" "$*" >&2
@@ -28,7 +41,7 @@ t_cleanup() {
     local p
     for p in "${T_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${T_PIDS[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq $((100 * T_SLOW))); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$p" 2>/dev/null || true
     done
     if [ -n "${T_DB:-}" ] && [ "${TD_KEEP_DB:-0}" != 1 ]; then
@@ -80,13 +93,18 @@ CONF
 # Start triaged on a config; waits until it says it started. Sets T_PID.
 t_start() {
     local conf=${1:-$T_DIR/triaged.conf} log=${2:-$T_DIR/triaged.log}
-    "$TD_BUILD_DIR/triaged" -c "$conf" >>"$log" 2>&1 &
+    local wrap=()
+    [ "$T_VALGRIND" = 1 ] && wrap=(valgrind --leak-check=full --errors-for-leak-kinds=definite
+        --show-leak-kinds=definite --error-exitcode=99 --num-callers=30
+        "--suppressions=$TD_SOURCE_DIR/tests/valgrind.supp"
+        "--log-file=$T_DIR/valgrind.%p.log")
+    "${wrap[@]}" "$TD_BUILD_DIR/triaged" -c "$conf" >>"$log" 2>&1 &
     T_PID=$!
     T_PIDS+=("$T_PID")
-    local deadline=$((SECONDS + 30))
+    local deadline=$((SECONDS + 30 * T_SLOW))
     until grep -q 'msg="triaged started"' "$log" 2>/dev/null; do
         kill -0 "$T_PID" 2>/dev/null || t_fail "triaged exited at start"
-        [ $SECONDS -lt $deadline ] || t_fail "triaged did not start within 30 s"
+        [ $SECONDS -lt $deadline ] || t_fail "triaged did not start within $((30 * T_SLOW)) s"
         sleep 0.1
     done
 }
@@ -132,7 +150,32 @@ _t_exit() {
     local rc=$? h
     for h in "${T_EXIT_HOOKS[@]}"; do eval "$h" || true; done
     t_cleanup
+    _t_check_reports || rc=1
     exit $rc
+}
+
+# Fails (prints the reports) when a sanitizer or valgrind reported anything.
+_t_check_reports() {
+    local f bad=0
+    for f in "$T_DIR"/sanitizer.*; do
+        [ -s "$f" ] || continue
+        printf '%s: FAIL: sanitizer report %s:\n' "$T_NAME" "$(basename "$f")" >&2
+        head -n 60 "$f" >&2
+        bad=1
+    done
+    for f in "$T_DIR"/valgrind.*.log; do
+        [ -f "$f" ] || continue
+        if ! grep -q 'ERROR SUMMARY' "$f"; then
+            t_log "valgrind $(basename "$f"): no summary (killed, e.g. kill -9)"
+        elif ! grep -q 'ERROR SUMMARY: 0 errors' "$f"; then
+            printf '%s: FAIL: valgrind %s:\n' "$T_NAME" "$(basename "$f")" >&2
+            grep -A 30 -E 'Invalid|uninitialised|definitely lost in|ERROR SUMMARY' "$f" | head -n 80 >&2
+            bad=1
+        else
+            t_log "valgrind $(basename "$f"): $(grep -o 'ERROR SUMMARY: .*' "$f")"
+        fi
+    done
+    return $bad
 }
 trap _t_exit EXIT
 
@@ -201,7 +244,7 @@ t_kill9() {
 # t_stop PID: SIGTERM (a graceful stop: drains in-flight alerts), wait <= 30 s.
 t_stop() {
     kill -TERM "$1" 2>/dev/null || true
-    t_wait_until 30 "triaged pid $1 to stop on SIGTERM" eval "! _stack_alive $1"
+    t_wait_until $((30 * T_SLOW)) "triaged pid $1 to stop on SIGTERM" eval "! _stack_alive $1"
     wait "$1" 2>/dev/null || true
 }
 

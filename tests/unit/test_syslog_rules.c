@@ -271,6 +271,10 @@ static struct err_case err_cases[] = {
     {"[a]\nsd x = y\n", "t.conf:2: rule a: write a structured-data condition as 'sd "
      "SD-ID PARAM = REGEX'"},
     {"[a]\nresource =\n", "t.conf:2: rule a: resource has no value"},
+    /* found by fuzz_rules: a Latin-1 byte in a regex crashed pcre2_compile
+     * (it was told the pattern was valid UTF-8) */
+    {"[a]\nmessage = ke\xedrnel\n", "t.conf:2: not valid UTF-8 (save the file as UTF-8)"},
+    {"[a]\ncheck = \xc3\n", "t.conf:2: not valid UTF-8 (save the file as UTF-8)"},
 };
 
 #define N_ERR (sizeof(err_cases) / sizeof(err_cases[0]))
