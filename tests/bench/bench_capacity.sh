@@ -4,8 +4,11 @@
 #
 #   bash tests/bench/bench_capacity.sh [sql|kafka|risks|all]
 #
-# sql:    500,000 samples (50,000 series) straight into triaged.ingest_capacity
-#         in batches of 10,000: PostgreSQL's side alone
+# sql:    500,000 samples (50,000 series) as the daemon sends them (typed
+#         arrays, CIs bound) into triaged.ingest_capacity_arrays in batches
+#         of 10,000, then triaged.capacity_fold: PostgreSQL's side alone, with
+#         a plain COPY of the same rows into an unindexed table as the
+#         reference measured in the same run
 # kafka:  500,000 samples through Kafka and triaged, with kcat's consume rate
 #         of the same topic in the same run as the reference
 # risks:  100,000 series with 30 days of 5-minute samples each (their
@@ -43,22 +46,53 @@ cis() { psql "$pg" -qAtc "INSERT INTO triaged.ci (name) SELECT 'ci-' || i FROM g
 run_sql() {
     fresh_db sql
     cis 50000
+    # the batches as the daemon sends them: parallel typed arrays, CI ids bound
     psql "$pg" -qAt <<'SQL'
+SET TimeZone = 'UTC';
 CREATE TABLE batches AS
-SELECT b, jsonb_agg(jsonb_build_object('ci', 'ci-' || (1 + i % 50000), 'metric', 'disk',
-         'value', 100 + i % 797, 'limit', 1000,
-         'ts', timestamptz '2026-11-01' + (i / 50000) * interval '5 min')) AS j
+SELECT b, array_agg(i % 50000 + 1 ORDER BY i)::bigint[] AS ci_id,
+       array_agg(NULL::text) AS ci, array_agg('disk'::text) AS metric,
+       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min' ORDER BY i) AS ts,
+       array_agg((100 + i % 797)::float8 ORDER BY i) AS value,
+       array_agg(1000::float8) AS lim
   FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
  GROUP BY b;
+CREATE TABLE rows AS
+SELECT u.* FROM batches, unnest(ci_id, metric, ts, value, lim) AS u(ci_id, metric, ts, value, lim);
+CREATE TABLE ref (LIKE rows);
 SQL
-    local t0 t1
+    psql "$pg" -qAt -c "\\copy rows TO '$work/rows.copy'"
+    local loop="DO \$\$ DECLARE r record; BEGIN
+        FOR r IN SELECT * FROM batches ORDER BY b LOOP
+          PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}');
+        END LOOP; END \$\$"
+    local fold="SELECT * FROM triaged.capacity_fold(1000000)"
+    local t0 t1 t2 t3 t4 t5 stored
     t0=$(now)
-    psql "$pg" -qAt -c "DO \$\$ DECLARE r record; BEGIN
-        FOR r IN SELECT j FROM batches ORDER BY b LOOP
-          PERFORM triaged.ingest_capacity(r.j, '{}');
-        END LOOP; END \$\$" >/dev/null
+    psql "$pg" -qAt -c "\\copy ref FROM '$work/rows.copy'"
     t1=$(now)
-    echo "sql: 500,000 samples in batches of 10,000 through ingest_capacity: $(rate 500000 "$t0" "$t1") samples/s ($(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample") stored)"
+    psql "$pg" -qAt -c "$loop" >/dev/null
+    t2=$(now)
+    psql "$pg" -qAt -c "$fold" >/dev/null
+    t3=$(now)
+    stored=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
+    t3=$(now)
+    psql "$pg" -qAt -c "$loop" >/dev/null   # the same again: every sample a duplicate
+    t4=$(now)
+    psql "$pg" -qAt -c "$fold" >/dev/null
+    t5=$(now)
+    python3 - "$t0" "$t1" "$t2" "$t3" "$t4" "$t5" "$stored" <<'PY'
+import sys
+t0, t1, t2, t3, t4, t5 = map(float, sys.argv[1:7])
+n = 500000
+cp, ing, fold, both = n / (t1 - t0), n / (t2 - t1), n / (t3 - t2), n / (t3 - t1)
+print(f"sql: 500,000 samples (50,000 series), batches of 10,000 ({sys.argv[7]} stored)")
+print(f"  reference: COPY into an unindexed table   {cp:>9,.0f} rows/s")
+print(f"  batch statements (ingest_capacity_arrays) {ing:>9,.0f} samples/s = {ing / cp:.2f}x COPY")
+print(f"  fold into capacity_sample                 {fold:>9,.0f} samples/s = {fold / cp:.2f}x COPY")
+print(f"  both, one after the other                 {both:>9,.0f} samples/s = {both / cp:.2f}x COPY")
+print(f"  all duplicates again: batches {n / (t4 - t3):,.0f}/s, fold {n / (t5 - t4):,.0f}/s")
+PY
 }
 
 run_kafka() {
