@@ -197,6 +197,7 @@ AS $$
 DECLARE
   v_tids   tid[];
   v_months timestamptz[];
+  v_hours  timestamptz[];
   v_month  timestamptz;
   v_moved  integer;
   v_ins    integer;
@@ -208,8 +209,9 @@ BEGIN
   END IF;
   -- the rows to move, by their tuple ids: inbox rows are never updated and
   -- only a fold deletes them, so the ids stay theirs until the DELETE below
-  SELECT array_agg(i.ctid), array_agg(DISTINCT date_trunc('month', i.ts))
-    INTO v_tids, v_months
+  SELECT array_agg(i.ctid), array_agg(DISTINCT date_trunc('month', i.ts)),
+         array_agg(DISTINCT date_trunc('hour', i.ts))
+    INTO v_tids, v_months, v_hours
     FROM (SELECT ctid, ts FROM triaged.capacity_inbox LIMIT greatest(p_max, 1)) i;
   v_moved := coalesce(cardinality(v_tids), 0);
   IF v_moved = 0 THEN
@@ -223,29 +225,39 @@ BEGIN
     END IF;
   END LOOP;
 
-  -- new rows only, once each, in key order (the btree fills page by page):
-  -- an anti-join probing the primary key and a plain INSERT cost half an
-  -- INSERT ... ON CONFLICT DO NOTHING (speculative insertion), measured.
-  -- Folds are serialised by the lock above; a row the legacy
-  -- ingest_capacity() stores meanwhile makes this fold fail on the key and
-  -- the next one skip it.
-  WITH moved AS (
-    DELETE FROM triaged.capacity_inbox WHERE ctid = ANY (v_tids)
-    RETURNING ctid AS tid, ci_id, metric, ts, value, capacity_limit),
-  ins AS (
-    INSERT INTO triaged.capacity_sample AS c (ci_id, metric, ts, value, capacity_limit)
+  -- the hours the rows fall in, for the rollup (an hour whose rows all
+  -- turn out duplicates is rebuilt once more: harmless)
+  INSERT INTO triaged.capacity_dirty (hour)
+  SELECT DISTINCT h FROM unnest(v_hours) AS u(h)
+  ON CONFLICT (hour) DO NOTHING;
+
+  -- Each row once. First as if there were no duplicate: a plain INSERT in
+  -- the inbox's order, the cheapest (measured: INSERT ... ON CONFLICT DO
+  -- NOTHING, a speculative insertion, costs twice as much, and sorting for
+  -- DISTINCT a fifth more); when there was one (a client's retry, a
+  -- producer's duplicate), the key says so, and the fold runs again keeping
+  -- the first queued copy of each new row (an anti-join probing the key,
+  -- in key order). Folds are serialised by the lock above.
+  BEGIN
+    WITH moved AS (
+      DELETE FROM triaged.capacity_inbox WHERE ctid = ANY (v_tids)
+      RETURNING ci_id, metric, ts, value, capacity_limit)
+    INSERT INTO triaged.capacity_sample (ci_id, metric, ts, value, capacity_limit)
+    SELECT m.ci_id, m.metric, m.ts, m.value, m.capacity_limit FROM moved m;
+    GET DIAGNOSTICS v_ins = ROW_COUNT;
+  EXCEPTION WHEN unique_violation THEN
+    WITH moved AS (
+      DELETE FROM triaged.capacity_inbox WHERE ctid = ANY (v_tids)
+      RETURNING ctid AS tid, ci_id, metric, ts, value, capacity_limit)
+    INSERT INTO triaged.capacity_sample (ci_id, metric, ts, value, capacity_limit)
     SELECT DISTINCT ON (m.ci_id, m.metric, m.ts) m.ci_id, m.metric, m.ts, m.value,
            m.capacity_limit
       FROM moved m
      WHERE NOT EXISTS (SELECT 1 FROM triaged.capacity_sample x
                         WHERE x.ci_id = m.ci_id AND x.metric = m.metric AND x.ts = m.ts)
-     ORDER BY m.ci_id, m.metric, m.ts, m.tid
-    RETURNING c.ts),
-  hours AS (
-    INSERT INTO triaged.capacity_dirty (hour)
-    SELECT DISTINCT date_trunc('hour', ins.ts) FROM ins
-    ON CONFLICT (hour) DO NOTHING)
-  SELECT count(*) INTO v_ins FROM ins;
+     ORDER BY m.ci_id, m.metric, m.ts, m.tid;
+    GET DIAGNOSTICS v_ins = ROW_COUNT;
+  END;
 
   RETURN QUERY SELECT 'capacity.fold', NULL::text,
     json_build_object('moved', v_moved, 'inserted', v_ins, 'duplicates', v_moved - v_ins,
