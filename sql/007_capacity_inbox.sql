@@ -209,10 +209,15 @@ BEGIN
   END IF;
   -- the rows to move, by their tuple ids: inbox rows are never updated and
   -- only a fold deletes them, so the ids stay theirs until the DELETE below
-  SELECT array_agg(i.ctid), array_agg(DISTINCT date_trunc('month', i.ts)),
-         array_agg(DISTINCT date_trunc('hour', i.ts))
-    INTO v_tids, v_months, v_hours
-    FROM (SELECT ctid, ts FROM triaged.capacity_inbox LIMIT greatest(p_max, 1)) i;
+  -- (one scan; the hours hashed, with date_bin: date_trunc and DISTINCT
+  -- aggregates cost twice as much, measured)
+  WITH i AS MATERIALIZED (
+    SELECT ctid, ts FROM triaged.capacity_inbox LIMIT greatest(p_max, 1))
+  SELECT (SELECT array_agg(i.ctid) FROM i),
+         (SELECT array_agg(x.h) FROM (SELECT date_bin('1 hour', i.ts, timestamptz '2000-01-01') AS h
+                                        FROM i GROUP BY 1) x)
+    INTO v_tids, v_hours;
+  SELECT array_agg(DISTINCT date_trunc('month', h)) INTO v_months FROM unnest(v_hours) AS u(h);
   v_moved := coalesce(cardinality(v_tids), 0);
   IF v_moved = 0 THEN
     RETURN QUERY SELECT 'capacity.fold', NULL::text,
