@@ -1,5 +1,5 @@
-/* capacity.c — capacity samples: decode and validate, and the JSON the
- * store takes (see capacity.h). */
+/* capacity.c — capacity samples: decode and validate, and the binary
+ * arrays the batch statement takes (see capacity.h). */
 #include "internal/capacity.h"
 
 #include <jansson.h>
@@ -129,31 +129,6 @@ td_capacity_decode(const char *buf, size_t len, size_t max_size, int64_t now_us,
     *out = s;
     *n = count;
     return TD_OK;
-}
-
-char *
-td_samples_json(const td_sample *const *samples, size_t n)
-{
-    /* Jansson allocates with td_malloc (main.c): no NULL on out-of-memory;
-     * and every string here came out of a JSON document, so is UTF-8. */
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) {
-        const td_sample *s = samples[i];
-        char ts[32];
-        td_format_rfc3339(s->ts_us, ts);
-        json_t *o = json_pack("{s:s, s:s, s:f, s:s}", "ci", s->ci, "metric", s->metric,
-                              "value", s->value, "ts", ts);
-        if (!o)
-            abort();
-        if (!isnan(s->limit))
-            json_object_set_new(o, "limit", json_real(s->limit));
-        json_array_append_new(arr, o);
-    }
-    char *out = json_dumps(arr, JSON_COMPACT);
-    json_decref(arr);
-    if (!out)
-        abort();
-    return out;
 }
 
 /* ---- binary arrays (PostgreSQL's array_send/array_recv format) ----------

@@ -41,20 +41,7 @@
 #include "internal/store.h"
 #include "internal/util.h"
 
-enum {
-    STMT_INGEST,
-    STMT_TICK,
-    STMT_POSITIONS,
-    STMT_CAPACITY_TICK,
-    STMT_SLA_TICK,
-    STMT_CAPACITY_FOLD
-};
-
-/* A fold moves at most this many inbox rows (one transaction); more: again. */
-#define CAPACITY_FOLD_MAX 200000
-/* Samples queued in the inbox and not folded yet, beyond which batches wait
- * for the fold (backpressure, as when PostgreSQL is slow). */
-#define CAPACITY_INBOX_MAX 2000000
+enum { STMT_INGEST, STMT_TICK, STMT_POSITIONS, STMT_CAPACITY_TICK, STMT_SLA_TICK };
 
 static const td_store_stmt stmts[] = {
     /* samples as binary arrays (td_samples_arrays), the rest as text */
@@ -71,8 +58,6 @@ static const td_store_stmt stmts[] = {
     {"td_capacity_tick", "SELECT kind, key, payload::text FROM triaged.capacity_tick($1::jsonb)",
      1},
     {"td_sla_tick", "SELECT kind, key, payload::text FROM triaged.sla_tick($1::jsonb)", 1},
-    {"td_capacity_fold", "SELECT kind, key, payload::text FROM triaged.capacity_fold($1::int)",
-     1},
 };
 
 typedef struct partition {
@@ -145,9 +130,6 @@ struct td_pipeline {
     bool capacity_tick_running;
     int64_t capacity_tick_due; /* monotonic ms */
     bool sla_tick_running;     /* on the capacity connection too, after it */
-    bool fold_running, fold_again; /* capacity_fold on the capacity connection */
-    uint64_t unfolded;             /* samples this process queued, not folded yet */
-    uint64_t fold_before;          /* unfolded when the running fold was sent */
     int64_t sla_tick_due;      /* monotonic ms */
     bool shutting_down;
     partition *parts;
@@ -160,14 +142,12 @@ struct td_pipeline {
         *m_opened, *m_reopened, *m_inc_resolved, *m_inc_closed, *m_retries,
         *m_fenced, *m_segments, *m_batch_latency, *m_events, *m_samples,
         *m_samples_stored, *m_samples_dup, *m_samples_unknown_ci, *m_cap_warnings,
-        *m_samples_queued, *m_fold_errors, *m_fold_waits,
         *m_hint[3], *m_hints_skipped, *m_sla_tick_errors;
     td_ratelimit rl_capacity;
 };
 
 static void kick(td_pipeline *p);
 static void start_batch(td_pipeline *p);
-static void capacity_fold(td_pipeline *p);
 
 /* ---- partitions ---------------------------------------------------- */
 
@@ -668,15 +648,6 @@ start_batch(td_pipeline *p)
             b->nsamples += it->n_samples;
         }
     }
-    if (b->nsamples && p->unfolded >= CAPACITY_INBOX_MAX) {
-        /* the fold is behind: hold the batch (inputs pause as the queue
-         * fills) until it catches up */
-        td_metric_add(p->m_fold_waits, 1);
-        capacity_fold(p);
-        struct timeval tv = {0, 50 * 1000};
-        event_add(p->ev_retry, &tv);
-        return;
-    }
     if (b->nsamples) {
         b->samples = td_calloc(b->nsamples, sizeof(*b->samples));
         size_t ns = 0;
@@ -808,11 +779,8 @@ capacity_stats(td_pipeline *p, const char *payload)
     json_t *o = json_loads(payload, 0, NULL);
     if (!o)
         return;
-    uint64_t queued = stat_of(o, "queued");
-    td_metric_add(p->m_samples_queued, queued);
-    p->unfolded += queued;
-    if (queued)
-        capacity_fold(p);
+    td_metric_add(p->m_samples_stored, stat_of(o, "inserted"));
+    td_metric_add(p->m_samples_dup, stat_of(o, "duplicates"));
     uint64_t unknown = stat_of(o, "unknown_ci");
     td_metric_add(p->m_samples_unknown_ci, unknown);
     uint32_t suppressed;
@@ -824,65 +792,6 @@ capacity_stats(td_pipeline *p, const char *payload)
         free(names);
     }
     json_decref(o);
-}
-
-/* The fold (sql/007): moves the inbox into capacity_sample, after every
- * batch that queued samples and every capacity tick; one at a time, again
- * at once while the inbox holds more, or when batches queued samples
- * meanwhile. */
-static void
-on_fold_result(void *arg, const PGresult *res, const char *err)
-{
-    td_pipeline *p = arg;
-    bool again = p->fold_again;
-    uint64_t before = p->fold_before;
-    p->fold_running = false;
-    p->fold_again = false;
-    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        const char *e = res ? PQresultErrorMessage(res) : err ? err : "";
-        uint32_t suppressed;
-        td_metric_add(p->m_fold_errors, 1);
-        if (td_ratelimit_allow(&p->rl_store, 5, &suppressed))
-            td_warn("capacity fold failed; the next batch or tick folds again",
-                    "error=\"%.*s\" suppressed=%u", (int)strcspn(e, "\n"), e, suppressed);
-        return;
-    }
-    for (int r = 0; r < PQntuples(res); r++) {
-        if (strcmp(PQgetvalue(res, r, 0), "capacity.fold") != 0)
-            continue;
-        json_t *o = json_loads(PQgetvalue(res, r, 2), 0, NULL);
-        if (!o)
-            continue;
-        td_metric_add(p->m_samples_stored, stat_of(o, "inserted"));
-        td_metric_add(p->m_samples_dup, stat_of(o, "duplicates"));
-        uint64_t moved = stat_of(o, "moved");
-        if (json_is_true(json_object_get(o, "more"))) {
-            again = true;
-            p->unfolded -= moved < p->unfolded ? moved : p->unfolded;
-        } else if (!json_is_true(json_object_get(o, "busy"))) {
-            /* the inbox is empty up to this fold's start: what this process
-             * had queued before it is folded (here or by another instance) */
-            p->unfolded -= before < p->unfolded ? before : p->unfolded;
-        }
-        json_decref(o);
-    }
-    if (again)
-        capacity_fold(p);
-}
-
-static void
-capacity_fold(td_pipeline *p)
-{
-    if (p->fold_running) {
-        p->fold_again = true;
-        return;
-    }
-    p->fold_running = true;
-    p->fold_before = p->unfolded;
-    char max[24];
-    snprintf(max, sizeof(max), "%d", CAPACITY_FOLD_MAX);
-    const char *params[1] = {max};
-    td_store_exec(p->cap_store, STMT_CAPACITY_FOLD, params, on_fold_result, p);
 }
 
 /* A series at or over its limit fires an alert (and so opens an incident);
@@ -1050,7 +959,6 @@ capacity_tick(td_pipeline *p)
     if (p->capacity_tick_running || now < p->capacity_tick_due)
         return;
     p->capacity_tick_due = now + p->cfg->capacity_rollup_interval_ms;
-    capacity_fold(p); /* first: samples left from before a restart, or a failed fold */
     p->capacity_tick_running = true;
     char ts[32];
     td_format_rfc3339(td_now_ms() * 1000, ts);
@@ -1256,13 +1164,7 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
     COUNTER(m_fenced, "partitions_fenced", "Partitions whose stored offset moved under us");
     COUNTER(m_events, "events_published", "Incident and alert events given to outputs");
     COUNTER(m_samples, "capacity_samples_received", "Capacity samples decoded from valid messages");
-    COUNTER(m_samples_stored, "capacity_samples_stored",
-            "Capacity samples moved into capacity_sample by the fold");
-    COUNTER(m_samples_queued, "capacity_samples_queued",
-            "Capacity samples committed to the inbox with their batch (folded shortly after)");
-    COUNTER(m_fold_errors, "capacity_fold_errors", "Capacity folds that failed (retried)");
-    COUNTER(m_fold_waits, "capacity_fold_waits",
-            "Batches held because the fold was behind by 2,000,000 samples or more");
+    COUNTER(m_samples_stored, "capacity_samples_stored", "Capacity samples written to PostgreSQL");
     COUNTER(m_samples_dup, "capacity_samples_duplicate",
             "Capacity samples already stored (same ci, metric and ts): ignored");
     COUNTER(m_samples_unknown_ci, "capacity_samples_unknown_ci",

@@ -6,7 +6,7 @@
  * ci, metric and value are required; limit (a positive number) and ts
  * (RFC 3339, default: time received) are optional. A message holds one
  * object or an array of them. Storage, rollups and trends are in
- * sql/005_capacity.sql. */
+ * sql/005_capacity.sql; the batch statement's ingest in sql/007. */
 #ifndef TD_CAPACITY_H
 #define TD_CAPACITY_H
 
@@ -31,9 +31,6 @@ int td_capacity_decode(const char *buf, size_t len, size_t max_size, int64_t now
                        td_sample **out, size_t *n, const char **reason, char *detail,
                        size_t detail_len);
 void td_samples_free(td_sample *s, size_t n);
-
-/* The JSON array ingest_capacity() takes, for samples[0..n). Caller frees. */
-char *td_samples_json(const td_sample *const *samples, size_t n);
 
 /* The parameters of triaged.ingest_capacity_arrays() (sql/007) for
  * samples[0..n), in PostgreSQL's binary array format, one element per sample:
