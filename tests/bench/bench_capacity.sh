@@ -6,11 +6,13 @@
 #
 # sql:    500,000 samples (50,000 series) as the daemon sends them (typed
 #         arrays, CIs bound) into triaged.ingest_capacity_arrays in batches
-#         of 10,000, then triaged.capacity_fold: PostgreSQL's side alone, with
-#         a plain COPY of the same rows into an unindexed table as the
-#         reference measured in the same run
-# kafka:  500,000 samples through Kafka and triaged, with kcat's consume rate
-#         of the same topic in the same run as the reference
+#         of 10,000: PostgreSQL's side alone; then the same again (all
+#         duplicates), and 100,000 through the old jsonb ingest_capacity.
+#         References measured in the same run: a COPY of the same rows into
+#         an unindexed table, and into one with the primary key
+# kafka:  500,000 samples through Kafka and triaged (stored: counted in
+#         capacity_sample), with kcat's consume rate of the same topic in the
+#         same run as the reference
 # risks:  100,000 series with 30 days of 5-minute samples each (their
 #         least-squares sums, as 8,640 samples give them), then the ranked
 #         risks within 90 days; and the hourly rollup of one hour of 100,000
@@ -57,41 +59,51 @@ SELECT b, array_agg(i % 50000 + 1 ORDER BY i)::bigint[] AS ci_id,
        array_agg(1000::float8) AS lim
   FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
  GROUP BY b;
+-- the same as the JSON the old path took
+CREATE TABLE batches_json AS
+SELECT b, (SELECT jsonb_agg(jsonb_build_object('ci', 'ci-' || u.id, 'metric', u.m, 'value', u.v,
+                                               'limit', u.l, 'ts', u.t))
+             FROM unnest(ci_id, metric, value, lim, ts) AS u(id, m, v, l, t)) AS j
+  FROM batches;
 CREATE TABLE rows AS
 SELECT u.* FROM batches, unnest(ci_id, metric, ts, value, lim) AS u(ci_id, metric, ts, value, lim);
 CREATE TABLE ref (LIKE rows);
+CREATE TABLE ref_pk (LIKE rows, PRIMARY KEY (ci_id, metric, ts));
 SQL
     psql "$pg" -qAt -c "\\copy rows TO '$work/rows.copy'"
     local loop="DO \$\$ DECLARE r record; BEGIN
         FOR r IN SELECT * FROM batches ORDER BY b LOOP
           PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}');
         END LOOP; END \$\$"
-    local fold="SELECT * FROM triaged.capacity_fold(1000000)"
-    local t0 t1 t2 t3 t4 t5 stored
-    t0=$(now)
-    psql "$pg" -qAt -c "\\copy ref FROM '$work/rows.copy'"
-    t1=$(now)
-    psql "$pg" -qAt -c "$loop" >/dev/null
-    t2=$(now)
-    psql "$pg" -qAt -c "$fold" >/dev/null
-    t3=$(now)
-    stored=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
-    t3=$(now)
-    psql "$pg" -qAt -c "$loop" >/dev/null   # the same again: every sample a duplicate
-    t4=$(now)
-    psql "$pg" -qAt -c "$fold" >/dev/null
-    t5=$(now)
-    python3 - "$t0" "$t1" "$t2" "$t3" "$t4" "$t5" "$stored" <<'PY'
+    local t=()
+    t+=("$(now)"); psql "$pg" -qAt -c "\\copy ref FROM '$work/rows.copy'"
+    t+=("$(now)"); psql "$pg" -qAt -c "\\copy ref_pk FROM '$work/rows.copy'"
+    t+=("$(now)"); psql "$pg" -qAt -c "$loop" >/dev/null
+    t+=("$(now)"); local stored; stored=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
+    t+=("$(now)"); psql "$pg" -qAt -c "$loop" >/dev/null   # the same again: all duplicates
+    t+=("$(now)")
+    # the old path (jsonb, bound in SQL, ON CONFLICT), on the first 100,000 in a
+    # fresh month so that they are new
+    psql "$pg" -qAt -c "UPDATE batches_json SET j = (SELECT jsonb_agg(jsonb_set(e, '{ts}',
+        to_jsonb((e->>'ts')::timestamptz - interval '1 year'))) FROM jsonb_array_elements(j) e) WHERE b < 10" >/dev/null
+    t+=("$(now)"); psql "$pg" -qAt -c "DO \$\$ DECLARE r record; BEGIN
+        FOR r IN SELECT j FROM batches_json WHERE b < 10 ORDER BY b LOOP
+          PERFORM triaged.ingest_capacity(r.j, '{}');
+        END LOOP; END \$\$" >/dev/null
+    t+=("$(now)")
+    python3 - "$stored" "${t[@]}" <<'PY'
 import sys
-t0, t1, t2, t3, t4, t5 = map(float, sys.argv[1:7])
+stored = sys.argv[1]
+t = list(map(float, sys.argv[2:]))
 n = 500000
-cp, ing, fold, both = n / (t1 - t0), n / (t2 - t1), n / (t3 - t2), n / (t3 - t1)
-print(f"sql: 500,000 samples (50,000 series), batches of 10,000 ({sys.argv[7]} stored)")
-print(f"  reference: COPY into an unindexed table   {cp:>9,.0f} rows/s")
-print(f"  batch statements (ingest_capacity_arrays) {ing:>9,.0f} samples/s = {ing / cp:.2f}x COPY")
-print(f"  fold into capacity_sample                 {fold:>9,.0f} samples/s = {fold / cp:.2f}x COPY")
-print(f"  both, one after the other                 {both:>9,.0f} samples/s = {both / cp:.2f}x COPY")
-print(f"  all duplicates again: batches {n / (t4 - t3):,.0f}/s, fold {n / (t5 - t4):,.0f}/s")
+cp, cpk, ing, dup = n / (t[1] - t[0]), n / (t[2] - t[1]), n / (t[3] - t[2]), n / (t[5] - t[4])
+old = 100000 / (t[7] - t[6])
+print(f"sql: 500,000 samples (50,000 series) in batches of 10,000 ({stored} stored)")
+print(f"  reference: COPY into an unindexed table            {cp:>9,.0f} rows/s")
+print(f"  reference: COPY into a table with the primary key  {cpk:>9,.0f} rows/s = {cpk / cp:.2f}x COPY")
+print(f"  ingest_capacity_arrays (the daemon's path)         {ing:>9,.0f} samples/s = {ing / cp:.2f}x COPY")
+print(f"  the same again, all duplicates                     {dup:>9,.0f} samples/s = {dup / cp:.2f}x COPY")
+print(f"  ingest_capacity (the old jsonb path), 100,000      {old:>9,.0f} samples/s = {old / cp:.2f}x COPY")
 PY
 }
 
@@ -133,28 +145,23 @@ load = in_kafka
 CONF
     "$build/triaged" -c "$work/triaged.conf" > "$work/triaged.log" 2>&1 &
     pid=$!
-    # committed: in the inbox or stored (one snapshot); stored: in capacity_sample
-    local got=0 com=0 first="" c0=0 cend="" deadline=$((SECONDS + 600)) row
+    local got=0 first="" g0=0 deadline=$((SECONDS + 600))
     while [ "$got" -lt "$n" ] && [ $SECONDS -lt $deadline ]; do
-        row=$(psql "$pg" -qAtc "SELECT (SELECT count(*) FROM triaged.capacity_sample) || ' ' ||
-                                       (SELECT count(*) FROM triaged.capacity_inbox)")
-        got=${row% *}; com=$((got + ${row#* }))
-        [ -z "$first" ] && [ "$com" -gt 0 ] && first=$(now) && c0=$com
-        [ -z "$cend" ] && [ "$com" -ge "$n" ] && cend=$(now)
+        got=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
+        [ -z "$first" ] && [ "$got" -gt 0 ] && first=$(now) && g0=$got
         sleep 0.1
     done
     local end; end=$(now)
     local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' /proc/$pid/stat)
     kill -TERM "$pid"; wait "$pid" || true; pid=""
-    python3 - "$n" "$c0" "$first" "${cend:-$end}" "$end" "$kr" "$kn" "$got" "$cpu" <<'PY'
+    python3 - "$n" "$g0" "$first" "$end" "$kr" "$kn" "$got" "$cpu" <<'PY'
 import sys
-n, c0 = int(sys.argv[1]), int(sys.argv[2])
-first, cend, end, kr = map(float, sys.argv[3:7])
-kn, got, cpu = sys.argv[7], sys.argv[8], float(sys.argv[9])
-committed, stored = (n - c0) / (cend - first), (n - c0) / (end - first)
+n, g0 = int(sys.argv[1]), int(sys.argv[2])
+first, end, kr = map(float, sys.argv[3:6])
+kn, got, cpu = sys.argv[6], sys.argv[7], float(sys.argv[8])
+stored = (n - g0) / (end - first)
 print(f"kafka: kcat consumes {kn} samples at {kr:,.0f}/s (the reference)")
-print(f"  triaged commits (inbox, with the offsets) {committed:>9,.0f} samples/s = {committed / kr:.2f}x kcat")
-print(f"  and stores ({got} in capacity_sample)    {stored:>9,.0f} samples/s = {stored / kr:.2f}x kcat")
+print(f"  triaged stores {got} at {stored:,.0f} samples/s end to end = {stored / kr:.2f}x kcat")
 print(f"  triaged CPU {cpu:.1f} s ({cpu / n * 1e6:.1f} us a sample)")
 PY
 }
