@@ -213,19 +213,25 @@ BEGIN
     ON COMMIT DELETE ROWS;
   END IF;
   DELETE FROM _cap_new;
+  -- (one sort of the hour, newest first per series, gives the last value
+  -- and limit as the first of each group: 005's array_agg(... ORDER BY ts)
+  -- sorted every group twice more; t computed once a sample)
   INSERT INTO _cap_new
   SELECT s.ci_id, s.metric, p_hour, count(*), min(s.value), max(s.value), avg(s.value),
          percentile_cont(0.95) WITHIN GROUP (ORDER BY s.value),
          max(s.ts),
-         (array_agg(s.value ORDER BY s.ts DESC))[1],
-         (array_agg(s.capacity_limit ORDER BY s.ts DESC))[1],
-         avg(triaged.capacity_t(s.ts)),
-         coalesce(regr_sxx(s.value, triaged.capacity_t(s.ts)), 0),
-         coalesce(regr_syy(s.value, triaged.capacity_t(s.ts)), 0),
-         coalesce(regr_sxy(s.value, triaged.capacity_t(s.ts)), 0),
+         (array_agg(s.value))[1],
+         (array_agg(s.capacity_limit))[1],
+         avg(s.t),
+         coalesce(regr_sxx(s.value, s.t), 0),
+         coalesce(regr_syy(s.value, s.t), 0),
+         coalesce(regr_sxy(s.value, s.t), 0),
          p_hour >= p_window_start
-    FROM triaged.capacity_sample s
-   WHERE s.ts >= p_hour AND s.ts < p_hour + interval '1 hour'
+    FROM (SELECT x.ci_id, x.metric, x.ts, x.value, x.capacity_limit,
+                 triaged.capacity_t(x.ts) AS t
+            FROM triaged.capacity_sample x
+           WHERE x.ts >= p_hour AND x.ts < p_hour + interval '1 hour'
+           ORDER BY x.ci_id, x.metric, x.ts DESC) s
    GROUP BY s.ci_id, s.metric;
   GET DIAGNOSTICS v_n = ROW_COUNT;
   -- a temporary table has no statistics: without them the joins below are
