@@ -2,7 +2,7 @@
 # tests/bench/bench_capacity.sh — capacity sample ingest and risk ranking.
 # Prints its figures; asserts nothing.
 #
-#   bash tests/bench/bench_capacity.sh [sql|kafka|risks|all]
+#   bash tests/bench/bench_capacity.sh [sql|parts|kafka|risks|all]
 #
 # sql:    500,000 samples (50,000 series) as the daemon sends them (typed
 #         arrays, CIs bound) into triaged.ingest_capacity_arrays in batches
@@ -10,6 +10,9 @@
 #         duplicates), and 100,000 through the old jsonb ingest_capacity.
 #         References measured in the same run: a COPY of the same rows into
 #         an unindexed table, and into one with the primary key
+# parts:  where a sample's PostgreSQL time goes: the same batches into tables
+#         that add one cost at a time (index-free, primary key, BRIN,
+#         partitions, the whole function), microseconds a sample, twice each
 # kafka:  500,000 samples through Kafka and triaged (stored: counted in
 #         capacity_sample), with kcat's consume rate of the same topic in the
 #         same run as the reference
@@ -107,6 +110,52 @@ print(f"  ingest_capacity (the old jsonb path), 100,000      {old:>9,.0f} sample
 PY
 }
 
+run_parts() {
+    # where a sample's time goes: the same 500,000 samples (arrays of 10,000)
+    # into tables that add one cost at a time, twice each, in one session
+    fresh_db parts
+    cis 50000
+    psql "$pg" -qAt <<'SQL'
+SET TimeZone = 'UTC';
+CREATE TABLE batches AS
+SELECT b, array_agg(i % 50000 + 1 ORDER BY i)::bigint[] AS ci_id,
+       array_agg(NULL::text) AS ci, array_agg('disk'::text) AS metric,
+       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min' ORDER BY i) AS ts,
+       array_agg((100 + i % 797)::float8 ORDER BY i) AS value,
+       array_agg(1000::float8) AS lim
+  FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
+ GROUP BY b;
+CREATE TABLE t_heap (LIKE triaged.capacity_sample);
+CREATE TABLE t_pk (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
+CREATE TABLE t_pk_brin (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
+CREATE INDEX ON t_pk_brin USING brin (ts);
+CREATE FUNCTION pg_temp.run(p_what text) RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE r record; t0 timestamptz;
+BEGIN
+  EXECUTE CASE WHEN p_what LIKE 't_%' THEN 'TRUNCATE ' || p_what ELSE 'TRUNCATE triaged.capacity_sample' END;
+  t0 := clock_timestamp();
+  FOR r IN SELECT * FROM batches ORDER BY b LOOP
+    IF p_what = 'function' THEN
+      PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}');
+    ELSIF p_what = 'partitioned' THEN
+      INSERT INTO triaged.capacity_sample SELECT * FROM unnest(r.ci_id, r.metric, r.ts, r.value, r.lim);
+    ELSE
+      EXECUTE format('INSERT INTO %I SELECT * FROM unnest($1, $2, $3, $4, $5)', p_what)
+        USING r.ci_id, r.metric, r.ts, r.value, r.lim;
+    END IF;
+  END LOOP;
+  RETURN extract(epoch FROM clock_timestamp() - t0) / 500000 * 1e6;
+END $$;
+SELECT format('  %-55s %s %s us a sample', d, to_char(pg_temp.run(w), 'FM990.00'), to_char(pg_temp.run(w), 'FM990.00'))
+  FROM (VALUES (1, 't_heap', 'INSERT from the arrays, a table without index'),
+               (2, 't_pk', '+ the primary key (ci_id, metric, ts)'),
+               (3, 't_pk_brin', '+ the BRIN index on ts'),
+               (4, 'partitioned', '+ partitioned by month, CHECKs (capacity_sample)'),
+               (5, 'function', 'ingest_capacity_arrays (hours, limits, stats)')) v(k, w, d)
+ ORDER BY k;
+SQL
+}
+
 run_kafka() {
     fresh_db kafka
     cis 50000
@@ -145,13 +194,18 @@ load = in_kafka
 CONF
     "$build/triaged" -c "$work/triaged.conf" > "$work/triaged.log" 2>&1 &
     pid=$!
+    # progress from the committed offsets (one sample a message; they commit
+    # with the samples): a count(*) of the table every poll would load the
+    # machine it measures
     local got=0 first="" g0=0 deadline=$((SECONDS + 600))
     while [ "$got" -lt "$n" ] && [ $SECONDS -lt $deadline ]; do
-        got=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
+        got=$(psql "$pg" -qAtc "SELECT coalesce(sum(next_offset), 0) FROM triaged.kafka_offset
+                                 WHERE topic = '$topic'")
         [ -z "$first" ] && [ "$got" -gt 0 ] && first=$(now) && g0=$got
         sleep 0.1
     done
     local end; end=$(now)
+    got=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
     local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' /proc/$pid/stat)
     kill -TERM "$pid"; wait "$pid" || true; pid=""
     python3 - "$n" "$g0" "$first" "$end" "$kr" "$kn" "$got" "$cpu" <<'PY'
@@ -204,8 +258,9 @@ SQL
 
 case $what in
 sql) run_sql ;;
+parts) run_parts ;;
 kafka) run_kafka ;;
 risks) run_risks ;;
-all) run_sql; run_kafka; run_risks ;;
-*) echo "usage: $0 [sql|kafka|risks|all]" >&2; exit 1 ;;
+all) run_sql; run_parts; run_kafka; run_risks ;;
+*) echo "usage: $0 [sql|parts|kafka|risks|all]" >&2; exit 1 ;;
 esac
