@@ -132,7 +132,7 @@ CREATE INDEX ON t_pk_brin USING brin (ts);
 CREATE FUNCTION pg_temp.run(p_what text) RETURNS double precision LANGUAGE plpgsql AS $$
 DECLARE r record; t0 timestamptz;
 BEGIN
-  EXECUTE CASE WHEN p_what LIKE 't_%' THEN 'TRUNCATE ' || p_what ELSE 'TRUNCATE triaged.capacity_sample' END;
+  EXECUTE CASE WHEN p_what LIKE 't\_%' THEN 'TRUNCATE ' || p_what ELSE 'TRUNCATE triaged.capacity_sample' END;
   t0 := clock_timestamp();
   FOR r IN SELECT * FROM batches ORDER BY b LOOP
     IF p_what = 'function' THEN
@@ -140,7 +140,8 @@ BEGIN
     ELSIF p_what = 'partitioned' THEN
       INSERT INTO triaged.capacity_sample SELECT * FROM unnest(r.ci_id, r.metric, r.ts, r.value, r.lim);
     ELSE
-      EXECUTE format('INSERT INTO %I SELECT * FROM unnest($1, $2, $3, $4, $5)', p_what)
+      EXECUTE format('INSERT INTO %s SELECT * FROM unnest($1, $2, $3, $4, $5)',
+                     CASE WHEN p_what LIKE 't\_%' THEN p_what ELSE 'triaged.' || p_what END)
         USING r.ci_id, r.metric, r.ts, r.value, r.lim;
     END IF;
   END LOOP;
@@ -150,8 +151,9 @@ SELECT format('  %-55s %s %s us a sample', d, to_char(pg_temp.run(w), 'FM990.00'
   FROM (VALUES (1, 't_heap', 'INSERT from the arrays, a table without index'),
                (2, 't_pk', '+ the primary key (ci_id, metric, ts)'),
                (3, 't_pk_brin', '+ the BRIN index on ts'),
-               (4, 'partitioned', '+ partitioned by month, CHECKs (capacity_sample)'),
-               (5, 'function', 'ingest_capacity_arrays (hours, limits, stats)')) v(k, w, d)
+               (4, 'capacity_sample_p202611', '+ the CHECKs (capacity_sample''s month partition)'),
+               (5, 'partitioned', '+ routed by month (into capacity_sample)'),
+               (6, 'function', 'ingest_capacity_arrays (hours, limits, stats)')) v(k, w, d)
  ORDER BY k;
 SQL
 }
