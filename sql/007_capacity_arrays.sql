@@ -49,7 +49,8 @@ DECLARE
   v_ins    integer;
   v_unknown integer := 0;
   v_hours  timestamptz[];
-  v_month  timestamptz;
+  v_month  timestamptz; -- the batch's (last) month
+  v_months integer := 0;
   v_hash   text;
   v_merge  text;
 BEGIN
@@ -88,6 +89,7 @@ BEGIN
     IF to_regclass('triaged.capacity_sample_p' || to_char(v_month, 'YYYYMM')) IS NULL THEN
       PERFORM triaged.capacity_ensure_partitions(v_month, v_month);
     END IF;
+    v_months := v_months + 1;
   END LOOP;
   INSERT INTO triaged.capacity_dirty (hour)
   SELECT u.h FROM unnest(v_hours) AS u(h)
@@ -99,11 +101,22 @@ BEGIN
   -- retry, a producer's duplicate, the same sample twice in the batch), the
   -- key says so, the attempt is undone, and the samples go again through an
   -- anti-join probing the key, the first of each in the batch kept.
+  -- (a batch within one month, the usual case, goes straight into its
+  -- partition: routing each row costs 5-10 % more, measured)
   BEGIN
-    INSERT INTO triaged.capacity_sample (ci_id, metric, ts, value, capacity_limit)
-    SELECT u.ci_id, u.metric, u.ts, u.value, u.lim
-      FROM unnest(v_ids, p_metric, p_ts, p_value, p_limit) AS u(ci_id, metric, ts, value, lim)
-     WHERE u.ci_id IS NOT NULL;
+    IF v_months = 1 THEN
+      EXECUTE format('INSERT INTO triaged.%I (ci_id, metric, ts, value, capacity_limit)'
+                     ' SELECT u.ci_id, u.metric, u.ts, u.value, u.lim'
+                     ' FROM unnest($1, $2, $3, $4, $5) AS u(ci_id, metric, ts, value, lim)'
+                     ' WHERE u.ci_id IS NOT NULL',
+                     'capacity_sample_p' || to_char(v_month, 'YYYYMM'))
+        USING v_ids, p_metric, p_ts, p_value, p_limit;
+    ELSE
+      INSERT INTO triaged.capacity_sample (ci_id, metric, ts, value, capacity_limit)
+      SELECT u.ci_id, u.metric, u.ts, u.value, u.lim
+        FROM unnest(v_ids, p_metric, p_ts, p_value, p_limit) AS u(ci_id, metric, ts, value, lim)
+       WHERE u.ci_id IS NOT NULL;
+    END IF;
     GET DIAGNOSTICS v_ins = ROW_COUNT;
   EXCEPTION WHEN unique_violation THEN
     -- the anti-join probes the key: it never reads the table whole

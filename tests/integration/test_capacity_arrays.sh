@@ -12,6 +12,7 @@
 #     the series sums equal the samples
 #   - limit rows: a batch over its limit reports it, a batch back under it
 #     reports "resolved" only while its capacity_limit alert fires
+#   - a batch across a month boundary lands in both months' partitions
 source "$(dirname "$0")/lib.sh"
 
 t_db
@@ -115,4 +116,12 @@ t_sql "INSERT INTO triaged.alert (fingerprint, source, resource, check_name, sev
        VALUES ('cap-b', 'capacity', 'b', 'capacity_limit', 'major', 'firing', '{\"metric\":\"conns\"}', now(), now(), now(), now())" >/dev/null
 [ "$(lim '2026-05-06 00:10Z' 40)" = resolved ] || t_fail "back under the limit not reported"
 
+# 6. a batch across a month boundary (through capacity_sample's routing, not
+#    straight into one partition): each sample in its month's partition,
+#    April's made on demand
+[ "$(ingest "($A, NULL, 'x', '2026-04-30 23:59:59Z', 1, NULL), ($A, NULL, 'x', '2026-05-01 00:00Z', 2, NULL)")" = "2 0 0" ] \
+    || t_fail "batch across months"
+t_expect_sql "SELECT string_agg(tableoid::regclass::text || '=' || value, ',' ORDER BY ts)
+  FROM triaged.capacity_sample WHERE metric = 'x'" \
+    "triaged.capacity_sample_p202604=1,triaged.capacity_sample_p202605=2"
 t_log "PASS"
