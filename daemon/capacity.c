@@ -239,3 +239,43 @@ td_samples_arrays(const td_sample *const *samples, const int64_t *ci_ids, size_t
     }
     return TD_OK;
 }
+
+void
+td_samples_summary(const td_sample *const *samples, size_t n, char **hours, int *len,
+                   bool *over_limit)
+{
+    int64_t h[TD_SAMPLE_HOURS_MAX];
+    size_t nh = 0;
+    bool too_many = false;
+    *over_limit = false;
+    for (size_t i = 0; i < n; i++) {
+        const td_sample *s = samples[i];
+        if (!isnan(s->limit) && s->value >= s->limit)
+            *over_limit = true;
+        if (too_many)
+            continue;
+        /* the hour, floored also before 1970 */
+        int64_t t = s->ts_us - PG_EPOCH_US, hour = t / INT64_C(3600000000);
+        if (t < 0 && t % INT64_C(3600000000))
+            hour--;
+        size_t j = 0;
+        while (j < nh && h[j] != hour)
+            j++;
+        if (j == nh) {
+            if (nh == TD_SAMPLE_HOURS_MAX)
+                too_many = true;
+            else
+                h[nh++] = hour;
+        }
+    }
+    *hours = NULL;
+    *len = 0;
+    if (too_many)
+        return;
+    unsigned char *p = td_malloc(20 + nh * 12);
+    *hours = (char *)p;
+    *len = (int)(20 + nh * 12);
+    p = array_header(p, false, OID_TIMESTAMPTZ, nh);
+    for (size_t j = 0; j < nh; j++)
+        p = put_elem8(p, false, (uint64_t)(h[j] * INT64_C(3600000000)));
+}

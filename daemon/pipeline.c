@@ -48,8 +48,9 @@ static const td_store_stmt stmts[] = {
     {"td_ingest",
      "SELECT kind, key, payload::text"
      " FROM triaged.ingest_all_arrays($1::jsonb, $2::int8[], $3::text[], $4::text[],"
-     " $5::timestamptz[], $6::float8[], $7::float8[], $8::jsonb, $9::jsonb)",
-     9},
+     " $5::timestamptz[], $6::float8[], $7::float8[], $8::jsonb, $9::jsonb,"
+     " $10::timestamptz[], $11::boolean)",
+     11},
     {"td_tick", "SELECT kind, key, payload::text FROM triaged.tick($1::jsonb)", 1},
     {"td_positions",
      "SELECT partition, next_offset FROM triaged.kafka_offset"
@@ -533,8 +534,8 @@ static void
 send_ingest(td_pipeline *p)
 {
     batch *b = p->active;
-    char *values[9] = {NULL};
-    int lengths[9] = {0}, formats[9] = {0};
+    char *values[11] = {NULL};
+    int lengths[11] = {0}, formats[11] = {0};
     if (b->nsamples) {
         const td_graph *g = td_cmdb_graph(p->cmdb);
         int64_t *ids = td_malloc(b->nsamples * sizeof(*ids));
@@ -548,6 +549,10 @@ send_ingest(td_pipeline *p)
         }
         for (int k = 1; k <= TD_SAMPLE_ARRAYS; k++)
             formats[k] = 1;
+        bool over;
+        td_samples_summary(b->samples, b->nsamples, &values[9], &lengths[9], &over);
+        formats[9] = 1;
+        values[10] = td_strdup(over ? "t" : "f");
     }
     values[0] = segments_json(p, b);
     values[7] = offsets_json(p, b);

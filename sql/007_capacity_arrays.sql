@@ -34,10 +34,15 @@ CREATE INDEX alert_capacity_firing_idx ON triaged.alert (resource)
 -- the same rows: one 'capacity.stats' {"inserted", "duplicates",
 -- "unknown_ci", "unknown_names"}, and a 'capacity.limit' per series whose
 -- newest sample of the batch is at or over its limit, or back under it
--- while its capacity_limit alert fires.
+-- while its capacity_limit alert fires. p_hours (the distinct hours of
+-- p_ts, or more) and p_over_limit (whether a sample is at or over its
+-- limit), when the caller knows them, spare a pass over the arrays each
+-- (the daemon does: 1.3 us a sample, measured); NULL: worked out here.
 CREATE FUNCTION triaged.ingest_capacity_arrays(p_ci_id bigint[], p_ci text[], p_metric text[],
                                                p_ts timestamptz[], p_value double precision[],
-                                               p_limit double precision[], p_opts jsonb)
+                                               p_limit double precision[], p_opts jsonb,
+                                               p_hours timestamptz[] DEFAULT NULL,
+                                               p_over_limit boolean DEFAULT NULL)
 RETURNS SETOF triaged.ingest_row
 LANGUAGE plpgsql
 SET TimeZone = 'UTC'
@@ -82,9 +87,12 @@ BEGIN
   -- the months' partitions and the hours for the rollup (date_bin and a
   -- hash: date_trunc per sample costs twice as much, measured); an hour
   -- whose samples all turn out duplicates is rolled up once more: harmless
-  SELECT array_agg(x.h) INTO v_hours
-    FROM (SELECT date_bin('1 hour', u.ts, timestamptz '2000-01-01') AS h
-            FROM unnest(v_ids, p_ts) AS u(id, ts) WHERE u.id IS NOT NULL GROUP BY 1) x;
+  v_hours := p_hours;
+  IF v_hours IS NULL THEN
+    SELECT array_agg(x.h) INTO v_hours
+      FROM (SELECT date_bin('1 hour', u.ts, timestamptz '2000-01-01') AS h
+              FROM unnest(v_ids, p_ts) AS u(id, ts) WHERE u.id IS NOT NULL GROUP BY 1) x;
+  END IF;
   FOR v_month IN SELECT DISTINCT date_trunc('month', u.h) FROM unnest(v_hours) AS u(h) LOOP
     IF to_regclass('triaged.capacity_sample_p' || to_char(v_month, 'YYYYMM')) IS NULL THEN
       PERFORM triaged.capacity_ensure_partitions(v_month, v_month);
@@ -148,7 +156,8 @@ BEGIN
   -- limits: only when a sample of the batch is at or over its limit, or a
   -- capacity_limit alert fires (the common case costs one pass over the
   -- values and a look at a partial index)
-  IF NOT EXISTS (SELECT 1 FROM unnest(p_value, p_limit) AS u(v, l) WHERE u.v >= u.l)
+  IF NOT coalesce(p_over_limit,
+                  EXISTS (SELECT 1 FROM unnest(p_value, p_limit) AS u(v, l) WHERE u.v >= u.l))
      AND NOT EXISTS (SELECT 1 FROM triaged.alert a
                       WHERE a.source = 'capacity' AND a.check_name = 'capacity_limit'
                         AND a.status = 'firing') THEN
@@ -193,7 +202,8 @@ CREATE FUNCTION triaged.ingest_all_arrays(p_batch jsonb, p_ci_id bigint[], p_ci 
                                           p_metric text[], p_ts timestamptz[],
                                           p_value double precision[],
                                           p_limit double precision[], p_offsets jsonb,
-                                          p_opts jsonb)
+                                          p_opts jsonb, p_hours timestamptz[] DEFAULT NULL,
+                                          p_over_limit boolean DEFAULT NULL)
 RETURNS SETOF triaged.ingest_row
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -205,7 +215,8 @@ BEGIN
   IF p_metric IS NOT NULL
      AND NOT EXISTS (SELECT 1 FROM unnest(v_rows) r WHERE r.kind = 'fenced') THEN
     RETURN QUERY SELECT * FROM triaged.ingest_capacity_arrays(p_ci_id, p_ci, p_metric, p_ts,
-                                                              p_value, p_limit, p_opts);
+                                                              p_value, p_limit, p_opts,
+                                                              p_hours, p_over_limit);
   END IF;
 END $$;
 

@@ -47,4 +47,13 @@ void td_samples_free(td_sample *s, size_t n);
 int td_samples_arrays(const td_sample *const *samples, const int64_t *ci_ids, size_t n,
                       char *out[TD_SAMPLE_ARRAYS], int len[TD_SAMPLE_ARRAYS]);
 
+/* What the batch statement would otherwise work out per sample: the
+ * distinct hours of samples[0..n) as a binary timestamptz[] (*hours, *len;
+ * the caller frees it), or *hours NULL when there are more than
+ * TD_SAMPLE_HOURS_MAX of them (SQL then finds them); and whether any sample
+ * is at or over its limit. */
+#define TD_SAMPLE_HOURS_MAX 64
+void td_samples_summary(const td_sample *const *samples, size_t n, char **hours, int *len,
+                        bool *over_limit);
+
 #endif

@@ -145,3 +145,49 @@ Test(capacity, arrays_are_postgresql_binary_arrays_one_element_per_sample)
     for (int k = 0; k < TD_SAMPLE_ARRAYS; k++)
         free(out[k]);
 }
+
+Test(capacity, summary_gives_the_distinct_hours_and_whether_a_limit_is_reached)
+{
+    td_sample a = {.ci = "a", .metric = "m", .value = 5, .limit = 10,
+                   .ts_us = INT64_C(946684800000000) + INT64_C(3600000000) + 5}; /* 01:00:00.000005 */
+    td_sample b = {.ci = "b", .metric = "m", .value = 50, .limit = NAN,
+                   .ts_us = INT64_C(946684800000000) + INT64_C(7199999999)};     /* 01:59:59.999999 */
+    td_sample c = {.ci = "c", .metric = "m", .value = 1, .limit = NAN,
+                   .ts_us = INT64_C(946684800000000) - 1};                       /* 1999-12-31 23:59:59.999999 */
+    const td_sample *s[] = {&a, &b, &c};
+    char *hours;
+    int len;
+    bool over;
+    td_samples_summary(s, 3, &hours, &len, &over);
+    cr_assert_not(over, "no sample at its limit (b has none)");
+    const unsigned char *p = header(hours, 0, 1184, 2);
+    cr_assert_eq((int64_t)get64(p + 4), INT64_C(3600000000), "01:00");
+    cr_assert_eq((int64_t)get64(p + 16), -INT64_C(3600000000), "23:00 the day before");
+    cr_assert_eq(len, 20 + 2 * 12);
+    free(hours);
+
+    a.value = 10;
+    td_samples_summary(s, 1, &hours, &len, &over);
+    cr_assert(over, "a at its limit");
+    free(hours);
+}
+
+Test(capacity, summary_leaves_many_hours_to_sql)
+{
+    td_sample x[TD_SAMPLE_HOURS_MAX + 1];
+    const td_sample *s[TD_SAMPLE_HOURS_MAX + 1];
+    for (int i = 0; i <= TD_SAMPLE_HOURS_MAX; i++) {
+        x[i] = (td_sample){.ci = "a", .metric = "m", .value = 1, .limit = NAN,
+                           .ts_us = INT64_C(1700000000000000) + i * INT64_C(3600000000)};
+        s[i] = &x[i];
+    }
+    char *hours;
+    int len;
+    bool over;
+    td_samples_summary(s, TD_SAMPLE_HOURS_MAX, &hours, &len, &over);
+    cr_assert_not_null(hours, "%d hours are passed", TD_SAMPLE_HOURS_MAX);
+    free(hours);
+    td_samples_summary(s, TD_SAMPLE_HOURS_MAX + 1, &hours, &len, &over);
+    cr_assert_null(hours, "one more: SQL works them out");
+    cr_assert_eq(len, 0);
+}
