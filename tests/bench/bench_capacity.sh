@@ -5,7 +5,7 @@
 #   bash tests/bench/bench_capacity.sh [sql|parts|kafka|risks|all]
 #
 # sql:    500,000 samples (50,000 series) as the daemon sends them (typed
-#         arrays, CIs bound) into triaged.ingest_capacity_arrays in batches
+#         arrays, CIs bound, hours given) into triaged.ingest_capacity_arrays in batches
 #         of 10,000: PostgreSQL's side alone; then the same again (all
 #         duplicates), and 100,000 through the old jsonb ingest_capacity.
 #         References measured in the same run: a COPY of the same rows into
@@ -62,6 +62,9 @@ SELECT b, array_agg(i % 50000 + 1 ORDER BY i)::bigint[] AS ci_id,
        array_agg(1000::float8) AS lim
   FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
  GROUP BY b;
+-- what the daemon passes along: each batch's hours, and no sample over its limit
+ALTER TABLE batches ADD hours timestamptz[];
+UPDATE batches SET hours = (SELECT array_agg(DISTINCT date_trunc('hour', t)) FROM unnest(ts) t);
 -- the same as the JSON the old path took
 CREATE TABLE batches_json AS
 SELECT b, (SELECT jsonb_agg(jsonb_build_object('ci', 'ci-' || u.id, 'metric', u.m, 'value', u.v,
@@ -76,7 +79,8 @@ SQL
     psql "$pg" -qAt -c "\\copy rows TO '$work/rows.copy'"
     local loop="DO \$\$ DECLARE r record; BEGIN
         FOR r IN SELECT * FROM batches ORDER BY b LOOP
-          PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}');
+          PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}',
+                                                 r.hours, false);
         END LOOP; END \$\$"
     local t=()
     t+=("$(now)"); psql "$pg" -qAt -c "\\copy ref FROM '$work/rows.copy'"
@@ -125,6 +129,8 @@ SELECT b, array_agg(i % 50000 + 1 ORDER BY i)::bigint[] AS ci_id,
        array_agg(1000::float8) AS lim
   FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
  GROUP BY b;
+ALTER TABLE batches ADD hours timestamptz[];
+UPDATE batches SET hours = (SELECT array_agg(DISTINCT date_trunc('hour', t)) FROM unnest(ts) t);
 CREATE TABLE t_heap (LIKE triaged.capacity_sample);
 CREATE TABLE t_pk (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
 CREATE TABLE t_pk_brin (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
@@ -136,7 +142,8 @@ BEGIN
   t0 := clock_timestamp();
   FOR r IN SELECT * FROM batches ORDER BY b LOOP
     IF p_what = 'function' THEN
-      PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}');
+      PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}',
+                                                 r.hours, false);
     ELSIF p_what = 'partitioned' THEN
       INSERT INTO triaged.capacity_sample SELECT * FROM unnest(r.ci_id, r.metric, r.ts, r.value, r.lim);
     ELSE
