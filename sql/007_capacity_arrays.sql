@@ -10,12 +10,15 @@
 -- into an unindexed table in the same run): the old path (jsonb parsed
 -- into a temporary table, a probe per sample to bind it, INSERT ... ON
 -- CONFLICT DO NOTHING, a probe of the alerts per series for limits) ran at
--- 0.04x COPY; this one at about 0.3x. The rest is the primary key (the key
--- that makes a sample sent twice a no-op): a COPY into a table with it runs
--- at 0.3-0.4x. An index-free inbox folded into capacity_sample later was
--- tried and dropped: its batches ran at 0.5x COPY, but the fold (DELETE
--- ... RETURNING, INSERT) cost twice the direct INSERT, so it sustained
--- only 0.13x.
+-- 0.07-0.09x COPY; this one at 0.16-0.32x. Most of the rest is the primary
+-- key (the key that makes a sample sent twice a no-op): a COPY into a table
+-- with just that key ran at 0.20-0.46x. An index-free inbox folded into
+-- capacity_sample later was tried and dropped: its batches ran at 0.5x
+-- COPY, but the fold (DELETE ... RETURNING, INSERT) cost twice the direct
+-- INSERT, so it sustained only 0.13x.
+--
+-- Also here: the hourly rollup of 005 with the series update written out
+-- (a third of the time).
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
