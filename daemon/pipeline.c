@@ -47,10 +47,13 @@
 enum { STMT_INGEST, STMT_TICK, STMT_POSITIONS, STMT_CAPACITY_TICK, STMT_SLA_TICK };
 
 static const td_store_stmt stmts[] = {
+    /* samples as binary arrays (td_samples_arrays), the rest as text */
     {"td_ingest",
      "SELECT kind, key, payload::text"
-     " FROM triaged.ingest_all($1::jsonb, $2::jsonb, $3::jsonb, $4::jsonb)",
-     4},
+     " FROM triaged.ingest_all_arrays($1::jsonb, $2::int8[], $3::text[], $4::text[],"
+     " $5::timestamptz[], $6::float8[], $7::float8[], $8::jsonb, $9::jsonb,"
+     " $10::timestamptz[], $11::boolean)",
+     11},
     {"td_tick", "SELECT kind, key, payload::text FROM triaged.tick($1::jsonb)", 1},
     {"td_positions",
      "SELECT partition, next_offset FROM triaged.kafka_offset"
@@ -562,18 +565,39 @@ opts_json(const td_pipeline *p, int tick)
 
 static void on_ingest(void *arg, const PGresult *res, const char *err);
 
+static void retry_later(td_pipeline *p, const char *why);
+
+/* The batch statement: alerts, offsets and options as JSON text, samples as
+ * binary arrays with their CIs bound here from the CMDB graph (SQL binds the
+ * ones the graph does not know: it may lag a CMDB change). */
 static void
 send_ingest(td_pipeline *p)
 {
     batch *b = p->active;
-    char *segs = segments_json(p, b), *offs = offsets_json(p, b), *opts = opts_json(p, 0);
-    char *samples = b->nsamples ? td_samples_json(b->samples, b->nsamples) : NULL;
-    const char *params[4] = {segs, samples, offs, opts};
-    td_store_exec(p->store, STMT_INGEST, params, on_ingest, p);
-    free(samples);
-    free(segs);
-    free(offs);
-    free(opts);
+    char *values[11] = {NULL};
+    int lengths[11] = {0}, formats[11] = {0};
+    if (b->nsamples) {
+        const td_graph *g = td_cmdb_graph(p->cmdb);
+        int64_t *ids = td_malloc(b->nsamples * sizeof(*ids));
+        for (size_t i = 0; i < b->nsamples; i++)
+            ids[i] = g ? td_graph_lookup(g, b->samples[i]->ci) : 0;
+        int rc = td_samples_arrays(b->samples, ids, b->nsamples, &values[1], &lengths[1]);
+        free(ids);
+        if (rc != TD_OK) {
+            retry_later(p, "capacity samples of the batch pass PostgreSQL's 1 GB limit");
+            return;
+        }
+        for (int k = 1; k <= TD_SAMPLE_ARRAYS; k++)
+            formats[k] = 1;
+        bool over;
+        td_samples_summary(b->samples, b->nsamples, &values[9], &lengths[9], &over);
+        formats[9] = 1;
+        values[10] = td_strdup(over ? "t" : "f");
+    }
+    values[0] = segments_json(p, b);
+    values[7] = offsets_json(p, b);
+    values[8] = opts_json(p, 0);
+    td_store_exec_owned(p->store, STMT_INGEST, values, lengths, formats, on_ingest, p);
 }
 
 /* Redis classifies the batch's fingerprints alongside the PostgreSQL

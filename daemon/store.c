@@ -23,6 +23,7 @@ typedef struct op {
     size_t stmt;
     char **params;
     int nparams;
+    int *lengths, *formats; /* NULL: text parameters */
     td_store_cb cb;
     void *arg;
     struct op *next;
@@ -62,6 +63,8 @@ op_free(op *o)
     for (int i = 0; i < o->nparams; i++)
         free(o->params[i]);
     free(o->params);
+    free(o->lengths);
+    free(o->formats);
     free(o);
 }
 
@@ -164,7 +167,7 @@ send_head(td_store *s)
     const td_store_stmt *st = &s->stmts[o->stmt];
     o->started_us = now_us();
     if (!PQsendQueryPrepared(s->conn, st->name, o->nparams,
-                             (const char *const *)o->params, NULL, NULL, 0)) {
+                             (const char *const *)o->params, o->lengths, o->formats, 0)) {
         go_down(s, PQerrorMessage(s->conn));
         return;
     }
@@ -325,16 +328,9 @@ td_store_new(struct event_base *base, const char *conninfo,
     return s;
 }
 
-void
-td_store_exec(td_store *s, size_t stmt, const char *const *params,
-              td_store_cb cb, void *arg)
+static void
+enqueue(td_store *s, op *o, td_store_cb cb, void *arg)
 {
-    op *o = td_calloc(1, sizeof(*o));
-    o->stmt = stmt;
-    o->nparams = s->stmts[stmt].nparams;
-    o->params = td_calloc((size_t)o->nparams + 1, sizeof(char *));
-    for (int i = 0; i < o->nparams; i++)
-        o->params[i] = params[i] ? td_strdup(params[i]) : NULL;
     o->cb = cb;
     o->arg = arg;
     if (s->tail)
@@ -345,6 +341,38 @@ td_store_exec(td_store *s, size_t stmt, const char *const *params,
     s->queued++;
     if (s->state == S_READY && !s->sent)
         step(s);
+}
+
+void
+td_store_exec(td_store *s, size_t stmt, const char *const *params,
+              td_store_cb cb, void *arg)
+{
+    op *o = td_calloc(1, sizeof(*o));
+    o->stmt = stmt;
+    o->nparams = s->stmts[stmt].nparams;
+    o->params = td_calloc((size_t)o->nparams + 1, sizeof(char *));
+    for (int i = 0; i < o->nparams; i++)
+        o->params[i] = params[i] ? td_strdup(params[i]) : NULL;
+    enqueue(s, o, cb, arg);
+}
+
+void
+td_store_exec_owned(td_store *s, size_t stmt, char **values, const int *lengths,
+                    const int *formats, td_store_cb cb, void *arg)
+{
+    op *o = td_calloc(1, sizeof(*o));
+    size_t n = (size_t)s->stmts[stmt].nparams;
+    o->stmt = stmt;
+    o->nparams = (int)n;
+    o->params = td_calloc(n + 1, sizeof(char *));
+    o->lengths = td_calloc(n + 1, sizeof(int));
+    o->formats = td_calloc(n + 1, sizeof(int));
+    for (size_t i = 0; i < n; i++) {
+        o->params[i] = values[i];
+        o->lengths[i] = lengths[i];
+        o->formats[i] = formats[i];
+    }
+    enqueue(s, o, cb, arg);
 }
 
 bool

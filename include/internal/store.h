@@ -34,6 +34,12 @@ td_store *td_store_new(struct event_base *base, const char *conninfo,
  * exactly once, also when the store is freed first (with NULL, "shutdown"). */
 void td_store_exec(td_store *s, size_t stmt, const char *const *params,
                    td_store_cb cb, void *arg);
+/* The same with parameters already encoded, for binary ones: values[i] is
+ * taken (freed by the store with free(); NULL: SQL NULL), lengths[i] its
+ * size in bytes (binary) and formats[i] 0 for text, 1 for binary (both
+ * copied); one of each per parameter of the statement. */
+void td_store_exec_owned(td_store *s, size_t stmt, char **values, const int *lengths,
+                         const int *formats, td_store_cb cb, void *arg);
 bool td_store_connected(const td_store *s);
 size_t td_store_queued(const td_store *s);
 void td_store_free(td_store *s);

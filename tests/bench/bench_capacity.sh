@@ -2,12 +2,20 @@
 # tests/bench/bench_capacity.sh — capacity sample ingest and risk ranking.
 # Prints its figures; asserts nothing.
 #
-#   bash tests/bench/bench_capacity.sh [sql|kafka|risks|all]
+#   bash tests/bench/bench_capacity.sh [sql|parts|kafka|risks|all]
 #
-# sql:    500,000 samples (50,000 series) straight into triaged.ingest_capacity
-#         in batches of 10,000: PostgreSQL's side alone
-# kafka:  500,000 samples through Kafka and triaged, with kcat's consume rate
-#         of the same topic in the same run as the reference
+# sql:    500,000 samples (50,000 series) as the daemon sends them (typed
+#         arrays, CIs bound, hours given) into triaged.ingest_capacity_arrays in batches
+#         of 10,000: PostgreSQL's side alone; then the same again (all
+#         duplicates), and 100,000 through the old jsonb ingest_capacity.
+#         References measured in the same run: a COPY of the same rows into
+#         an unindexed table, and into one with the primary key
+# parts:  where a sample's PostgreSQL time goes: the same batches into tables
+#         that add one cost at a time (index-free, primary key, BRIN,
+#         partitions, the whole function), microseconds a sample, twice each
+# kafka:  500,000 samples through Kafka and triaged (stored: counted in
+#         capacity_sample), with kcat's consume rate of the same topic in the
+#         same run as the reference
 # risks:  100,000 series with 30 days of 5-minute samples each (their
 #         least-squares sums, as 8,640 samples give them), then the ranked
 #         risks within 90 days; and the hourly rollup of one hour of 100,000
@@ -43,22 +51,118 @@ cis() { psql "$pg" -qAtc "INSERT INTO triaged.ci (name) SELECT 'ci-' || i FROM g
 run_sql() {
     fresh_db sql
     cis 50000
+    # the batches as the daemon sends them: parallel typed arrays, CI ids bound
     psql "$pg" -qAt <<'SQL'
+SET TimeZone = 'UTC';
 CREATE TABLE batches AS
-SELECT b, jsonb_agg(jsonb_build_object('ci', 'ci-' || (1 + i % 50000), 'metric', 'disk',
-         'value', 100 + i % 797, 'limit', 1000,
-         'ts', timestamptz '2026-11-01' + (i / 50000) * interval '5 min')) AS j
+SELECT b, array_agg(i % 50000 + 1 ORDER BY i)::bigint[] AS ci_id,
+       array_agg(NULL::text) AS ci, array_agg('disk'::text) AS metric,
+       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min' ORDER BY i) AS ts,
+       array_agg((100 + i % 797)::float8 ORDER BY i) AS value,
+       array_agg(1000::float8) AS lim
   FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
  GROUP BY b;
+-- what the daemon passes along: each batch's hours, and no sample over its limit
+ALTER TABLE batches ADD hours timestamptz[];
+UPDATE batches SET hours = (SELECT array_agg(DISTINCT date_trunc('hour', t)) FROM unnest(ts) t);
+-- the same as the JSON the old path took
+CREATE TABLE batches_json AS
+SELECT b, (SELECT jsonb_agg(jsonb_build_object('ci', 'ci-' || u.id, 'metric', u.m, 'value', u.v,
+                                               'limit', u.l, 'ts', u.t))
+             FROM unnest(ci_id, metric, value, lim, ts) AS u(id, m, v, l, t)) AS j
+  FROM batches;
+CREATE TABLE rows AS
+SELECT u.* FROM batches, unnest(ci_id, metric, ts, value, lim) AS u(ci_id, metric, ts, value, lim);
+CREATE TABLE ref (LIKE rows);
+CREATE TABLE ref_pk (LIKE rows, PRIMARY KEY (ci_id, metric, ts));
 SQL
-    local t0 t1
-    t0=$(now)
-    psql "$pg" -qAt -c "DO \$\$ DECLARE r record; BEGIN
-        FOR r IN SELECT j FROM batches ORDER BY b LOOP
+    psql "$pg" -qAt -c "\\copy rows TO '$work/rows.copy'"
+    local loop="DO \$\$ DECLARE r record; BEGIN
+        FOR r IN SELECT * FROM batches ORDER BY b LOOP
+          PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}',
+                                                 r.hours, false);
+        END LOOP; END \$\$"
+    local t=()
+    t+=("$(now)"); psql "$pg" -qAt -c "\\copy ref FROM '$work/rows.copy'"
+    t+=("$(now)"); psql "$pg" -qAt -c "\\copy ref_pk FROM '$work/rows.copy'"
+    t+=("$(now)"); psql "$pg" -qAt -c "$loop" >/dev/null
+    t+=("$(now)"); local stored; stored=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
+    t+=("$(now)"); psql "$pg" -qAt -c "$loop" >/dev/null   # the same again: all duplicates
+    t+=("$(now)")
+    # the old path (jsonb, bound in SQL, ON CONFLICT), on the first 100,000 in a
+    # fresh month so that they are new
+    psql "$pg" -qAt -c "UPDATE batches_json SET j = (SELECT jsonb_agg(jsonb_set(e, '{ts}',
+        to_jsonb((e->>'ts')::timestamptz - interval '1 year'))) FROM jsonb_array_elements(j) e) WHERE b < 10" >/dev/null
+    t+=("$(now)"); psql "$pg" -qAt -c "DO \$\$ DECLARE r record; BEGIN
+        FOR r IN SELECT j FROM batches_json WHERE b < 10 ORDER BY b LOOP
           PERFORM triaged.ingest_capacity(r.j, '{}');
         END LOOP; END \$\$" >/dev/null
-    t1=$(now)
-    echo "sql: 500,000 samples in batches of 10,000 through ingest_capacity: $(rate 500000 "$t0" "$t1") samples/s ($(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample") stored)"
+    t+=("$(now)")
+    python3 - "$stored" "${t[@]}" <<'PY'
+import sys
+stored = sys.argv[1]
+t = list(map(float, sys.argv[2:]))
+n = 500000
+cp, cpk, ing, dup = n / (t[1] - t[0]), n / (t[2] - t[1]), n / (t[3] - t[2]), n / (t[5] - t[4])
+old = 100000 / (t[7] - t[6])
+print(f"sql: 500,000 samples (50,000 series) in batches of 10,000 ({stored} stored)")
+print(f"  reference: COPY into an unindexed table            {cp:>9,.0f} rows/s")
+print(f"  reference: COPY into a table with the primary key  {cpk:>9,.0f} rows/s = {cpk / cp:.2f}x COPY")
+print(f"  ingest_capacity_arrays (the daemon's path)         {ing:>9,.0f} samples/s = {ing / cp:.2f}x COPY")
+print(f"  the same again, all duplicates                     {dup:>9,.0f} samples/s = {dup / cp:.2f}x COPY")
+print(f"  ingest_capacity (the old jsonb path), 100,000      {old:>9,.0f} samples/s = {old / cp:.2f}x COPY")
+PY
+}
+
+run_parts() {
+    # where a sample's time goes: the same 500,000 samples (arrays of 10,000)
+    # into tables that add one cost at a time, twice each, in one session
+    fresh_db parts
+    cis 50000
+    psql "$pg" -qAt <<'SQL'
+SET TimeZone = 'UTC';
+CREATE TABLE batches AS
+SELECT b, array_agg(i % 50000 + 1 ORDER BY i)::bigint[] AS ci_id,
+       array_agg(NULL::text) AS ci, array_agg('disk'::text) AS metric,
+       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min' ORDER BY i) AS ts,
+       array_agg((100 + i % 797)::float8 ORDER BY i) AS value,
+       array_agg(1000::float8) AS lim
+  FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
+ GROUP BY b;
+ALTER TABLE batches ADD hours timestamptz[];
+UPDATE batches SET hours = (SELECT array_agg(DISTINCT date_trunc('hour', t)) FROM unnest(ts) t);
+CREATE TABLE t_heap (LIKE triaged.capacity_sample);
+CREATE TABLE t_pk (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
+CREATE TABLE t_pk_brin (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
+CREATE INDEX ON t_pk_brin USING brin (ts);
+CREATE FUNCTION pg_temp.run(p_what text) RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE r record; t0 timestamptz;
+BEGIN
+  EXECUTE CASE WHEN p_what LIKE 't\_%' THEN 'TRUNCATE ' || p_what ELSE 'TRUNCATE triaged.capacity_sample' END;
+  t0 := clock_timestamp();
+  FOR r IN SELECT * FROM batches ORDER BY b LOOP
+    IF p_what = 'function' THEN
+      PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}',
+                                                 r.hours, false);
+    ELSIF p_what = 'partitioned' THEN
+      INSERT INTO triaged.capacity_sample SELECT * FROM unnest(r.ci_id, r.metric, r.ts, r.value, r.lim);
+    ELSE
+      EXECUTE format('INSERT INTO %s SELECT * FROM unnest($1, $2, $3, $4, $5)',
+                     CASE WHEN p_what LIKE 't\_%' THEN p_what ELSE 'triaged.' || p_what END)
+        USING r.ci_id, r.metric, r.ts, r.value, r.lim;
+    END IF;
+  END LOOP;
+  RETURN extract(epoch FROM clock_timestamp() - t0) / 500000 * 1e6;
+END $$;
+SELECT format('  %-55s %s %s us a sample', d, to_char(pg_temp.run(w), 'FM990.00'), to_char(pg_temp.run(w), 'FM990.00'))
+  FROM (VALUES (1, 't_heap', 'INSERT from the arrays, a table without index'),
+               (2, 't_pk', '+ the primary key (ci_id, metric, ts)'),
+               (3, 't_pk_brin', '+ the BRIN index on ts'),
+               (4, 'capacity_sample_p202611', '+ the CHECKs (capacity_sample''s month partition)'),
+               (5, 'partitioned', '+ routed by month (into capacity_sample)'),
+               (6, 'function', 'ingest_capacity_arrays (hours, limits, stats)')) v(k, w, d)
+ ORDER BY k;
+SQL
 }
 
 run_kafka() {
@@ -99,17 +203,30 @@ load = in_kafka
 CONF
     "$build/triaged" -c "$work/triaged.conf" > "$work/triaged.log" 2>&1 &
     pid=$!
+    # progress from the committed offsets (one sample a message; they commit
+    # with the samples): a count(*) of the table every poll would load the
+    # machine it measures
     local got=0 first="" g0=0 deadline=$((SECONDS + 600))
     while [ "$got" -lt "$n" ] && [ $SECONDS -lt $deadline ]; do
-        got=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
+        got=$(psql "$pg" -qAtc "SELECT coalesce(sum(next_offset), 0) FROM triaged.kafka_offset
+                                 WHERE topic = '$topic'")
         [ -z "$first" ] && [ "$got" -gt 0 ] && first=$(now) && g0=$got
-        sleep 0.25
+        sleep 0.1
     done
     local end; end=$(now)
+    got=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
     local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' /proc/$pid/stat)
     kill -TERM "$pid"; wait "$pid" || true; pid=""
-    local tr; tr=$(python3 -c "print(round(($n - $g0) / ($end - $first)))")
-    echo "kafka: kcat consumes $kn samples at $kr/s; triaged stores $got at $tr samples/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; triaged CPU $cpu s"
+    python3 - "$n" "$g0" "$first" "$end" "$kr" "$kn" "$got" "$cpu" <<'PY'
+import sys
+n, g0 = int(sys.argv[1]), int(sys.argv[2])
+first, end, kr = map(float, sys.argv[3:6])
+kn, got, cpu = sys.argv[6], sys.argv[7], float(sys.argv[8])
+stored = (n - g0) / (end - first)
+print(f"kafka: kcat consumes {kn} samples at {kr:,.0f}/s (the reference)")
+print(f"  triaged stores {got} at {stored:,.0f} samples/s end to end = {stored / kr:.2f}x kcat")
+print(f"  triaged CPU {cpu:.1f} s ({cpu / n * 1e6:.1f} us a sample)")
+PY
 }
 
 run_risks() {
@@ -150,8 +267,9 @@ SQL
 
 case $what in
 sql) run_sql ;;
+parts) run_parts ;;
 kafka) run_kafka ;;
 risks) run_risks ;;
-all) run_sql; run_kafka; run_risks ;;
-*) echo "usage: $0 [sql|kafka|risks|all]" >&2; exit 1 ;;
+all) run_sql; run_parts; run_kafka; run_risks ;;
+*) echo "usage: $0 [sql|parts|kafka|risks|all]" >&2; exit 1 ;;
 esac

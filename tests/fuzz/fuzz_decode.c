@@ -65,9 +65,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                 sizeof(detail));
         if (rc == TD_OK) {
             const td_sample **ptrs = malloc(n * sizeof(*ptrs));
-            for (size_t i = 0; i < n; i++)
+            int64_t *ids = malloc(n * sizeof(*ids));
+            char *arr[TD_SAMPLE_ARRAYS];
+            int alen[TD_SAMPLE_ARRAYS];
+            for (size_t i = 0; i < n; i++) {
                 ptrs[i] = &s[i];
-            free(td_samples_json(ptrs, n));
+                ids[i] = (int64_t)(i % 2); /* bound and unbound */
+            }
+            if (td_samples_arrays(ptrs, ids, n, arr, alen) == TD_OK)
+                for (int k = 0; k < TD_SAMPLE_ARRAYS; k++)
+                    free(arr[k]);
+            free(ids);
             free(ptrs);
             td_samples_free(s, n);
         }
