@@ -58,6 +58,7 @@ DECLARE
   v_unknown integer := 0;
   v_hours  timestamptz[];
   v_month  timestamptz; -- the batch's (last) month
+  v_part   text;        -- its partition's name
   v_months integer := 0;
   v_hash   text;
   v_merge  text;
@@ -116,11 +117,11 @@ BEGIN
   -- partition: routing each row costs 5-10 % more, measured)
   BEGIN
     IF v_months = 1 THEN
+      v_part := 'capacity_sample_p' || to_char(v_month, 'YYYYMM');
       EXECUTE format('INSERT INTO triaged.%I (ci_id, metric, ts, value, capacity_limit)'
                      ' SELECT u.ci_id, u.metric, u.ts, u.value, u.lim'
                      ' FROM unnest($1, $2, $3, $4, $5) AS u(ci_id, metric, ts, value, lim)'
-                     ' WHERE u.ci_id IS NOT NULL',
-                     'capacity_sample_p' || to_char(v_month, 'YYYYMM'))
+                     ' WHERE u.ci_id IS NOT NULL', v_part)
         USING v_ids, p_metric, p_ts, p_value, p_limit;
     ELSE
       INSERT INTO triaged.capacity_sample (ci_id, metric, ts, value, capacity_limit)
