@@ -74,7 +74,8 @@ f_start() {
 # f_stream NAME N RATE [seq.py gen options]: generate the stream NAME
 # (its source) of N messages, seqs following the previous streams', and
 # produce it in the background at RATE messages/s with kcat (idempotent
-# producer: its retries never double a message).
+# producer: its retries never double a message; -E: it rides out a broker
+# outage instead of exiting on "all brokers down").
 f_stream() {
     local name=$1 n=$2 rate=$3
     shift 3
@@ -84,7 +85,7 @@ f_stream() {
     F_SENT=$((F_SENT + n))
     ( $F_SEQ pace "$T_DIR/$name.msgs" "$rate" |
         kcat -P -b "$TD_TEST_KAFKA_BROKERS" -t "$T_TOPIC" -K $'\t' -z none \
-            -X enable.idempotence=true -X linger.ms=5 ) >"$T_DIR/$name.kcat" 2>&1 &
+            -E -X enable.idempotence=true -X linger.ms=5 ) >"$T_DIR/$name.kcat" 2>&1 &
     F_PROD=$!
     t_log "stream $name: $n messages at ${rate}/s (seqs $((F_SENT - n))..$((F_SENT - 1)))"
 }
