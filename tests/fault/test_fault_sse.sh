@@ -2,11 +2,11 @@
 # Fault: a slow live-feed client. While a sequenced stream of 40,000
 # messages at 2,500/s flows (tests/fault/seq.py, every second seq a new
 # alert, so the feed carries ~20,000 events, ~7 MB), two SSE clients
-# follow GET /api/v1/feed: curl -N, reading at full speed, and a slow one (a 4 kB receive buffer,
-# reading 8 bytes every 250 ms: 32 bytes a second). With feed_buffer =
-# 64KiB the daemon must cut the slow one off (it logs the client's port,
-# its end of the connection is no longer established, feed_clients_cut_off
-# counts it) while the stream still flows,
+# follow GET /api/v1/feed: curl -N, reading at full speed, and a slow one
+# (a 4 kB receive buffer, reading 8 bytes every 250 ms: 32 bytes a
+# second). With feed_buffer = 64KiB the daemon must cut the slow one off
+# while the stream still flows (it logs the client's port, its end of the
+# connection is no longer established, feed_clients_cut_off counts it),
 # the curl client must receive every event rendered (feed_events), in
 # order, none twice, and the ingest must end exact: every seq once.
 source "$(dirname "$0")/../integration/lib.sh"
