@@ -28,6 +28,7 @@ td_packages=(
     rsyslog bsdutils                   # syslog tests: rsyslogd relay, logger
     clang                              # libFuzzer targets (tests/fuzz)
     chromium                           # headless screenshot of the SLA report (tests)
+    iproute2                           # ss: the fault suite sees a connection the daemon closed
 )
 
 td_install_packages() {
