@@ -169,3 +169,18 @@ f_sleep_random() {
     sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
     echo "$ms"
 }
+
+# f_finish: stop triaged gracefully (SIGTERM) after the faults, require a
+# clean exit, and fail on any sanitizer report in its logs (an ASan/UBSan
+# build, -DTRIAGED_SANITIZE=ON, prints them to stderr: LeakSanitizer at exit).
+f_finish() {
+    t_stop "$T_PID"
+    grep -q 'msg="triaged stopped" exit=0' "$F_LOG" ||
+        t_fail "triaged did not stop cleanly: $(tail -n 3 "$F_LOG")"
+    if grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:|UndefinedBehaviorSanitizer' \
+            "$T_DIR"/triaged-*.log >/dev/null 2>&1; then
+        grep -h -A 12 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T_DIR"/triaged-*.log | head -n 40 >&2
+        t_fail "sanitizer report in triaged's log"
+    fi
+    t_log "ok: triaged stopped cleanly (exit 0), no sanitizer report in its $F_STARTS log(s)"
+}

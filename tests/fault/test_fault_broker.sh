@@ -56,4 +56,5 @@ opened=$(events_in_topic | awk '/triaged-kind=incident.opened/ { print $2 }' | s
 [ "$(printf '%s\n' "$opened" | wc -l)" = 50 ] && [ "$(printf '%s\n' "$opened" | sort -u | wc -l)" = 50 ] ||
     t_fail "incident.opened events on the topic: $(printf '%s\n' "$opened" | wc -l) ($(printf '%s\n' "$opened" | sort -u | wc -l) distinct), want 50"
 t_log "ok: the incidents topic holds the $pub published events, one incident.opened for each of the 50 incidents"
+f_finish
 t_log "passed"

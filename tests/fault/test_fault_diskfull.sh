@@ -93,4 +93,5 @@ f_stream_wait
 f_caught_up 120
 f_check diskfull
 f_integrity
+f_finish
 t_log "passed"

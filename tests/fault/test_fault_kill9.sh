@@ -32,4 +32,5 @@ f_stream_wait
 f_caught_up 120
 f_check kill9
 f_integrity
+f_finish
 t_log "passed"

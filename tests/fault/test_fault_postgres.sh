@@ -42,4 +42,5 @@ f_integrity
 d=$(curl -s "$F_URL/metrics" | awk '/^triaged_postgres_disconnects_total\{conn="pipeline"\}/ { print $2 }')
 [ "${d:-0}" -ge 2 ] || t_fail "postgres_disconnects_total{conn=pipeline} = ${d:-0} after two outages"
 t_log "ok: postgres_disconnects_total{conn=pipeline} = $d, batch_retries_total = $(f_metric triaged_batch_retries_total)"
+f_finish
 t_log "passed"

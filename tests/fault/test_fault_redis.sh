@@ -38,4 +38,5 @@ f_integrity
 d=$(f_metric triaged_redis_disconnects_total)
 [ "$d" -ge 1 ] || t_fail "redis_disconnects_total = $d after Redis was killed"
 t_log "ok: redis_disconnects_total = $d, redis_errors_total = $(f_metric triaged_redis_errors_total)"
+f_finish
 t_log "passed"

@@ -71,4 +71,5 @@ firing=$(grep -c '^event: alert.firing' "$T_DIR/fast.sse")
 [ "$firing" = "$(t_sql "SELECT count(*) FROM triaged.alert")" ] || t_fail "curl client saw $firing alert.firing events"
 t_log "ok: curl client got all $rendered events in order ($firing alert.firing, $opened incident.opened), $(wc -c <"$T_DIR/fast.sse") bytes"
 t_alive "$T_PID" || t_fail "triaged died"
+f_finish
 t_log "passed"
