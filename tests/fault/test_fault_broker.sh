@@ -3,7 +3,7 @@
 # control FIFO drives librdkafka's mock cluster fault injection). 40,000
 # messages at 2,500/s (tests/fault/seq.py); while they flow:
 #   1. request errors (rd_kafka_mock_push_request_errors) at a random
-#      moment (FAULT_SEED): 30 Fetch NOT_LEADER_FOR_PARTITION, 3 Fetch
+#      moment (FAULT_SEED): 10 Fetch NOT_LEADER_FOR_PARTITION, 3 Fetch
 #      _TRANSPORT (connection dropped), 10 OffsetCommit
 #      COORDINATOR_NOT_AVAILABLE, 30 Produce NOT_LEADER_FOR_PARTITION and 3
 #      Produce _TRANSPORT (they hit kcat's producer and out_kafka's alike:
@@ -27,7 +27,7 @@ f_setup
 f_stream broker 40000 2500
 t_wait_until 60 "some committed" f_occ_at_least 1000
 f_sleep_random 0 2000 >/dev/null
-for e in "Fetch NOT_LEADER_FOR_PARTITION 30" "Fetch _TRANSPORT 3" \
+for e in "Fetch NOT_LEADER_FOR_PARTITION 10" "Fetch _TRANSPORT 3" \
          "OffsetCommit COORDINATOR_NOT_AVAILABLE 10" \
          "Produce NOT_LEADER_FOR_PARTITION 30" "Produce _TRANSPORT 3"; do
     ctl error $e
