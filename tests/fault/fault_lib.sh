@@ -25,7 +25,8 @@ RANDOM=$F_SEED
 # f_setup: fresh database, a 16-partition topic, triaged with in_kafka,
 # out_kafka (incidents topic) and the HTTP API (open reads) on a free port.
 # Extra config lines from stdin (appended: new sections only); F_HTTP_EXTRA:
-# more [http] lines.
+# more [http] lines; F_SESSION_MS / F_HEARTBEAT_MS: the consumer's session
+# timeout and heartbeat (6000 / 3000 ms).
 f_setup() {
     t_db
     t_topic 16
@@ -49,7 +50,8 @@ group = g_$T_DB
 alerts_topic = $T_TOPIC
 incidents_topic = $F_INCIDENTS
 # the mock broker holds a rebalance for session.timeout.ms - 1 s
-rdkafka.session.timeout.ms = 6000
+rdkafka.session.timeout.ms = ${F_SESSION_MS:-6000}
+rdkafka.heartbeat.interval.ms = ${F_HEARTBEAT_MS:-3000}
 [http]
 listen = 127.0.0.1:$F_PORT
 open_reads = yes

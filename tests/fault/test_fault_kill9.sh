@@ -6,7 +6,7 @@
 # Each kill lands a random 0-1.5 s (FAULT_SEED) after the (re)started
 # triaged committed its first batch: mid-batch, between batches, while a
 # commit is in flight; triaged is restarted at once with the same config
-# (its group join waits out the dead member's 6 s session). Kills go on
+# (its group join waits out the dead member's 3 s session). Kills go on
 # while the producer runs (24 s): at least 3 must land, each mid-stream
 # (not all of the stream committed). Afterwards every unique seq is stored
 # exactly once, every duplicate fingerprint's occurrences equal what the
@@ -14,7 +14,9 @@
 source "$(dirname "$0")/../integration/lib.sh"
 source "$(dirname "$0")/fault_lib.sh"
 
-f_setup
+# A 3 s session (heartbeats every 500 ms), so a restart waits ~2 s, not
+# ~5 s, for the dead member to leave the group.
+F_SESSION_MS=3000 F_HEARTBEAT_MS=500 f_setup
 f_stream kill9 60000 2500
 last=0 kills=0
 while [ $kills -lt 5 ] && _stack_alive "$F_PROD"; do
