@@ -2,12 +2,12 @@
 # Fault: the disk of PostgreSQL's data folder fills up under a sequenced
 # stream. This test runs a PostgreSQL 15 cluster of its own (the stack's
 # one is shared) whose data folder is a small tmpfs mounted here (root can
-# mount one; the test is skipped, with a message, where it cannot). With
-# the stream flowing, a filler file takes every free byte; triaged's batches
-# fail (could not extend a table file / write WAL: No space left on
-# device). triaged must stay up, stop consuming (the pipeline retries the
-# same batch with backoff; the queue fills to queue_limit, exactly, and
-# the Kafka input pauses there), log the
+# mount one; where it cannot, the test says so and exits 77, which CTest
+# reports as skipped). With the stream flowing, a filler file takes every
+# free byte; triaged's batches fail (could not extend a table file, or
+# write WAL: No space left on device). triaged must stay up, stop
+# consuming (the pipeline retries the same batch with backoff; the queue
+# fills to queue_limit, exactly, and the Kafka input pauses there), log the
 # error and count it (postgres_errors, batch_retries); meanwhile more of
 # the stream arrives. Then the filler is removed and triaged must recover
 # by itself and end exact: every seq once, nothing doubled. If PostgreSQL
@@ -22,7 +22,7 @@ chmod 711 "$T_DIR"
 mkdir -p "$DISK"
 if ! mount -t tmpfs -o size=160m,mode=0755 tmpfs "$DISK" 2>"$T_DIR/mount.err"; then
     t_log "SKIP: cannot mount a tmpfs here ($(cat "$T_DIR/mount.err")); the disk-full scenario needs root"
-    exit 0
+    exit 77   # CTest: skipped (SKIP_RETURN_CODE)
 fi
 mine_pg() { [ -f "$DISK/data/postmaster.pid" ] && _stack_alive "$(head -n 1 "$DISK/data/postmaster.pid")"; }
 pg_halt() {
@@ -51,12 +51,13 @@ pg_go() {
         -l "$T_DIR/postgres.log" -w -t 30 -s) || t_fail "pg_ctl start: $(tail -n 5 "$T_DIR/postgres.log")"
 }
 pg_go
-psql "host=127.0.0.1 port=$PORT dbname=postgres user=postgres" -qAtc "CREATE DATABASE faultdb" >/dev/null
-T_PG="host=127.0.0.1 port=$PORT dbname=faultdb user=postgres"
+FDB=td_fault_diskfull_$$
+psql "host=127.0.0.1 port=$PORT dbname=postgres user=postgres" -qAtc "CREATE DATABASE $FDB" >/dev/null
+T_PG="host=127.0.0.1 port=$PORT dbname=$FDB user=postgres"
 t_log "private PostgreSQL on port $PORT, data on a 160 MiB tmpfs: $(df -h --output=used "$DISK" | tail -n 1 | tr -d ' ') used"
 
 # f_setup without its own database: point it at ours.
-t_db() { T_DB=faultdb; }
+t_db() { T_DB=$FDB; }
 f_setup <<'CONF'
 [pipeline]
 queue_limit = 5000
