@@ -185,7 +185,7 @@ for m in range(mins):
     dt = max(1, last[0] - prev[0])
     w = (last[1] - prev[1]) / dt
     c = (last[2] - prev[2]) / dt
-    lag = last[1] - last[2]
+    lag = max(0, last[1] - last[2])   # "written" is read every 0.5 s: it trails a little
     rss = max(s[3] for s in inm) / 1024
     fds = max(s[4] for s in inm)
     n, p50, p99 = lat.get(m, (0, -1, -1))
