@@ -30,6 +30,7 @@ td_packages=(
     valgrind                           # TD_VALGRIND=1: integration tests under memcheck
     chromium                           # headless screenshot of the SLA report (tests)
     systemd openssl util-linux         # security tests: systemd-analyze, test certificates, setpriv/unshare
+    iproute2                           # ss: the fault suite sees a connection the daemon closed
 )
 
 td_install_packages() {

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Fault: the Kafka broker fails under a sequenced stream (td-mockbroker's
+# control FIFO drives librdkafka's mock cluster fault injection). 40,000
+# messages at 2,500/s (tests/fault/seq.py); while they flow:
+#   1. request errors (rd_kafka_mock_push_request_errors) at a random
+#      moment (FAULT_SEED): 10 Fetch NOT_LEADER_FOR_PARTITION, 3 Fetch
+#      _TRANSPORT (connection dropped), 10 OffsetCommit
+#      COORDINATOR_NOT_AVAILABLE, 30 Produce NOT_LEADER_FOR_PARTITION and 3
+#      Produce _TRANSPORT (they hit kcat's producer and out_kafka's alike:
+#      both are idempotent, so their retries double nothing);
+#   2. once 2,500 more are committed, the broker down for 4 s
+#      (rd_kafka_mock_broker_set_down: connections closed, new ones
+#      refused; kcat -E rides it out) and up again: the consumer's session
+#      times out, it rejoins and resumes from PostgreSQL's positions.
+# triaged must stay up, consume everything exactly once (every seq once,
+# nothing doubled), and deliver every event it published to the incidents
+# topic exactly once (the topic holds events_published messages, one
+# incident.opened per incident).
+source "$(dirname "$0")/../integration/lib.sh"
+source "$(dirname "$0")/fault_lib.sh"
+
+ctl() { stack_kafka_control "$*" >/dev/null || t_fail "td-mockbroker: $* refused"; }
+# the broker is shared with the tests after this one: leave it clean
+t_on_exit 'stack_kafka_control "up all" >/dev/null 2>&1; for a in Fetch OffsetCommit Produce; do stack_kafka_control "clear $a" >/dev/null 2>&1; done'
+
+f_setup
+f_stream broker 40000 2500
+t_wait_until 60 "some committed" f_occ_at_least 1000
+f_sleep_random 0 2000 >/dev/null
+for e in "Fetch NOT_LEADER_FOR_PARTITION 10" "Fetch _TRANSPORT 3" \
+         "OffsetCommit COORDINATOR_NOT_AVAILABLE 10" \
+         "Produce NOT_LEADER_FOR_PARTITION 30" "Produce _TRANSPORT 3"; do
+    ctl error $e
+done
+t_log "request errors injected with $(f_occ) occurrences committed"
+t_wait_until 60 "commits after the errors" f_occ_at_least $(( $(f_occ) + 2500 ))
+ctl down all
+t_log "broker down with $(f_occ) occurrences committed"
+sleep 4    # the outage itself
+t_alive "$T_PID" || t_fail "triaged died with the broker down"
+ctl up all
+t_log "broker up again with $(f_occ) occurrences committed"
+f_stream_wait
+f_caught_up 120
+f_check broker
+f_integrity
+
+# Every published event delivered once: out_kafka's idempotent producer.
+events_in_topic() {
+    kcat -C -b "$TD_TEST_KAFKA_BROKERS" -t "$F_INCIDENTS" -o beginning -e -q -f '%h %k\n' 2>/dev/null
+}
+pub=$(f_metric triaged_events_published_total)
+t_wait_until 30 "the incidents topic holds the $pub published events" eval \
+    '[ "$(events_in_topic | wc -l)" = "$pub" ]'
+opened=$(events_in_topic | awk '/triaged-kind=incident.opened/ { print $2 }' | sort)
+[ "$(printf '%s\n' "$opened" | wc -l)" = 50 ] && [ "$(printf '%s\n' "$opened" | sort -u | wc -l)" = 50 ] ||
+    t_fail "incident.opened events on the topic: $(printf '%s\n' "$opened" | wc -l) ($(printf '%s\n' "$opened" | sort -u | wc -l) distinct), want 50"
+t_log "ok: the incidents topic holds the $pub published events, one incident.opened for each of the 50 incidents"
+f_finish
+t_log "passed"
