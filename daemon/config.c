@@ -222,10 +222,11 @@ const td_option td_options[] = {
             batch_time_ms,
             "Longest time a batch waits to fill up while PostgreSQL is idle; "
             "when a batch commits, the next one starts at once."),
-    OPT_SIZE("pipeline", "max_message_size", "256KiB", KIB(1), MIB(16), 0,
+    OPT_SIZE("pipeline", "max_message_size", "1MiB", KIB(1), MIB(16), 0,
              max_message_size,
-             "Largest alert message accepted; a larger one is rejected with "
-             "a reason."),
+             "Largest alert message (a Kafka message, an HTTP intake body) "
+             "accepted; a larger one is rejected with a reason. The default "
+             "equals [http] max_body and Kafka's own message.max.bytes."),
     OPT_INT("pipeline", "queue_limit", "100000", 100, 10000000, 0, queue_limit,
             "Most messages waiting in memory (a message may hold many "
             "alerts: see queue_max_bytes); beyond it the inputs are paused "

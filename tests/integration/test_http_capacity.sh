@@ -30,6 +30,17 @@ t_expect_sql "SELECT count(*) FROM triaged.capacity_sample" 200
 h_req POST /api/v1/capacity/samples "$H_WRITE" '{"ci":"db-02","metric":"conns","value":10,"limit":100}'
 h_expect 202 "j['accepted']=1"
 t_expect_sql "SELECT count(*) FROM triaged.capacity_sample s JOIN triaged.ci c ON c.id = s.ci_id WHERE c.name = 'db-02'" 1
+# a body between the old 256 KiB message limit and max_body (1 MiB, both
+# defaults now): accepted whole
+big=$(python3 -c '
+import json
+print(json.dumps([{"ci": "db-02", "metric": "iops", "value": i % 97, "limit": 1000,
+                   "ts": "2026-01-01T%02d:%02d:%02dZ" % (i // 3600, i // 60 % 60, i % 60)}
+                  for i in range(5000)]))')
+[ "${#big}" -gt 400000 ] && [ "${#big}" -lt 1000000 ] || t_fail "big body is ${#big} bytes"
+h_req POST /api/v1/capacity/samples "$H_WRITE" "$big"
+h_expect 202 "j['accepted']=5000"
+t_expect_sql "SELECT count(*) FROM triaged.capacity_sample s JOIN triaged.ci c ON c.id = s.ci_id WHERE c.name = 'db-02' AND s.metric = 'iops'" 5000
 h_req POST /api/v1/capacity/samples "$H_WRITE" '{"ci":"db-02","value":10}'
 h_expect 400 "j['error']=missing_field"
 h_req POST /api/v1/capacity/samples "$H_WRITE" '{"ci":"db-02","metric":"m","value":1,"limit":0}'

@@ -155,7 +155,7 @@ Test(config, minimal_file_uses_every_default)
     cr_assert_not(cfg->has_http);
     cr_assert_null(cfg->kafka_brokers);
     cr_assert_str_eq(cfg->identity_labels, "");
-    cr_assert_eq(cfg->max_message_size, 256 * 1024);
+    cr_assert_eq(cfg->max_message_size, 1024 * 1024);
     cr_assert_eq(cfg->resolve_grace_ms, 2 * 60 * 1000);
     cr_assert_eq(cfg->flap_threshold, 6);
     td_config_free(cfg);
