@@ -591,6 +591,13 @@ _fini(void *state)
     _free(state);
 }
 
+/* triaged -t: the rdkafka.* keys as init would apply them. */
+static int
+_check(const td_host *host, char *err, size_t errlen)
+{
+    return tdk_conf_check(host, _owned, err, errlen);
+}
+
 TD_PLUGIN_EXPORT const td_plugin triaged_plugin = {
     .abi_version = TD_PLUGIN_ABI_VERSION,
     .name = "in_kafka",
@@ -601,4 +608,5 @@ TD_PLUGIN_EXPORT const td_plugin triaged_plugin = {
     .stop = _stop,
     .resume = _resume,
     .fini = _fini,
+    .check = _check,
 };

@@ -225,6 +225,19 @@ tdk_conf_passthrough(const td_host *h, rd_kafka_conf_t *conf,
     return h->config_each(h, "kafka", "rdkafka.", _pass_one, &p) ? -1 : 0;
 }
 
+int
+tdk_conf_check(const td_host *h, const char *const *owned, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf) {
+        snprintf(err, errlen, "[kafka] out of memory");
+        return -1;
+    }
+    int rc = tdk_conf_passthrough(h, conf, owned, err, errlen);
+    rd_kafka_conf_destroy(conf);
+    return rc;
+}
+
 bool
 tdk_conf_user_set(const td_host *h, const char *key)
 {

@@ -61,6 +61,10 @@ int tdk_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value,
  * Returns 0 or -1 with err naming the key. */
 int tdk_conf_passthrough(const td_host *h, rd_kafka_conf_t *conf,
                          const char *const *owned, char *err, size_t errlen);
+/* `triaged -t`: the rdkafka.* keys, applied to a scratch configuration the
+ * way init applies them (unknown key, bad value, a key triaged owns).
+ * Returns 0 or -1 with err naming the key. */
+int tdk_conf_check(const td_host *h, const char *const *owned, char *err, size_t errlen);
 
 /* Whether rdkafka.KEY is set in [kafka]. */
 bool tdk_conf_user_set(const td_host *h, const char *key);
