@@ -14,7 +14,6 @@
 #include "internal/errors.h"
 #include "internal/util.h"
 
-#define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 #define SEP 0xff
 
@@ -47,10 +46,7 @@ td_severity_parse(const char *s, td_severity *out)
 static uint64_t
 fnv_bytes(uint64_t h, const char *s)
 {
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        h ^= *p;
-        h *= FNV_PRIME;
-    }
+    h = td_fnv1a(h, s);
     h ^= SEP;
     h *= FNV_PRIME;
     return h;
@@ -59,7 +55,7 @@ fnv_bytes(uint64_t h, const char *s)
 uint64_t
 td_fnv1a_labels(const char *const *names, const char *const *values, size_t n)
 {
-    uint64_t h = FNV_OFFSET;
+    uint64_t h = TD_FNV1A_OFFSET;
     for (size_t i = 0; i < n; i++) {
         h = fnv_bytes(h, names[i]);
         h = fnv_bytes(h, values[i]);

@@ -83,16 +83,6 @@ typedef struct memo {
 /* The memo stops growing here (8 bytes an id: 64 MiB). */
 #define MEMO_MAX_IDS ((size_t)8 << 20)
 
-static uint64_t
-hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
 
 static uint64_t
 hash_id(int64_t id)
@@ -122,7 +112,7 @@ arena_add(td_graph *g, const char *s, size_t len)
 static size_t
 strmap_slot(const td_graph *g, const strmap *m, const char *key)
 {
-    size_t mask = m->cap - 1, i = (size_t)hash_str(key) & mask;
+    size_t mask = m->cap - 1, i = (size_t)td_fnv1a(TD_FNV1A_OFFSET, key) & mask;
     while (m->key[i] && strcmp(g->arena + m->key[i] - 1, key) != 0)
         i = (i + 1) & mask;
     return i;

@@ -274,9 +274,7 @@ typedef struct td_auth_fail {
 static td_auth_fail *
 auth_fail_slot(td_http *h, const char *addr)
 {
-    uint64_t x = 1469598103934665603ull; /* FNV-1a */
-    for (const char *p = addr; *p; p++)
-        x = (x ^ (unsigned char)*p) * 1099511628211ull;
+    uint64_t x = td_fnv1a(TD_FNV1A_OFFSET, addr);
     td_auth_fail *f = &h->auth_fail[x % TD_AUTH_FAIL_SLOTS];
     if (strcmp(f->addr, addr) != 0) {
         memset(f, 0, sizeof(*f));

@@ -25,6 +25,11 @@ char *td_vasprintf(const char *fmt, va_list ap);
 int64_t td_now_ms(void);
 int64_t td_mono_ms(void);
 
+/* 64-bit FNV-1a: continue hash h over the bytes of s (start from
+ * TD_FNV1A_OFFSET). Not for anything an attacker must not collide. */
+#define TD_FNV1A_OFFSET 0xcbf29ce484222325ULL
+uint64_t td_fnv1a(uint64_t h, const char *s);
+
 #define TD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif
