@@ -2,10 +2,16 @@
 """Write N alert messages as "key<TAB>json" lines for kcat -K'\\t'.
 
   gen_alerts.py N --fingerprints F [--resources R] [--order burst|spread]
-                  [--seq] [--source S]
+                  [--grouped] [--seq] [--source S]
 
 Fingerprint f is (resource host-<f % R>, check check-<f // R>), R defaults
-to F/10 (ten checks a resource), so incidents number R. Orders:
+to F/10 (ten checks a resource), so incidents number R: consecutive
+fingerprints are on different resources, so a resource's checks are far
+apart in the stream (the hardest case for the engine: nearly every new alert
+attaches to an incident an earlier batch opened). --grouped makes it
+(host-<f // C>, check-<f % C>) with C = F/R checks a resource: a resource's
+checks are next to each other, as when a host fails and all its checks fire
+together. Orders:
   burst   message j is for fingerprint j*F//N: each alert's repeats arrive
           together, as when a storm re-sends alerts (the realistic storm),
           then a local shuffle in windows of 1000 messages;
@@ -21,11 +27,13 @@ ap.add_argument("--fingerprints", type=int, required=True)
 ap.add_argument("--resources", type=int, default=0)
 ap.add_argument("--order", choices=["burst", "spread"], default="burst")
 ap.add_argument("--source", default="bench")
+ap.add_argument("--grouped", action="store_true")
 ap.add_argument("--seq", action="store_true")
 ap.add_argument("--seed", type=int, default=1)
 a = ap.parse_args()
 F, N = a.fingerprints, a.n
 R = a.resources or max(1, F // 10)
+C = max(1, F // R)
 rnd = random.Random(a.seed)
 
 def ts(ms):  # 2026-01-01T00:00:00Z + ms, without datetime's cost
@@ -44,9 +52,10 @@ if a.order == "burst":
 out = []
 for j in order:
     f = (j * F // N) if a.order == "burst" else (j % F)
-    res = "host-%05d" % (f % R)
+    r, c = (f // C, f % C) if a.grouped else (f % R, f // R)
+    res = "host-%05d" % r
     m = '{"source":"%s","resource":"%s","check":"check-%d","severity":"major","occurred_at":"%s"' % (
-        a.source, res, f // R, ts(j))
+        a.source, res, c, ts(j))
     if a.seq:
         m += ',"labels":{"seq":"%d"}' % j
     out.append(res + "\t" + m + "}\n")
