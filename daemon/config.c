@@ -222,6 +222,12 @@ const td_option td_options[] = {
             batch_time_ms,
             "Longest time a batch waits to fill up while PostgreSQL is idle; "
             "when a batch commits, the next one starts at once."),
+    OPT_INT("pipeline", "lanes", "2", 1, 64, 0, lanes,
+            "Batches applied at once, each on its own PostgreSQL connection "
+            "(a lane). A Kafka partition always goes to the same lane and "
+            "other inputs' alerts by fingerprint, so each partition's and "
+            "each alert's messages are applied in order. More lanes let "
+            "PostgreSQL use more cores; 1 applies one batch at a time."),
     OPT_SIZE("pipeline", "max_message_size", "1MiB", KIB(1), MIB(16), 0,
              max_message_size,
              "Largest alert message (a Kafka message, an HTTP intake body) "

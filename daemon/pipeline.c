@@ -1,13 +1,23 @@
 /* pipeline.c — from submitted messages to committed incidents.
  *
  * The design is simple: messages are decoded as they are submitted and go
- * into the open batch; a batch is sealed when it holds batch_size messages
- * or batch_time has passed. One sealed batch at a time is active: folded
- * into segments (batcher.c), classified by Redis (dedup.c), then applied by
- * one call of triaged.ingest() in PostgreSQL (store.c), which is the judge
- * and the incident engine, and which commits the batch's Kafka offsets in the
- * same transaction (compare-and-set on triaged.kafka_offset). Only then are
- * the batch's messages acked, in submit order, and its events published.
+ * into the open batch of their lane; a batch is sealed when it holds
+ * batch_size messages or batch_time has passed. Each lane has its own
+ * PostgreSQL connection and one active batch at a time: folded into segments
+ * (batcher.c), classified by Redis (dedup.c), then applied by one call of
+ * triaged.ingest() (store.c), which is the judge and the incident engine, and
+ * which commits the batch's Kafka offsets in the same transaction
+ * (compare-and-set on triaged.kafka_offset). Only then are the batch's
+ * messages acked, in submit order, and its events published.
+ *
+ * Lanes ([pipeline] lanes) let PostgreSQL apply several batches at once, on
+ * as many cores. A Kafka partition always goes to the same lane, other
+ * inputs' messages by the fingerprint of their first alert (or the CI of
+ * their first sample), so a partition's messages, and an alert's from
+ * syslog, are applied in the order they came. Batches of different lanes
+ * that touch the same rows are settled by PostgreSQL: ingest() locks rows
+ * in a fixed order, and a deadlock or serialization failure retries the
+ * batch like any error.
  *
  * Exactly once in effect: a partition's offsets only advance with the
  * effects. When the compare-and-set fails (the partition moved to another
@@ -64,11 +74,14 @@ static const td_store_stmt stmts[] = {
     {"td_sla_tick", "SELECT kind, key, payload::text FROM triaged.sla_tick($1::jsonb)", 1},
 };
 
+typedef struct lane lane;
+
 typedef struct partition {
     char *topic;
     int32_t partition;
     int64_t known_next; /* next offset stored in PostgreSQL; -1: none */
     uint32_t epoch;
+    lane *lane; /* where its messages are applied, in order */
     struct partition *next;
 } partition;
 
@@ -102,6 +115,17 @@ typedef struct batch {
     struct batch *next;
 } batch;
 
+/* One connection, one batch in PostgreSQL at a time, the next one filling. */
+struct lane {
+    td_pipeline *p;
+    int idx;
+    td_store *store;
+    batch *open;
+    batch *sealed_head, *sealed_tail;
+    batch *active;
+    struct event *ev_batch, *ev_retry;
+};
+
 typedef struct positions_req {
     td_pipeline *p;
     td_positions_fn fn;
@@ -115,7 +139,9 @@ struct td_pipeline {
     const td_config *cfg;
     struct event_base *base;
     td_hostctx *hc;
-    td_store *store;
+    lane *lanes;
+    int n_lanes;
+    td_store *store;     /* lane 0's: ticks and positions go there */
     td_store *cap_store; /* rollups and trends: never delay a batch */
     struct hints_req *hints_pending;
     size_t n_hints_pending;
@@ -125,10 +151,7 @@ struct td_pipeline {
     size_t n_identity_labels;
     char *actor;
 
-    batch *open;
-    batch *sealed_head, *sealed_tail;
-    batch *active;
-    size_t queued; /* messages in open + sealed + active */
+    size_t queued; /* messages in every lane's open + sealed + active */
     size_t queued_bytes; /* their items' bytes */
     bool full;     /* told an input FULL; resume below half */
     bool intake_stopped;
@@ -140,7 +163,7 @@ struct td_pipeline {
     bool shutting_down;
     partition *parts;
 
-    struct event *ev_batch, *ev_retry, *ev_tick;
+    struct event *ev_tick;
     td_ratelimit rl_store, rl_invalid;
 
     td_metric *m_received, *m_alerts, *m_batches, *m_batch_msgs, *m_queue,
@@ -152,8 +175,8 @@ struct td_pipeline {
     td_ratelimit rl_capacity;
 };
 
-static void kick(td_pipeline *p);
-static void start_batch(td_pipeline *p);
+static void kick(lane *l);
+static void start_batch(lane *l);
 
 /* ---- partitions ---------------------------------------------------- */
 
@@ -167,6 +190,8 @@ part_get(td_pipeline *p, const char *topic, int32_t part)
     x->topic = td_strdup(topic);
     x->partition = part;
     x->known_next = -1;
+    x->lane = &p->lanes[(td_fnv1a(TD_FNV1A_OFFSET, topic) + (uint32_t)part) %
+                        (uint64_t)p->n_lanes];
     x->next = p->parts;
     p->parts = x;
     return x;
@@ -193,34 +218,34 @@ batch_free(batch *b)
 }
 
 static void
-seal(td_pipeline *p)
+seal(lane *l)
 {
-    batch *b = p->open;
+    batch *b = l->open;
     if (!b)
         return;
-    p->open = NULL;
-    event_del(p->ev_batch);
+    l->open = NULL;
+    event_del(l->ev_batch);
     b->sealed_ms = td_mono_ms();
-    if (p->sealed_tail)
-        p->sealed_tail->next = b;
+    if (l->sealed_tail)
+        l->sealed_tail->next = b;
     else
-        p->sealed_head = b;
-    p->sealed_tail = b;
-    kick(p);
+        l->sealed_head = b;
+    l->sealed_tail = b;
+    kick(l);
 }
 
 static void
 on_batch_timer(evutil_socket_t fd, short what, void *arg)
 {
-    td_pipeline *p = arg;
+    lane *l = arg;
     (void)fd;
     (void)what;
     /* Group commit: while PostgreSQL works on a batch the open one keeps
      * filling, up to batch_size; the commit seals it (kick). Sealing it here
      * would queue many small batches, each costing a row per fingerprint. */
-    if (p->active)
+    if (l->active)
         return;
-    seal(p);
+    seal(l);
 }
 
 static void
@@ -264,23 +289,39 @@ item_bytes(const item *it)
     return n;
 }
 
-static item *
-new_item(td_pipeline *p)
+/* Append it to the open batch of its lane. */
+static batch *
+add_item(lane *l, const item *it)
 {
-    if (!p->open) {
-        p->open = td_calloc(1, sizeof(batch));
-        struct timeval tv = {(time_t)(p->cfg->batch_time_ms / 1000),
-                             (suseconds_t)(p->cfg->batch_time_ms % 1000) * 1000};
-        event_add(p->ev_batch, &tv);
+    const td_config *cfg = l->p->cfg;
+    if (!l->open) {
+        l->open = td_calloc(1, sizeof(batch));
+        struct timeval tv = {(time_t)(cfg->batch_time_ms / 1000),
+                             (suseconds_t)(cfg->batch_time_ms % 1000) * 1000};
+        event_add(l->ev_batch, &tv);
     }
-    batch *b = p->open;
+    batch *b = l->open;
     if (b->n == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 256;
         b->items = td_realloc(b->items, b->cap * sizeof(*b->items));
     }
-    item *it = &b->items[b->n++];
-    memset(it, 0, sizeof(*it));
-    return it;
+    b->items[b->n++] = *it;
+    return b;
+}
+
+/* A partition's lane; else the lane of the first alert's fingerprint (or
+ * the first sample's CI), so one alert's messages keep their order. */
+static lane *
+route(td_pipeline *p, const item *it)
+{
+    if (it->part)
+        return it->part->lane;
+    uint64_t h = 0;
+    if (it->n_alerts)
+        h = it->alerts[0].fp;
+    else if (it->n_samples && it->samples[0].ci)
+        h = td_fnv1a(TD_FNV1A_OFFSET, it->samples[0].ci);
+    return &p->lanes[h % (uint64_t)p->n_lanes];
 }
 
 static int
@@ -338,7 +379,7 @@ sink(void *arg, const char *plugin, const td_input_msg *msg)
         return 0;
     }
     td_metric_add(p->m_received, 1);
-    item *it = new_item(p);
+    item local = {0}, *it = &local;
     it->ack = msg->ack;
     it->ack_arg = msg->ack_arg;
     if (msg->position) {
@@ -402,8 +443,9 @@ sink(void *arg, const char *plugin, const td_input_msg *msg)
     p->queued_bytes += it->bytes;
     td_metric_set(p->m_queue, (double)p->queued);
     td_metric_set(p->m_queue_bytes, (double)p->queued_bytes);
-    if (p->open->n >= (size_t)p->cfg->batch_size)
-        seal(p);
+    lane *l = route(p, it);
+    if (add_item(l, it)->n >= (size_t)p->cfg->batch_size)
+        seal(l);
     bool over_bytes = p->queued_bytes >= (uint64_t)p->cfg->queue_max_bytes;
     if (p->queued >= (size_t)p->cfg->queue_limit || over_bytes) {
         if (over_bytes && !p->full)
@@ -565,15 +607,16 @@ opts_json(const td_pipeline *p, int tick)
 
 static void on_ingest(void *arg, const PGresult *res, const char *err);
 
-static void retry_later(td_pipeline *p, const char *why);
+static void retry_later(lane *l, const char *why);
 
 /* The batch statement: alerts, offsets and options as JSON text, samples as
  * binary arrays with their CIs bound here from the CMDB graph (SQL binds the
  * ones the graph does not know: it may lag a CMDB change). */
 static void
-send_ingest(td_pipeline *p)
+send_ingest(lane *l)
 {
-    batch *b = p->active;
+    td_pipeline *p = l->p;
+    batch *b = l->active;
     char *values[11] = {NULL};
     int lengths[11] = {0}, formats[11] = {0};
     if (b->nsamples) {
@@ -584,7 +627,7 @@ send_ingest(td_pipeline *p)
         int rc = td_samples_arrays(b->samples, ids, b->nsamples, &values[1], &lengths[1]);
         free(ids);
         if (rc != TD_OK) {
-            retry_later(p, "capacity samples of the batch pass PostgreSQL's 1 GB limit");
+            retry_later(l, "capacity samples of the batch pass PostgreSQL's 1 GB limit");
             return;
         }
         for (int k = 1; k <= TD_SAMPLE_ARRAYS; k++)
@@ -597,7 +640,7 @@ send_ingest(td_pipeline *p)
     values[0] = segments_json(p, b);
     values[7] = offsets_json(p, b);
     values[8] = opts_json(p, 0);
-    td_store_exec_owned(p->store, STMT_INGEST, values, lengths, formats, on_ingest, p);
+    td_store_exec_owned(l->store, STMT_INGEST, values, lengths, formats, on_ingest, l);
 }
 
 /* Redis classifies the batch's fingerprints alongside the PostgreSQL
@@ -664,14 +707,15 @@ classify(td_pipeline *p, const batch *b)
 /* Mark what this attempt applies: RETRY for stale epochs, skip for offsets
  * already stored; then fold the rest and ask Redis. */
 static void
-start_batch(td_pipeline *p)
+start_batch(lane *l)
 {
-    batch *b = p->active;
+    td_pipeline *p = l->p;
+    batch *b = l->active;
     size_t na = 0;
     if (!td_cmdb_ready(p->cmdb)) {
         /* alerts are bound when the batch is sent: wait for the first load */
         struct timeval tv = {0, 50 * 1000};
-        event_add(p->ev_retry, &tv);
+        event_add(l->ev_retry, &tv);
         return;
     }
     free(b->alerts);
@@ -716,7 +760,7 @@ start_batch(td_pipeline *p)
     b->nsegs = td_fold(b->alerts, na, &b->segs);
     td_metric_add(p->m_segments, b->nsegs);
     classify(p, b);
-    send_ingest(p);
+    send_ingest(l);
 }
 
 /* Group commit: whenever PostgreSQL is free, the waiting messages go as one
@@ -724,25 +768,25 @@ start_batch(td_pipeline *p)
  * So batches are small and fast at low rates and large at high rates, and a
  * storm costs about one statement per distinct alert, not per message. */
 static void
-kick(td_pipeline *p)
+kick(lane *l)
 {
-    if (p->active)
+    if (l->active)
         return;
-    if (!p->sealed_head && p->open && p->open->n > 0) {
-        seal(p); /* calls kick() again */
+    if (!l->sealed_head && l->open && l->open->n > 0) {
+        seal(l); /* calls kick() again */
         return;
     }
-    if (!p->sealed_head)
+    if (!l->sealed_head)
         return;
-    batch *b = p->sealed_head;
-    p->sealed_head = b->next;
-    if (!p->sealed_head)
-        p->sealed_tail = NULL;
+    batch *b = l->sealed_head;
+    l->sealed_head = b->next;
+    if (!l->sealed_head)
+        l->sealed_tail = NULL;
     b->next = NULL;
-    p->active = b;
-    td_metric_add(p->m_batches, 1);
-    td_metric_add(p->m_batch_msgs, b->n);
-    start_batch(p);
+    l->active = b;
+    td_metric_add(l->p->m_batches, 1);
+    td_metric_add(l->p->m_batch_msgs, b->n);
+    start_batch(l);
 }
 
 static void
@@ -750,26 +794,27 @@ on_retry_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    td_pipeline *p = arg;
-    if (p->active)
-        start_batch(p);
+    lane *l = arg;
+    if (l->active)
+        start_batch(l);
 }
 
 static void
-retry_later(td_pipeline *p, const char *why)
+retry_later(lane *l, const char *why)
 {
-    batch *b = p->active;
+    td_pipeline *p = l->p;
+    batch *b = l->active;
     uint32_t suppressed;
     int64_t ms = 100LL << (b->attempts < 6 ? b->attempts : 6);
     b->attempts++;
     td_metric_add(p->m_retries, 1);
     if (td_ratelimit_allow(&p->rl_store, 5, &suppressed))
         td_warn("batch not applied; retrying (inputs pause when the queue fills)",
-                "error=\"%.*s\" attempt=%d retry_ms=%lld queued=%zu suppressed=%u",
-                (int)strcspn(why, "\n"), why, b->attempts, (long long)ms, p->queued,
+                "error=\"%.*s\" lane=%d attempt=%d retry_ms=%lld queued=%zu suppressed=%u",
+                (int)strcspn(why, "\n"), why, l->idx, b->attempts, (long long)ms, p->queued,
                 suppressed);
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    event_add(p->ev_retry, &tv);
+    event_add(l->ev_retry, &tv);
 }
 
 static uint64_t
@@ -877,16 +922,17 @@ capacity_limit_alert(td_pipeline *p, const char *payload)
 static void
 on_ingest(void *arg, const PGresult *res, const char *err)
 {
-    td_pipeline *p = arg;
-    batch *b = p->active;
+    lane *l = arg;
+    td_pipeline *p = l->p;
+    batch *b = l->active;
     if (!b)
         return; /* shut down meanwhile */
     if (!res) {
-        retry_later(p, err);
+        retry_later(l, err);
         return;
     }
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        retry_later(p, PQresultErrorMessage(res));
+        retry_later(l, PQresultErrorMessage(res));
         return;
     }
     int rows = PQntuples(res);
@@ -911,7 +957,7 @@ on_ingest(void *arg, const PGresult *res, const char *err)
                 PQgetvalue(res, r, 2));
     }
     if (fenced) {
-        start_batch(p);
+        start_batch(l);
         return;
     }
 
@@ -942,10 +988,10 @@ on_ingest(void *arg, const PGresult *res, const char *err)
     size_t n = b->n, bytes = 0;
     for (size_t i = 0; i < b->n; i++)
         bytes += b->items[i].bytes;
-    p->active = NULL;
+    l->active = NULL;
     batch_free(b);
     release(p, n, bytes);
-    kick(p);
+    kick(l);
 }
 
 /* ---- timers ---------------------------------------------------------- */
@@ -1173,7 +1219,19 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
         free(p);
         return NULL;
     }
-    p->store = td_store_new(base, cfg->pg_conninfo, stmts, TD_ARRAY_LEN(stmts), "pipeline");
+    p->n_lanes = cfg->lanes > 0 ? cfg->lanes : 1;
+    p->lanes = td_calloc((size_t)p->n_lanes, sizeof(*p->lanes));
+    for (int i = 0; i < p->n_lanes; i++) {
+        lane *l = &p->lanes[i];
+        char name[32];
+        snprintf(name, sizeof(name), "pipeline-%d", i);
+        l->p = p;
+        l->idx = i;
+        l->store = td_store_new(base, cfg->pg_conninfo, stmts, TD_ARRAY_LEN(stmts), name);
+        l->ev_batch = evtimer_new(base, on_batch_timer, l);
+        l->ev_retry = evtimer_new(base, on_retry_timer, l);
+    }
+    p->store = p->lanes[0].store;
     p->cap_store = td_store_new(base, cfg->pg_conninfo, stmts, TD_ARRAY_LEN(stmts), "capacity");
     p->cmdb = td_cmdb_new(base, cfg->pg_conninfo, cfg->cmdb_bind_labels);
     p->actor = td_asprintf("triaged@%s", cfg->instance);
@@ -1186,8 +1244,6 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
         }
         free(copy);
     }
-    p->ev_batch = evtimer_new(base, on_batch_timer, p);
-    p->ev_retry = evtimer_new(base, on_retry_timer, p);
     p->ev_tick = event_new(base, -1, EV_PERSIST, on_tick, p);
     struct timeval one = {1, 0};
     event_add(p->ev_tick, &one);
@@ -1242,7 +1298,8 @@ void
 td_pipeline_stop_intake(td_pipeline *p)
 {
     p->intake_stopped = true;
-    seal(p);
+    for (int i = 0; i < p->n_lanes; i++)
+        seal(&p->lanes[i]);
 }
 
 size_t
@@ -1255,7 +1312,9 @@ void
 td_pipeline_health(const td_pipeline *p, bool *redis, bool *postgres, bool *taking)
 {
     *redis = td_dedup_connected(p->dedup);
-    *postgres = td_store_connected(p->store);
+    *postgres = true;
+    for (int i = 0; i < p->n_lanes; i++)
+        *postgres = *postgres && td_store_connected(p->lanes[i].store);
     *taking = !p->intake_stopped && !p->full;
 }
 
@@ -1276,24 +1335,30 @@ td_pipeline_free(td_pipeline *p)
      * offsets in PostgreSQL) or the client sees no answer (HTTP). The plugins
      * are gone by now, so there is nobody to ack. */
     p->shutting_down = true;
-    batch *b = p->active;
-    p->active = NULL;
-    if (b)
-        batch_free(b);
-    while ((b = p->sealed_head)) {
-        p->sealed_head = b->next;
-        batch_free(b);
+    for (int i = 0; i < p->n_lanes; i++) {
+        lane *l = &p->lanes[i];
+        batch *b = l->active;
+        l->active = NULL;
+        if (b)
+            batch_free(b);
+        while ((b = l->sealed_head)) {
+            l->sealed_head = b->next;
+            batch_free(b);
+        }
+        if (l->open)
+            batch_free(l->open);
     }
-    if (p->open)
-        batch_free(p->open);
     td_dedup_free(p->dedup); /* cancels the hint requests: */
     while (p->hints_pending)
         hints_req_free(p->hints_pending);
-    td_store_free(p->store);
+    for (int i = 0; i < p->n_lanes; i++) {
+        td_store_free(p->lanes[i].store); /* their callbacks see no batch */
+        event_free(p->lanes[i].ev_batch);
+        event_free(p->lanes[i].ev_retry);
+    }
+    free(p->lanes);
     td_store_free(p->cap_store);
     td_cmdb_free(p->cmdb);
-    event_free(p->ev_batch);
-    event_free(p->ev_retry);
     event_free(p->ev_tick);
     for (partition *x = p->parts, *n; x; x = n) {
         n = x->next;

@@ -115,6 +115,7 @@ typedef struct td_config {
     /* [pipeline] */
     int batch_size;
     int64_t batch_time_ms;
+    int lanes;
     int64_t max_message_size;
     int queue_limit;
     int64_t queue_max_bytes;

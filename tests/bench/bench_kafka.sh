@@ -14,6 +14,7 @@
 # latency: 5,000 new alerts/s for 20 s, p50/p99 of commit time - occurred_at
 # Uses a running stack when TD_TEST_* is set, else starts one.
 # TD_BENCH_KAFKA_EXTRA: more lines for triaged's [kafka] section.
+# TD_BENCH_LANES: triaged's [pipeline] lanes (default: its own default).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${TD_BUILD_DIR:-$root/build}
@@ -56,6 +57,7 @@ ${TD_BENCH_KAFKA_EXTRA:-}
 dir = $build/plugins
 load = in_kafka
 CONF
+    [ -n "${TD_BENCH_LANES:-}" ] && printf '[pipeline]\nlanes = %s\n' "$TD_BENCH_LANES" >> "$work/triaged.conf"
     redis-cli -u "$TD_TEST_REDIS_URL" flushdb >/dev/null
     "$build/triaged" -c "$work/triaged.conf" > "$work/triaged-$db.log" 2>&1 &
     pid=$!
@@ -111,7 +113,7 @@ run_throughput() { # name n fingerprints order [gen_alerts options]
     # CPU seconds triaged itself used (utime + stime), to tell its share
     local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' /proc/$pid/stat)
     stop_triaged
-    echo "$name: kcat consumes $kr msg/s; triaged commits $tr msg/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; peak RSS ${rss} kB; triaged CPU ${cpu} s"
+    echo "$name (lanes ${TD_BENCH_LANES:-default}): kcat consumes $kr msg/s; triaged commits $tr msg/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; peak RSS ${rss} kB; triaged CPU ${cpu} s"
     psql "$pg" -qAtc "SELECT 'alerts ' || count(*) || ', occurrences ' || sum(occurrences) || ', incidents ' || (SELECT count(*) FROM triaged.incident) FROM triaged.alert"
 }
 
