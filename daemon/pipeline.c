@@ -141,7 +141,7 @@ struct td_pipeline {
     td_hostctx *hc;
     lane *lanes;
     int n_lanes;
-    td_store *store;     /* lane 0's: ticks and positions go there */
+    td_store *tick_store; /* ticks and positions: never queued behind a batch */
     td_store *cap_store; /* rollups and trends: never delay a batch */
     struct hints_req *hints_pending;
     size_t n_hints_pending;
@@ -1133,12 +1133,12 @@ on_tick(evutil_socket_t fd, short what, void *arg)
         capacity_tick(p);
         sla_tick(p);
     }
-    if (p->tick_running || !td_store_connected(p->store))
+    if (p->tick_running || !td_store_connected(p->tick_store))
         return;
     p->tick_running = true;
     char *opts = opts_json(p, 1);
     const char *params[1] = {opts};
-    td_store_exec(p->store, STMT_TICK, params, on_tick_result, p);
+    td_store_exec(p->tick_store, STMT_TICK, params, on_tick_result, p);
     free(opts);
 }
 
@@ -1197,7 +1197,7 @@ positions_fetch(void *arg, const char *stream, const int32_t *partitions,
                                 (int)partitions[i]);
     snprintf(arr + off, cap - off, "}");
     const char *params[3] = {p->cfg->kafka_group, stream, arr};
-    td_store_exec(p->store, STMT_POSITIONS, params, on_positions, q);
+    td_store_exec(p->tick_store, STMT_POSITIONS, params, on_positions, q);
     free(arr);
     return 0;
 }
@@ -1231,7 +1231,7 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
         l->ev_batch = evtimer_new(base, on_batch_timer, l);
         l->ev_retry = evtimer_new(base, on_retry_timer, l);
     }
-    p->store = p->lanes[0].store;
+    p->tick_store = td_store_new(base, cfg->pg_conninfo, stmts, TD_ARRAY_LEN(stmts), "tick");
     p->cap_store = td_store_new(base, cfg->pg_conninfo, stmts, TD_ARRAY_LEN(stmts), "capacity");
     p->cmdb = td_cmdb_new(base, cfg->pg_conninfo, cfg->cmdb_bind_labels);
     p->actor = td_asprintf("triaged@%s", cfg->instance);
@@ -1357,6 +1357,7 @@ td_pipeline_free(td_pipeline *p)
         event_free(p->lanes[i].ev_retry);
     }
     free(p->lanes);
+    td_store_free(p->tick_store);
     td_store_free(p->cap_store);
     td_cmdb_free(p->cmdb);
     event_free(p->ev_tick);

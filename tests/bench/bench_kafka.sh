@@ -15,6 +15,7 @@
 # Uses a running stack when TD_TEST_* is set, else starts one.
 # TD_BENCH_KAFKA_EXTRA: more lines for triaged's [kafka] section.
 # TD_BENCH_LANES: triaged's [pipeline] lanes (default: its own default).
+# TD_BENCH_PIPELINE_EXTRA: more lines for triaged's [pipeline] section.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${TD_BUILD_DIR:-$root/build}
@@ -57,7 +58,8 @@ ${TD_BENCH_KAFKA_EXTRA:-}
 dir = $build/plugins
 load = in_kafka
 CONF
-    [ -n "${TD_BENCH_LANES:-}" ] && printf '[pipeline]\nlanes = %s\n' "$TD_BENCH_LANES" >> "$work/triaged.conf"
+    printf '[pipeline]\n%s\n%s\n' "${TD_BENCH_LANES:+lanes = $TD_BENCH_LANES}" \
+        "${TD_BENCH_PIPELINE_EXTRA:-}" >> "$work/triaged.conf"
     redis-cli -u "$TD_TEST_REDIS_URL" flushdb >/dev/null
     "$build/triaged" -c "$work/triaged.conf" > "$work/triaged-$db.log" 2>&1 &
     pid=$!
