@@ -595,6 +595,14 @@ BEGIN
   IF p_ids IS NULL OR cardinality(p_ids) = 0 THEN
     RETURN;
   END IF;
+  -- Correlation decides from what other transactions committed: two batches
+  -- in flight at once (the daemon's lanes, or several instances) opening
+  -- incidents on an upstream and a downstream CI would each miss the other's
+  -- and leave both open. So one transaction at a time correlates, until it
+  -- commits; every search below starts after the lock (a statement's
+  -- snapshot), so it sees the incidents of every batch correlated before.
+  -- Batches that open no bound incident never take it. (Key: 'tria'.)
+  PERFORM pg_advisory_xact_lock(1953655137);
   UPDATE triaged.incident i SET up_ci_ids = triaged._ci_up(i.ci_id)
    WHERE i.id = ANY (p_ids) AND i.ci_id IS NOT NULL AND i.up_ci_ids IS NULL;
 

@@ -109,6 +109,16 @@ t_start() {
     done
 }
 
+# Wait until in_kafka consumes its assigned partitions (the group joined):
+# messages produced after this are read as they come.
+t_wait_consuming() {
+    local log=${1:-$T_DIR/triaged.log} deadline=$((SECONDS + 30 * T_SLOW))
+    until grep -q 'msg="kafka: consuming from the stored positions"' "$log" 2>/dev/null; do
+        [ $SECONDS -lt $deadline ] || t_fail "in_kafka did not join its group within $((30 * T_SLOW)) s"
+        sleep 0.1
+    done
+}
+
 t_sql() { psql "$T_PG" -qAtX -c "$1"; }
 
 # Poll SQL until it prints EXPECTED, within TIMEOUT seconds (default 60).

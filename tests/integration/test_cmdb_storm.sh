@@ -2,9 +2,10 @@
 # A switch failure is one incident (DESIGN §4 correlation, issue 6): three
 # copies of the topology core switch -> 40 hosts -> 120 app instances (3 per
 # host) in 6 services (tiers 1, 1, 2, 2, 3, 3), one per run, with the
-# switch's alert first (r1), in the middle (r2) and last (r3) of a storm of
-# 161 firing alerts (one per CI) produced in random order, in 4 bursts over
-# ~2 seconds (so they span several batches). Resources are the CIs' names,
+# switch's alert first (r1: the others come once its incident is open), in the
+# middle (r2) and last (r3) of a storm of 161 firing alerts (one per CI)
+# produced in random order, in 4 bursts over ~2 seconds (so they span
+# several batches, applied by two lanes at once). Resources are the CIs' names,
 # aliases and addresses (binding). For each run, exactly: 1 open incident,
 # on the switch, P1 (tier-1 services impacted x critical), its title naming
 # the switch, 1 cause alert and 160 symptom alerts, the 6 services impacted,
@@ -43,11 +44,12 @@ out=$("$TD_BUILD_DIR/triagectl" -c "$T_DIR/triaged.conf" cmdb import "$T_DIR/cmd
 t_log "cmdb import: $(tail -n 1 <<<"$out")"
 t_expect_sql "SELECT count(*) FROM triaged.ci" "483"
 t_start
+t_wait_consuming
 
 # r PLACE: the 161 alerts of run r, shuffled, the switch's at PLACE (first,
 # middle, last), in 4 bursts
 storm() {
-    python3 - "$T_DIR/storm-$1" "$1" "$2" <<'PY'
+    python3 - "$T_DIR/storm-$1" "$1" "$2" > "$T_DIR/storm-$1.n" <<'PY'
 import json, random, sys
 path, r, place = sys.argv[1:]
 random.seed(hash(r) & 0xffff)
@@ -58,16 +60,27 @@ others = [alert(f"{r}-host-{h:02d}" if h % 2 else f"10.{r[1]}.1.{h + 1}", "host_
 others += [alert(f"{r}-app-{a:03d}", "http_5xx", "major") for a in range(120)]
 random.shuffle(others)
 sw = alert(f"{r}-sw", "link_down", "critical")
+# first: alone, the others once its incident is open (messages of
+# different partitions produced at once have no order: several lanes or
+# instances may apply them in any order, correlated by the merges checked
+# below)
 pos = {"first": 0, "middle": 80, "last": 160}[place]
 msgs = others[:pos] + [sw] + others[pos:]
-for i in range(4):
+bursts = [[sw], others[:40], others[40:80], others[80:120], others[120:]] if place == "first" \
+    else [msgs[i * 41:(i + 1) * 41] for i in range(4)]
+for i, burst in enumerate(bursts):
     with open(f"{path}.{i}", "w") as f:
-        for m in msgs[i * 41:(i + 1) * 41]:
+        for m in burst:
             f.write(m["resource"] + "\t" + json.dumps(m) + "\n")
+print(len(bursts))
 PY
-    local i
-    for i in 0 1 2 3; do
+    local i n
+    n=$(cat "$T_DIR/storm-$1.n")
+    for ((i = 0; i < n; i++)); do
         t_produce "$T_DIR/storm-$1.$i"
+        # first: the others come once its incident is there
+        [ "$2" != first ] || [ "$i" -gt 0 ] ||
+            t_wait_sql "SELECT count(*) FROM triaged.incident i JOIN triaged.ci c ON c.id = i.ci_id WHERE c.name = '$1-sw'" 1 30
         sleep 0.5   # a storm over a few seconds, as the issue describes
     done
 }

@@ -15,6 +15,10 @@ t_topic 16
 # (t_conf sets a 6 s session timeout: a SIGKILLed consumer keeps its
 # partitions in the group until then, and the restarted one waits that long.)
 t_conf
+# Batches of 2,000 messages: the restarted triaged's backlog of ~40,000 takes
+# a score of batches (two lanes at once), so the second SIGKILL, as soon as
+# anything commits, lands in the middle of it.
+export TRIAGED_PIPELINE_BATCH_SIZE=2000
 t_start
 t_wait_log "$T_DIR/triaged.log" 'consuming from the stored positions' 30
 t_gen "$T_DIR/msgs" $N --fingerprints $F --seq --source crash
