@@ -225,7 +225,7 @@ const td_option td_options[] = {
     OPT_INT("pipeline", "lanes", "2", 1, 64, 0, lanes,
             "Batches applied at once, each on its own PostgreSQL connection "
             "(a lane). A Kafka partition always goes to the same lane and "
-            "other inputs' alerts by fingerprint, so each partition's and "
+            "other inputs' alerts by resource, so each partition's and "
             "each alert's messages are applied in order. More lanes let "
             "PostgreSQL use more cores; 1 applies one batch at a time."),
     OPT_SIZE("pipeline", "max_message_size", "1MiB", KIB(1), MIB(16), 0,

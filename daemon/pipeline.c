@@ -11,10 +11,11 @@
  * messages acked, in submit order, and its events published.
  *
  * Lanes ([pipeline] lanes) let PostgreSQL apply several batches at once, on
- * as many cores. A Kafka partition always goes to the same lane, other
- * inputs' messages by the fingerprint of their first alert (or the CI of
- * their first sample), so a partition's messages, and an alert's from
- * syslog, are applied in the order they came. Batches of different lanes
+ * as many cores. A Kafka partition always goes to the same lane; other
+ * inputs' alerts go by their resource (a message whose alerts belong to
+ * several lanes is split, one part per lane, acked when the last part
+ * commits), samples by their CI; so a partition's messages, and an alert's
+ * from syslog or HTTP, are applied in the order they came. Batches of different lanes
  * that touch the same rows are settled by PostgreSQL: ingest() locks rows
  * in a fixed order, and a deadlock or serialization failure retries the
  * batch like any error.
@@ -199,11 +200,46 @@ part_get(td_pipeline *p, const char *topic, int32_t part)
 
 /* ---- batches ------------------------------------------------------- */
 
+/* A message whose alerts belong to several lanes goes as one part per lane;
+ * its ack is given once, when the last part is acked. */
+typedef struct split_ack {
+    td_ack_fn ack;
+    void *arg;
+    size_t remaining, accepted;
+    bool retry;
+} split_ack;
+
+static void
+on_part_ack(void *arg, const td_ack *a)
+{
+    split_ack *s = arg;
+    if (a->status == TD_ACK_RETRY)
+        s->retry = true;
+    else
+        s->accepted += a->accepted;
+    if (--s->remaining > 0)
+        return;
+    td_ack out = {.status = TD_ACK_OK, .accepted = s->accepted};
+    if (s->retry) {
+        out.status = TD_ACK_RETRY;
+        out.reason = "retry";
+        out.detail = "part of the message was not applied; send it again";
+    }
+    if (s->ack)
+        s->ack(s->arg, &out);
+    free(s);
+}
+
 static void
 batch_free(batch *b)
 {
     for (size_t i = 0; i < b->n; i++) {
         item *it = &b->items[i];
+        if (it->ack == on_part_ack) { /* never acked (shutdown): nobody to tell */
+            split_ack *sa = it->ack_arg;
+            if (--sa->remaining == 0)
+                free(sa);
+        }
         for (size_t j = 0; j < it->n_alerts; j++)
             td_alert_clear(&it->alerts[j]);
         free(it->alerts);
@@ -309,19 +345,68 @@ add_item(lane *l, const item *it)
     return b;
 }
 
-/* A partition's lane; else the lane of the first alert's fingerprint (or
- * the first sample's CI), so one alert's messages keep their order. */
-static lane *
-route(td_pipeline *p, const item *it)
+/* The lane of an alert not from a partition: by its resource, so one
+ * alert's messages keep their order, and the alerts of one incident (one
+ * resource) never wait for each other's row locks in two lanes. */
+static size_t
+alert_lane(const td_pipeline *p, const td_alert *a)
 {
-    if (it->part)
-        return it->part->lane;
-    uint64_t h = 0;
+    return (size_t)(td_fnv1a(TD_FNV1A_OFFSET, a->resource) % (uint64_t)p->n_lanes);
+}
+
+static void
+enqueue(td_pipeline *p, lane *l, const item *it)
+{
+    p->queued++;
+    p->queued_bytes += it->bytes;
+    if (add_item(l, it)->n >= (size_t)p->cfg->batch_size)
+        seal(l);
+}
+
+/* Into its lane: a partition's; else the lanes of its alerts' resources
+ * (one part per lane, acked together), or the lane of its first sample's
+ * CI. */
+static void
+place(td_pipeline *p, item *it)
+{
+    size_t n = (size_t)p->n_lanes, first = 0;
+    if (it->part) {
+        enqueue(p, it->part->lane, it);
+        return;
+    }
+    if (it->n_samples && it->samples[0].ci)
+        first = (size_t)(td_fnv1a(TD_FNV1A_OFFSET, it->samples[0].ci) % n);
     if (it->n_alerts)
-        h = it->alerts[0].fp;
-    else if (it->n_samples && it->samples[0].ci)
-        h = td_fnv1a(TD_FNV1A_OFFSET, it->samples[0].ci);
-    return &p->lanes[h % (uint64_t)p->n_lanes];
+        first = alert_lane(p, &it->alerts[0]);
+    size_t *count = NULL, parts = 0;
+    if (it->n_alerts > 1 && n > 1 && !it->n_samples) {
+        count = td_calloc(n, sizeof(*count));
+        for (size_t j = 0; j < it->n_alerts; j++)
+            if (count[alert_lane(p, &it->alerts[j])]++ == 0)
+                parts++;
+    }
+    if (parts <= 1) {
+        free(count);
+        enqueue(p, &p->lanes[first], it);
+        return;
+    }
+    split_ack *sa = td_calloc(1, sizeof(*sa));
+    sa->ack = it->ack;
+    sa->arg = it->ack_arg;
+    sa->remaining = parts;
+    for (size_t k = 0; k < n; k++) {
+        if (!count[k])
+            continue;
+        item part = {.ack = on_part_ack, .ack_arg = sa};
+        part.alerts = td_calloc(count[k], sizeof(*part.alerts));
+        for (size_t j = 0; j < it->n_alerts; j++)
+            if (alert_lane(p, &it->alerts[j]) == k)
+                part.alerts[part.n_alerts++] = it->alerts[j]; /* moved */
+        part.bytes = item_bytes(&part);
+        enqueue(p, &p->lanes[k], &part);
+    }
+    free(it->alerts); /* its alerts moved into the parts */
+    free(count);
 }
 
 static int
@@ -439,13 +524,9 @@ sink(void *arg, const char *plugin, const td_input_msg *msg)
         td_metric_add(p->m_samples, it->n_samples);
     }
     it->bytes = item_bytes(it);
-    p->queued++;
-    p->queued_bytes += it->bytes;
+    place(p, it);
     td_metric_set(p->m_queue, (double)p->queued);
     td_metric_set(p->m_queue_bytes, (double)p->queued_bytes);
-    lane *l = route(p, it);
-    if (add_item(l, it)->n >= (size_t)p->cfg->batch_size)
-        seal(l);
     bool over_bytes = p->queued_bytes >= (uint64_t)p->cfg->queue_max_bytes;
     if (p->queued >= (size_t)p->cfg->queue_limit || over_bytes) {
         if (over_bytes && !p->full)

@@ -3,6 +3,8 @@
 #   - auth matrix: no token 401, unknown token 401, read token on a write 403,
 #     write and admin tokens pass, /healthz open; every error is
 #     {"error","message"};
+#   - a body of 40 alerts over 20 resources (both lanes): answered once, after
+#     all 40 are committed;
 #   - body limit (413), bad JSON (400 not_json), missing field (400), wrong
 #     content type (415), unknown path (404), wrong method (405): each with
 #     its JSON body, and the daemon keeps serving;
@@ -30,6 +32,14 @@ h_req POST /api/v1/alerts not-a-token "$A";        h_expect 401 "j['error']=unau
 h_req POST /api/v1/alerts "$H_READ" "$A";          h_expect 403 "j['error']=forbidden"
 h_req POST /api/v1/alerts "$H_WRITE" "$A";         h_expect 202 "j['accepted']=1"
 h_req POST /api/v1/alerts "$H_ADMIN" "$A";         h_expect 202 "j['accepted']=1"
+# one body whose alerts belong to both lanes (by resource): one answer, after
+# every part committed
+B=$(python3 -c 'import json; print(json.dumps([{"source":"lanes","resource":"r%02d" % (i % 20),"check":"c%d" % i} for i in range(40)]))')
+h_req POST /api/v1/alerts "$H_WRITE" "$B";         h_expect 202 "j['accepted']=40"
+t_expect_sql "SELECT count(*), count(DISTINCT resource) FROM triaged.alert WHERE source = 'lanes'" "40|20"
+t_sql "DELETE FROM triaged.incident_alert WHERE alert_id IN (SELECT id FROM triaged.alert WHERE source = 'lanes')" >/dev/null
+t_sql "DELETE FROM triaged.incident WHERE resource LIKE 'r__' AND resource NOT LIKE 'web%'" >/dev/null
+t_sql "DELETE FROM triaged.alert WHERE source = 'lanes'" >/dev/null
 h_req GET /api/v1/incidents "";                    h_expect 401 "j['error']=unauthorized"
 h_req GET /api/v1/incidents "$H_READ";             h_expect 200 "len(j['items'])=1"
 h_req GET /api/v1/incidents "$H_WRITE";            h_expect 200 "len(j['items'])=1"
