@@ -82,6 +82,7 @@ typedef struct partition {
     int32_t partition;
     int64_t known_next; /* next offset stored in PostgreSQL; -1: none */
     uint32_t epoch;
+    int64_t batch_next; /* scratch of offsets_json(); -1 between calls */
     lane *lane; /* where its messages are applied, in order */
     struct partition *next;
 } partition;
@@ -191,6 +192,7 @@ part_get(td_pipeline *p, const char *topic, int32_t part)
     x->topic = td_strdup(topic);
     x->partition = part;
     x->known_next = -1;
+    x->batch_next = -1;
     x->lane = &p->lanes[(td_fnv1a(TD_FNV1A_OFFSET, topic) + (uint32_t)part) %
                         (uint64_t)p->n_lanes];
     x->next = p->parts;
@@ -639,14 +641,22 @@ segments_json(const td_pipeline *p, const batch *b)
 static char *
 offsets_json(const td_pipeline *p, const batch *b)
 {
+    /* per partition, the highest applied offset + 1: one pass over the
+     * messages, not one per partition */
+    for (size_t i = 0; i < b->n; i++) {
+        const item *it = &b->items[i];
+        if (it->part)
+            it->part->batch_next = -1;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        const item *it = &b->items[i];
+        if (it->part && !it->skip && !it->retry && it->offset + 1 > it->part->batch_next)
+            it->part->batch_next = it->offset + 1;
+    }
     json_t *arr = json_array();
     for (partition *x = p->parts; x; x = x->next) {
-        int64_t next = -1;
-        for (size_t i = 0; i < b->n; i++) {
-            const item *it = &b->items[i];
-            if (it->part == x && !it->skip && !it->retry && it->offset + 1 > next)
-                next = it->offset + 1;
-        }
+        int64_t next = x->batch_next;
+        x->batch_next = -1;
         if (next < 0)
             continue;
         json_t *o = json_object();
