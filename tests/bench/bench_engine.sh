@@ -17,6 +17,8 @@
 #   interleaved  N new alerts in a fresh database, a resource's ten alerts
 #                in ten different batches: after the first batch every
 #                alert attaches to an incident an earlier batch opened
+# PHASES="grouped resolves ...": only those (grouped always runs: the others
+# need its alerts). KEEP=1: keep the databases (bench_engine_*).
 # PROFILE=1: also the top statements of each phase from pg_stat_statements
 # (the server needs shared_preload_libraries = 'pg_stat_statements' and
 # pg_stat_statements.track = all).
@@ -93,10 +95,12 @@ SQL
     fi
 }
 
+want() { [[ " ${PHASES:-grouped dups resolves refires interleaved} " == *" $1 "* ]]; }
 fresh_db seq
 run grouped "k" firing 1 "2026-11-26T01:00:00Z"
-run dups "k" firing 3 "2026-11-26T01:00:01Z"
-run resolves "k" resolved 0 "2026-11-26T01:00:02Z"
-run refires "k" firing 1 "2026-11-26T01:00:03Z"
+want dups && run dups "k" firing 3 "2026-11-26T01:00:01Z"
+want resolves && run resolves "k" resolved 0 "2026-11-26T01:00:02Z"
+want refires && run refires "k" firing 1 "2026-11-26T01:00:03Z"
+want interleaved || exit 0
 fresh_db il
 run interleaved "(k % $B) * $NB + (k / $B)" firing 1 "2026-11-26T01:00:00Z"
