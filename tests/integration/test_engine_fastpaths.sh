@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # test_engine_fastpaths.sh — sql/008's set-based resolve and re-fire paths
-# do exactly what 002's row-by-row path does. The same batches and ticks go
-# into two databases with every migration: one as shipped, one whose
-# _ingest_loop is 002's row-by-row loop alone (_ingest_loop_rows, the
-# reference). Every published row (in order) and the stored state (alerts,
+# and its _finish_incidents do exactly what 002's row-by-row path and 002's
+# _finish_incidents do. The same batches and ticks go into two databases
+# with every migration: one as shipped, one whose _ingest_loop is 002's
+# row-by-row loop alone (_ingest_loop_rows) and whose _finish_incidents is
+# 002's text again (the reference). Every published row (in order) and the stored state (alerts,
 # their history, incidents, links, timeline events with their hash chain)
 # must be identical. The scenario covers each fast path (single resolves,
 # re-fires into an open incident with and without a severity change,
@@ -19,6 +20,12 @@ for pg in "$fast" "$ref"; do
     "$TD_BUILD_DIR/triagectl" -c "$T_DIR/conf" migrate > "$T_DIR/migrate.log" 2>&1 \
         || t_fail "migrate: $(cat "$T_DIR/migrate.log")"
 done
+# 002's _finish_incidents as it was, from its migration file
+sed -n '/^CREATE FUNCTION triaged._finish_incidents(/,/^END \$\$;/p' "$TD_SOURCE_DIR/sql/002_ingest.sql" \
+    | sed '1s/^CREATE FUNCTION/CREATE OR REPLACE FUNCTION/' > "$T_DIR/finish_ref.sql"
+grep -q 'FOR UPDATE OF i' "$T_DIR/finish_ref.sql" || t_fail "002's _finish_incidents not found"
+psql "$ref" -qAtX -v ON_ERROR_STOP=1 -f "$T_DIR/finish_ref.sql" >/dev/null \
+    || t_fail "cannot install 002's _finish_incidents"
 psql "$ref" -qAtX -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || t_fail "cannot install the reference loop"
 CREATE OR REPLACE FUNCTION triaged._ingest_loop(p_segs triaged._segment[], p_reopen interval,
                                                 p_flap_threshold integer, p_flap_window interval)
