@@ -472,3 +472,34 @@ BEGIN
   RETURN QUERY SELECT * FROM unnest(v_rows);
 END $$;
 
+
+-- ---------------------------------------------------------------------------
+-- The batch statement (007's), its rows passed straight through when the
+-- batch has no samples: collecting them into an array first (to look for a
+-- fenced row before the samples go in) and unnesting it again cost ~4 us per
+-- row, measured, for nothing when there are no samples.
+CREATE OR REPLACE FUNCTION triaged.ingest_all_arrays(p_batch jsonb, p_ci_id bigint[], p_ci text[],
+                                                     p_metric text[], p_ts timestamptz[],
+                                                     p_value double precision[],
+                                                     p_limit double precision[], p_offsets jsonb,
+                                                     p_opts jsonb,
+                                                     p_hours timestamptz[] DEFAULT NULL,
+                                                     p_over_limit boolean DEFAULT NULL)
+RETURNS SETOF triaged.ingest_row
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_rows triaged.ingest_row[];
+BEGIN
+  IF p_metric IS NULL THEN
+    RETURN QUERY SELECT * FROM triaged.ingest(p_batch, p_offsets, p_opts);
+    RETURN;
+  END IF;
+  SELECT coalesce(array_agg(r), '{}') INTO v_rows
+    FROM triaged.ingest(p_batch, p_offsets, p_opts) r;
+  RETURN QUERY SELECT * FROM unnest(v_rows);
+  IF NOT EXISTS (SELECT 1 FROM unnest(v_rows) r WHERE r.kind = 'fenced') THEN
+    RETURN QUERY SELECT * FROM triaged.ingest_capacity_arrays(p_ci_id, p_ci, p_metric, p_ts,
+                                                              p_value, p_limit, p_opts,
+                                                              p_hours, p_over_limit);
+  END IF;
+END $$;
