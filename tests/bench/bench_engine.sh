@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# tests/bench/bench_engine.sh — PostgreSQL's cost per alert in the incident
+# engine, as backend CPU time (utime + stime of the backend, read from
+# /proc/<pid>/stat before and after each batch statement): robust on a
+# shared machine, where wall time is not. Prints figures; asserts nothing.
+#
+#   bash tests/bench/bench_engine.sh [N [BATCH]]     (default 100000 10000)
+#
+# The statement is the daemon's, triaged.ingest_all_arrays() with the batch
+# as jsonb (no samples), each batch in its own transaction. Phases, on
+# unbound alerts (ci_id null: bench_cmdb.sh measures bound ones):
+#   grouped      N new alerts, a resource's ten alerts in the same batch
+#                (1 in 10 opens an incident)
+#   dups         the same N alerts again, firing, same severity (counting path)
+#   resolves     all N resolve (state changes)
+#   refires      all N fire again (reopen / refire)
+#   interleaved  N new alerts in a fresh database, a resource's ten alerts
+#                in ten different batches: after the first batch every
+#                alert attaches to an incident an earlier batch opened
+# PHASES="grouped resolves ...": only those (grouped always runs: the others
+# need its alerts). KEEP=1: keep the databases (bench_engine_*).
+# PROFILE=1: also the top statements of each phase from pg_stat_statements
+# (the server needs shared_preload_libraries = 'pg_stat_statements' and
+# pg_stat_statements.track = all).
+# Uses a running stack when TD_TEST_* is set, else starts one.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${TD_BUILD_DIR:-$root/build}
+N=${1:-100000}
+B=${2:-10000}
+NB=$((N / B))
+export PGOPTIONS="-c client_min_messages=warning"
+source "$root/tests/stack/stack.sh"
+if [ -z "${TD_TEST_PG_ADMIN_CONNINFO:-}" ]; then
+    stack_up
+fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench_engine.XXXXXX")
+dbs=()
+cleanup() {
+    for d in "${dbs[@]}"; do
+        psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $d WITH (FORCE)" \
+            >/dev/null 2>&1 || true
+    done
+    rm -rf "$work"
+}
+[ "${KEEP:-0}" = 1 ] || trap cleanup EXIT
+
+fresh_db() { # name
+    db="bench_engine_$1_$$"
+    dbs+=("$db")
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db"
+    pg="$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
+    printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pg" \
+        > "$work/conf"
+    "$build/triagectl" -c "$work/conf" migrate >/dev/null
+}
+
+# run PHASE KEYEXPR STATUS N_PER_MSG FIRST: NB batches of B segments; alert
+# number kk of segment k (0 <= k < N) is KEYEXPR; prints the backend CPU.
+run() {
+    local phase=$1 kexpr=$2 status=$3 n=$4 first=$5
+    if [ "${PROFILE:-0}" = 1 ]; then
+        psql "$pg" -qAtXc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+            -c "SELECT pg_stat_statements_reset()" >/dev/null
+    fi
+    {
+        echo "SELECT pg_backend_pid() AS pid \\gset"
+        echo "\\setenv BPID :pid"
+        echo "\\set QUIET on"
+        for ((b = 0; b < NB; b++)); do
+            cat <<SQL
+SELECT jsonb_agg(jsonb_build_object(
+  'fp', 'a' || lpad(to_hex(kk), 15, '0'), 'source', 'bench', 'resource', 'bench-' || (kk / 10),
+  'check', 'check' || (kk % 10), 'dedup_key', NULL, 'ci_id', NULL, 'summary', 'bench',
+  'labels', jsonb_build_object('env', 'bench'), 'severity', 'major', 'status', '$status',
+  'n', $n, 'first', '$first', 'last', '$first') ORDER BY kk) AS b
+FROM generate_series($((b * B)), $((b * B + B - 1))) k, LATERAL (SELECT $kexpr AS kk) x \\gset
+SQL
+            echo "\\! awk '{print \$14+\$15}' /proc/\$BPID/stat > $work/c0"
+            echo "SELECT count(*) AS rows FROM triaged.ingest_all_arrays(:'b'::jsonb, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{\"actor\":\"bench\"}') \\gset"
+            echo "\\! awk -v t0=\$(cat $work/c0) -v hz=\$(getconf CLK_TCK) '{print (\$14+\$15-t0)*1000/hz}' /proc/\$BPID/stat >> $work/$phase"
+        done
+    } | psql "$pg" -X -q -v ON_ERROR_STOP=1 >/dev/null
+    awk -v phase="$phase" -v b="$B" '{s += $1; a[NR] = $1}
+        END {printf "%-12s %3d batches of %d: backend CPU %6.0f ms a batch (min %.0f, max %.0f), %6.1f us an alert\n",
+             phase, NR, b, s / NR, mn(a), mx(a), s * 1000 / (NR * b)}
+        function mn(x,  i, m) {m = x[1]; for (i in x) if (x[i] < m) m = x[i]; return m}
+        function mx(x,  i, m) {m = x[1]; for (i in x) if (x[i] > m) m = x[i]; return m}' "$work/$phase"
+    if [ "${PROFILE:-0}" = 1 ]; then
+        psql "$pg" -qAtXF ' | ' -c "SELECT round(total_exec_time)::text || ' ms', calls,
+              regexp_replace(left(query, 110), '\s+', ' ', 'g')
+              FROM pg_stat_statements WHERE query !~* 'jsonb_agg|ingest_all_arrays|pg_stat'
+              ORDER BY total_exec_time DESC LIMIT ${PROFILE_TOP:-10}" | sed 's/^/    /'
+    fi
+}
+
+want() { [[ " ${PHASES:-grouped dups resolves refires interleaved} " == *" $1 "* ]]; }
+fresh_db seq
+run grouped "k" firing 1 "2026-11-26T01:00:00Z"
+want dups && run dups "k" firing 3 "2026-11-26T01:00:01Z"
+want resolves && run resolves "k" resolved 0 "2026-11-26T01:00:02Z"
+want refires && run refires "k" firing 1 "2026-11-26T01:00:03Z"
+want interleaved || exit 0
+fresh_db il
+run interleaved "(k % $B) * $NB + (k / $B)" firing 1 "2026-11-26T01:00:00Z"
