@@ -6,10 +6,13 @@
 #
 # sql:    500,000 samples (50,000 series) as the daemon sends them (typed
 #         arrays, CIs bound, hours given) into triaged.ingest_capacity_arrays in batches
-#         of 10,000: PostgreSQL's side alone; then the same again (all
-#         duplicates), and 100,000 through the old jsonb ingest_capacity.
-#         References measured in the same run: a COPY of the same rows into
-#         an unindexed table, and into one with the primary key
+#         of 10,000, one transaction each: PostgreSQL's side alone, by one
+#         session and by two at once (each half of the batches, as the
+#         daemon's lanes would); then the same again (all duplicates), the
+#         same with capacity_sample's key before 009, and 100,000 through the
+#         old jsonb ingest_capacity. References measured in the same run, by
+#         as many sessions at once: a COPY of the same rows into an unindexed
+#         table, into one with capacity_sample's key, and with the old key
 # parts:  where a sample's PostgreSQL time goes: the same batches into tables
 #         that add one cost at a time (index-free, primary key, BRIN,
 #         partitions, the whole function), microseconds a sample, twice each
@@ -48,6 +51,21 @@ fresh_db() {
 }
 cis() { psql "$pg" -qAtc "INSERT INTO triaged.ci (name) SELECT 'ci-' || i FROM generate_series(1, $1) i"; }
 
+# N concurrent psql sessions: "par N CMD..." runs CMD with %K% replaced by
+# 0..N-1 (the session's share), waits for all; prints each one's output
+par() {
+    local n=$1; shift
+    local k pids=() out=()
+    for ((k = 0; k < n; k++)); do
+        out+=("$work/par.$k")
+        # shellcheck disable=SC2294
+        eval "${*//%K%/$k}" > "$work/par.$k" &
+        pids+=($!)
+    done
+    for k in "${pids[@]}"; do wait "$k"; done
+    cat "${out[@]}"
+}
+
 run_sql() {
     fresh_db sql
     cis 50000
@@ -55,12 +73,15 @@ run_sql() {
     psql "$pg" -qAt <<'SQL'
 SET TimeZone = 'UTC';
 CREATE TABLE batches AS
-SELECT b, array_agg(i % 50000 + 1 ORDER BY i)::bigint[] AS ci_id,
+-- (each batch in the order a consumer of many partitions sees: its CIs
+-- shuffled, times 0-59 s after the 5-minute mark)
+SELECT b, array_agg(i % 50000 + 1 ORDER BY o)::bigint[] AS ci_id,
        array_agg(NULL::text) AS ci, array_agg('disk'::text) AS metric,
-       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min' ORDER BY i) AS ts,
-       array_agg((100 + i % 797)::float8 ORDER BY i) AS value,
+       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min'
+                 + (i * 37 % 60) * interval '1 s' ORDER BY o) AS ts,
+       array_agg((100 + i % 797)::float8 ORDER BY o) AS value,
        array_agg(1000::float8) AS lim
-  FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
+  FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b, i % 10000 * 7919 % 10000 AS o) x
  GROUP BY b;
 -- what the daemon passes along: each batch's hours, and no sample over its limit
 ALTER TABLE batches ADD hours timestamptz[];
@@ -72,45 +93,110 @@ SELECT b, (SELECT jsonb_agg(jsonb_build_object('ci', 'ci-' || u.id, 'metric', u.
              FROM unnest(ci_id, metric, value, lim, ts) AS u(id, m, v, l, t)) AS j
   FROM batches;
 CREATE TABLE rows AS
-SELECT u.* FROM batches, unnest(ci_id, metric, ts, value, lim) AS u(ci_id, metric, ts, value, lim);
-CREATE TABLE ref (LIKE rows);
-CREATE TABLE ref_pk (LIKE rows, PRIMARY KEY (ci_id, metric, ts));
+SELECT b, u.* FROM batches, unnest(ci_id, metric, ts, value, lim) AS u(ci_id, metric, ts, value, lim);
+CREATE TABLE ref (LIKE triaged.capacity_sample);
+CREATE TABLE ref_key (LIKE triaged.capacity_sample, PRIMARY KEY (ts, ci_id, metric));
+CREATE TABLE ref_oldkey (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
+-- session p_k of p_n ingests the batches b % p_n = p_k, in order; returns
+-- the CPU seconds its backend used (utime + stime of /proc/PID/stat)
+CREATE FUNCTION bench_cpu() RETURNS double precision LANGUAGE sql AS $$
+  SELECT (f[12]::float8 + f[13]::float8) / 100 -- fields 14, 15 (after "pid (comm) ")
+    FROM (SELECT string_to_array(split_part(pg_read_file('/proc/' || pg_backend_pid() || '/stat'),
+                                            ') ', 2), ' ') AS f) x $$;
+CREATE PROCEDURE bench_ingest(p_n integer, p_k integer, INOUT cpu double precision DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE r record; c0 double precision := bench_cpu();
+BEGIN
+  FOR r IN SELECT * FROM batches WHERE b % p_n = p_k ORDER BY b LOOP
+    PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}',
+                                           r.hours, false);
+    COMMIT; -- one transaction a batch, as in the daemon
+  END LOOP;
+  cpu := bench_cpu() - c0;
+END $$;
 SQL
-    psql "$pg" -qAt -c "\\copy rows TO '$work/rows.copy'"
-    local loop="DO \$\$ DECLARE r record; BEGIN
-        FOR r IN SELECT * FROM batches ORDER BY b LOOP
-          PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}',
-                                                 r.hours, false);
-        END LOOP; END \$\$"
-    local t=()
-    t+=("$(now)"); psql "$pg" -qAt -c "\\copy ref FROM '$work/rows.copy'"
-    t+=("$(now)"); psql "$pg" -qAt -c "\\copy ref_pk FROM '$work/rows.copy'"
-    t+=("$(now)"); psql "$pg" -qAt -c "$loop" >/dev/null
-    t+=("$(now)"); local stored; stored=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
-    t+=("$(now)"); psql "$pg" -qAt -c "$loop" >/dev/null   # the same again: all duplicates
-    t+=("$(now)")
+    local n k
+    for n in 1 2; do
+        for ((k = 0; k < n; k++)); do
+            psql "$pg" -qAt -c "\\copy (SELECT ci_id, metric, ts, value, lim FROM rows WHERE b % $n = $k) TO '$work/rows.$k.of.$n'"
+        done
+    done
+    # each measure appends "name sessions rows/s cpu-seconds" to $res
+    local res="$work/sql.res"; : > "$res"
+    copy_ref() { # table sessions
+        psql "$pg" -qAtc "TRUNCATE $1"
+        local t0 t1; t0=$(now)
+        par "$2" "psql '$pg' -qAt -c \"\\\\copy $1 FROM '$work/rows.%K%.of.$2'\"" >/dev/null
+        t1=$(now)
+        echo "$1 $2 $(python3 -c "print(500000 / ($t1 - $t0))") 0" >> "$res"
+    }
+    ingest() { # name sessions
+        local t0 t1 cpu; t0=$(now)
+        cpu=$(par "$2" "psql '$pg' -qAtc 'CALL bench_ingest($2, %K%)'" | python3 -c 'import sys; print(sum(map(float, sys.stdin.read().split())))')
+        t1=$(now)
+        echo "$1 $2 $(python3 -c "print(500000 / ($t1 - $t0))") $cpu" >> "$res"
+    }
+    local stored=()
+    for n in 1 2; do
+        copy_ref ref "$n"
+        copy_ref ref_key "$n"
+        copy_ref ref_oldkey "$n"
+        psql "$pg" -qAtc "TRUNCATE triaged.capacity_sample, triaged.capacity_dirty"
+        ingest new "$n"
+        stored+=("$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")")
+        ingest dup "$n"     # the same again: all duplicates
+    done
     # the old path (jsonb, bound in SQL, ON CONFLICT), on the first 100,000 in a
     # fresh month so that they are new
     psql "$pg" -qAt -c "UPDATE batches_json SET j = (SELECT jsonb_agg(jsonb_set(e, '{ts}',
         to_jsonb((e->>'ts')::timestamptz - interval '1 year'))) FROM jsonb_array_elements(j) e) WHERE b < 10" >/dev/null
-    t+=("$(now)"); psql "$pg" -qAt -c "DO \$\$ DECLARE r record; BEGIN
+    local t0 t1; t0=$(now)
+    psql "$pg" -qAt -c "DO \$\$ DECLARE r record; BEGIN
         FOR r IN SELECT j FROM batches_json WHERE b < 10 ORDER BY b LOOP
           PERFORM triaged.ingest_capacity(r.j, '{}');
         END LOOP; END \$\$" >/dev/null
-    t+=("$(now)")
-    python3 - "$stored" "${t[@]}" <<'PY'
+    t1=$(now)
+    echo "jsonb 1 $(python3 -c "print(100000 / ($t1 - $t0))") 0" >> "$res"
+    # the key before (005-007: (ci_id, metric, ts) and a BRIN index on ts),
+    # the same function: what the key alone changes
+    psql "$pg" -qAt -c "ALTER TABLE triaged.capacity_sample DROP CONSTRAINT capacity_sample_pkey,
+        ADD CONSTRAINT capacity_sample_pkey PRIMARY KEY (ci_id, metric, ts);
+        CREATE INDEX capacity_sample_ts_brin ON triaged.capacity_sample USING brin (ts)"
+    for n in 1 2; do
+        psql "$pg" -qAtc "TRUNCATE triaged.capacity_sample, triaged.capacity_dirty"
+        ingest oldkey "$n"
+    done
+    python3 - "$res" "${stored[@]}" <<'PY'
 import sys
-stored = sys.argv[1]
-t = list(map(float, sys.argv[2:]))
-n = 500000
-cp, cpk, ing, dup = n / (t[1] - t[0]), n / (t[2] - t[1]), n / (t[3] - t[2]), n / (t[5] - t[4])
-old = 100000 / (t[7] - t[6])
-print(f"sql: 500,000 samples (50,000 series) in batches of 10,000 ({stored} stored)")
-print(f"  reference: COPY into an unindexed table            {cp:>9,.0f} rows/s")
-print(f"  reference: COPY into a table with the primary key  {cpk:>9,.0f} rows/s = {cpk / cp:.2f}x COPY")
-print(f"  ingest_capacity_arrays (the daemon's path)         {ing:>9,.0f} samples/s = {ing / cp:.2f}x COPY")
-print(f"  the same again, all duplicates                     {dup:>9,.0f} samples/s = {dup / cp:.2f}x COPY")
-print(f"  ingest_capacity (the old jsonb path), 100,000      {old:>9,.0f} samples/s = {old / cp:.2f}x COPY")
+r = {}
+for line in open(sys.argv[1]):
+    name, n, rate, cpu = line.split()
+    r[name, int(n)] = (float(rate), float(cpu))
+stored = sys.argv[2:]
+print("sql: 500,000 samples (50,000 series) in batches of 10,000, one transaction a batch,")
+print("     by N sessions at once (each its share of the batches); references: a COPY")
+print("     of the same rows by N sessions at once, in the same run")
+print(f"  {'':55} {'N=1':>26} {'N=2':>26}")
+def row(label, name, cpu=True):
+    cells = []
+    for n in (1, 2):
+        if (name, n) not in r:
+            cells.append(f"{'':>26}")
+            continue
+        rate, c = r[name, n]
+        cell = f"{rate:>9,.0f}/s {rate / r['ref', n][0]:.2f}x"
+        if cpu and c > 0:
+            cell += f" {c / 500000 * 1e6:.1f}us"
+        cells.append(f"{cell:>26}")
+    print(f"  {label:<55} {cells[0]} {cells[1]}")
+row("COPY into an unindexed table (the reference)", 'ref')
+row("COPY into a table with the key (ts, ci_id, metric)", 'ref_key')
+row("COPY into a table with the old key (ci_id, metric, ts)", 'ref_oldkey')
+row(f"ingest_capacity_arrays ({'/'.join(stored)} stored)", 'new')
+row("the same again, all duplicates", 'dup')
+row("ingest_capacity_arrays, the old key and BRIN", 'oldkey')
+row("ingest_capacity (the old jsonb path), 100,000", 'jsonb', cpu=False)
+print("  (x: against the unindexed COPY by as many sessions; us: the backends' CPU a sample)")
 PY
 }
 
