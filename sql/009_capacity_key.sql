@@ -22,11 +22,13 @@
 -- its samples by a scan of the retained partitions instead of the key.
 -- CIs are deleted rarely (a CMDB import), samples arrive all the time.
 --
--- ingest_capacity_arrays (007) is replaced with one that inserts in key
--- order and sorts the hours it marks, so that concurrent batches (the
--- daemon's lanes, on several connections) never deadlock on a sample or an
--- hour they share, and whose anti-join goes again when a concurrent batch
--- commits a sample it could not see yet.
+-- Concurrent batches (the daemon's lanes: batches in flight on several
+-- connections, into the same partition): ingest_capacity_arrays (007) is
+-- replaced with one that inserts in key order, so that batches sharing
+-- samples wait for each other in one order and never deadlock, and whose
+-- anti-join goes again when a concurrent batch commits a sample it could
+-- not see yet; and it marks its hours in capacity_dirty_mark, not in
+-- capacity_dirty (below).
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
@@ -34,6 +36,47 @@ ALTER TABLE triaged.capacity_sample DROP CONSTRAINT capacity_sample_pkey;
 ALTER TABLE triaged.capacity_sample
   ADD CONSTRAINT capacity_sample_pkey PRIMARY KEY (ts, ci_id, metric);
 DROP INDEX triaged.capacity_sample_ts_brin;
+
+-- The hours that got samples, as batches mark them: rows appended, no key.
+-- A batch that marked an hour in capacity_dirty (hour PRIMARY KEY) with
+-- INSERT ... ON CONFLICT DO NOTHING waited for any other transaction that
+-- had inserted or deleted that hour's row and not committed yet: for
+-- another batch of the same hour (lanes ran one after the other), and for
+-- capacity_tick, which deletes the hour's row when it rebuilds it and
+-- commits at its end (every batch of the open hour stalled for the whole
+-- rollup: seconds). An append waits for nothing. capacity_tick folds the
+-- marks into capacity_dirty first (one row an hour, the earliest since), in
+-- its own transaction; marks of batches not committed yet stay for the next
+-- tick, so an hour is never forgotten.
+CREATE TABLE triaged.capacity_dirty_mark (
+  hour  timestamptz NOT NULL,
+  since timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE triaged.capacity_dirty_mark IS
+  'Hours marked by capacity batches since the last capacity_tick, which '
+  'folds them into capacity_dirty (appended, so concurrent batches never wait on each other).';
+
+ALTER FUNCTION triaged.capacity_tick(jsonb) RENAME TO _capacity_tick_dirty;
+COMMENT ON FUNCTION triaged._capacity_tick_dirty(jsonb) IS
+  'capacity_tick of 005, on capacity_dirty; capacity_tick (009) folds the marks in first.';
+
+CREATE FUNCTION triaged.capacity_tick(p_opts jsonb)
+RETURNS SETOF triaged.ingest_row
+LANGUAGE plpgsql
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+  -- (the marks another instance's tick is folding are skipped, not waited for)
+  WITH m AS (
+    DELETE FROM triaged.capacity_dirty_mark x
+     WHERE x.ctid = ANY (ARRAY(SELECT y.ctid FROM triaged.capacity_dirty_mark y
+                                  FOR UPDATE SKIP LOCKED))
+    RETURNING x.hour, x.since)
+  INSERT INTO triaged.capacity_dirty AS d (hour, since)
+  SELECT m.hour, min(m.since) FROM m GROUP BY m.hour
+  ON CONFLICT (hour) DO UPDATE SET since = least(d.since, EXCLUDED.since);
+  RETURN QUERY SELECT * FROM triaged._capacity_tick_dirty(p_opts);
+END $$;
 
 CREATE OR REPLACE FUNCTION triaged.ingest_capacity_arrays(p_ci_id bigint[], p_ci text[], p_metric text[],
                                                p_ts timestamptz[], p_value double precision[],
@@ -98,11 +141,9 @@ BEGIN
     END IF;
     v_months := v_months + 1;
   END LOOP;
-  -- (in order: two batches marking the same hours at once wait for each
-  -- other in the same order, never in a cycle)
-  INSERT INTO triaged.capacity_dirty (hour)
-  SELECT u.h FROM unnest(v_hours) AS u(h) ORDER BY u.h
-  ON CONFLICT (hour) DO NOTHING;
+  -- (marks, not capacity_dirty: see capacity_dirty_mark above)
+  INSERT INTO triaged.capacity_dirty_mark (hour)
+  SELECT u.h FROM unnest(v_hours) AS u(h);
 
   -- Each sample once. First as if none were stored yet: a plain INSERT,
   -- the cheapest (INSERT ... ON CONFLICT DO NOTHING, a speculative
@@ -212,4 +253,38 @@ BEGIN
                   WHERE a.resource = n.ci_name AND a.source = 'capacity'
                     AND a.check_name = 'capacity_limit' AND a.status = 'firing'
                     AND a.labels->>'metric' = n.metric);
+END $$;
+
+-- Monthly partitions covering [p_from, p_to] (005), made by one transaction
+-- at a time: two batches of a month with no partition yet (lanes, or two
+-- instances) both saw it missing and both created it, and the second failed
+-- with "relation already exists" once the first committed. Now the second
+-- waits for the first (a transaction-scoped advisory lock, taken only when
+-- a partition is missing) and then finds it made.
+CREATE OR REPLACE FUNCTION triaged.capacity_ensure_partitions(p_from timestamptz, p_to timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+  v_m      timestamptz;
+  v_name   text;
+  v_n      integer := 0;
+  v_locked boolean := false;
+BEGIN
+  v_m := date_trunc('month', p_from);
+  WHILE v_m <= p_to LOOP
+    v_name := 'capacity_sample_p' || to_char(v_m, 'YYYYMM');
+    IF to_regclass('triaged.' || v_name) IS NULL AND NOT v_locked THEN
+      PERFORM pg_advisory_xact_lock(hashtext('triaged.capacity_ensure_partitions'));
+      v_locked := true;
+    END IF;
+    IF to_regclass('triaged.' || v_name) IS NULL THEN
+      EXECUTE format('CREATE TABLE triaged.%I PARTITION OF triaged.capacity_sample'
+                     ' FOR VALUES FROM (%L) TO (%L)', v_name, v_m, v_m + interval '1 month');
+      v_n := v_n + 1;
+    END IF;
+    v_m := v_m + interval '1 month';
+  END LOOP;
+  RETURN v_n;
 END $$;

@@ -141,7 +141,7 @@ SQL
         copy_ref ref "$n"
         copy_ref ref_key "$n"
         copy_ref ref_oldkey "$n"
-        psql "$pg" -qAtc "TRUNCATE triaged.capacity_sample, triaged.capacity_dirty"
+        psql "$pg" -qAtc "TRUNCATE triaged.capacity_sample, triaged.capacity_dirty, triaged.capacity_dirty_mark"
         ingest new "$n"
         stored+=("$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")")
         ingest dup "$n"     # the same again: all duplicates
@@ -163,7 +163,7 @@ SQL
         ADD CONSTRAINT capacity_sample_pkey PRIMARY KEY (ci_id, metric, ts);
         CREATE INDEX capacity_sample_ts_brin ON triaged.capacity_sample USING brin (ts)"
     for n in 1 2; do
-        psql "$pg" -qAtc "TRUNCATE triaged.capacity_sample, triaged.capacity_dirty"
+        psql "$pg" -qAtc "TRUNCATE triaged.capacity_sample, triaged.capacity_dirty, triaged.capacity_dirty_mark"
         ingest oldkey "$n"
     done
     python3 - "$res" "${stored[@]}" <<'PY'
