@@ -14,8 +14,9 @@
 #         as many sessions at once: a COPY of the same rows into an unindexed
 #         table, into one with capacity_sample's key, and with the old key
 # parts:  where a sample's PostgreSQL time goes: the same batches into tables
-#         that add one cost at a time (index-free, primary key, BRIN,
-#         partitions, the whole function), microseconds a sample, twice each
+#         that add one cost at a time (index-free, the old primary key and
+#         BRIN, or the key of 009, the partition, the routing, the whole
+#         function), microseconds a sample, twice each
 # kafka:  500,000 samples through Kafka and triaged (stored: counted in
 #         capacity_sample), with kcat's consume rate of the same topic in the
 #         same run as the reference
@@ -208,12 +209,14 @@ run_parts() {
     psql "$pg" -qAt <<'SQL'
 SET TimeZone = 'UTC';
 CREATE TABLE batches AS
-SELECT b, array_agg(i % 50000 + 1 ORDER BY i)::bigint[] AS ci_id,
+-- (as in run_sql: a consumer's order)
+SELECT b, array_agg(i % 50000 + 1 ORDER BY o)::bigint[] AS ci_id,
        array_agg(NULL::text) AS ci, array_agg('disk'::text) AS metric,
-       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min' ORDER BY i) AS ts,
-       array_agg((100 + i % 797)::float8 ORDER BY i) AS value,
+       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min'
+                 + (i * 37 % 60) * interval '1 s' ORDER BY o) AS ts,
+       array_agg((100 + i % 797)::float8 ORDER BY o) AS value,
        array_agg(1000::float8) AS lim
-  FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
+  FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b, i % 10000 * 7919 % 10000 AS o) x
  GROUP BY b;
 ALTER TABLE batches ADD hours timestamptz[];
 UPDATE batches SET hours = (SELECT array_agg(DISTINCT date_trunc('hour', t)) FROM unnest(ts) t);
@@ -221,10 +224,11 @@ CREATE TABLE t_heap (LIKE triaged.capacity_sample);
 CREATE TABLE t_pk (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
 CREATE TABLE t_pk_brin (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
 CREATE INDEX ON t_pk_brin USING brin (ts);
+CREATE TABLE t_key (LIKE triaged.capacity_sample, PRIMARY KEY (ts, ci_id, metric));
 CREATE FUNCTION pg_temp.run(p_what text) RETURNS double precision LANGUAGE plpgsql AS $$
 DECLARE r record; t0 timestamptz;
 BEGIN
-  EXECUTE CASE WHEN p_what LIKE 't\_%' THEN 'TRUNCATE ' || p_what ELSE 'TRUNCATE triaged.capacity_sample' END;
+  EXECUTE CASE WHEN p_what LIKE 't\_%' THEN 'TRUNCATE ' || p_what ELSE 'TRUNCATE triaged.capacity_sample, triaged.capacity_dirty_mark' END;
   t0 := clock_timestamp();
   FOR r IN SELECT * FROM batches ORDER BY b LOOP
     IF p_what = 'function' THEN
@@ -242,11 +246,12 @@ BEGIN
 END $$;
 SELECT format('  %-55s %s %s us a sample', d, to_char(pg_temp.run(w), 'FM990.00'), to_char(pg_temp.run(w), 'FM990.00'))
   FROM (VALUES (1, 't_heap', 'INSERT from the arrays, a table without index'),
-               (2, 't_pk', '+ the primary key (ci_id, metric, ts)'),
-               (3, 't_pk_brin', '+ the BRIN index on ts'),
-               (4, 'capacity_sample_p202611', '+ the CHECKs (capacity_sample''s month partition)'),
-               (5, 'partitioned', '+ routed by month (into capacity_sample)'),
-               (6, 'function', 'ingest_capacity_arrays (hours, limits, stats)')) v(k, w, d)
+               (2, 't_pk', '+ the old primary key (ci_id, metric, ts)'),
+               (3, 't_pk_brin', '+ the BRIN index on ts (the old indexes)'),
+               (4, 't_key', 'instead, the key (ts, ci_id, metric) alone (009)'),
+               (5, 'capacity_sample_p202611', '+ the CHECKs (capacity_sample''s month partition)'),
+               (6, 'partitioned', '+ routed by month (into capacity_sample)'),
+               (7, 'function', 'ingest_capacity_arrays (hours, limits, stats)')) v(k, w, d)
  ORDER BY k;
 SQL
 }
