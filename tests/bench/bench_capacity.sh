@@ -129,13 +129,14 @@ SQL
         local t0 t1; t0=$(now)
         par "$2" "psql '$pg' -qAt -c \"\\\\copy $1 FROM '$work/rows.%K%.of.$2'\"" >/dev/null
         t1=$(now)
-        echo "$1 $2 $(python3 -c "print(500000 / ($t1 - $t0))") 0" >> "$res"
+        echo "$1 $2 $(python3 -c "print(500000 / ($t1 - $t0))") 0 0" >> "$res"
     }
+    wal() { psql "$pg" -qAtc "SELECT pg_current_wal_insert_lsn() - '0/0'"; }
     ingest() { # name sessions
-        local t0 t1 cpu; t0=$(now)
+        local t0 t1 cpu w0 w1; w0=$(wal); t0=$(now)
         cpu=$(par "$2" "psql '$pg' -qAtc 'CALL bench_ingest($2, %K%)'" | python3 -c 'import sys; print(sum(map(float, sys.stdin.read().split())))')
-        t1=$(now)
-        echo "$1 $2 $(python3 -c "print(500000 / ($t1 - $t0))") $cpu" >> "$res"
+        t1=$(now); w1=$(wal)
+        echo "$1 $2 $(python3 -c "print(500000 / ($t1 - $t0))") $cpu $((w1 - w0))" >> "$res"
     }
     local stored=()
     for n in 1 2; do
@@ -157,7 +158,7 @@ SQL
           PERFORM triaged.ingest_capacity(r.j, '{}');
         END LOOP; END \$\$" >/dev/null
     t1=$(now)
-    echo "jsonb 1 $(python3 -c "print(100000 / ($t1 - $t0))") 0" >> "$res"
+    echo "jsonb 1 $(python3 -c "print(100000 / ($t1 - $t0))") 0 0" >> "$res"
     # the key before (005-007: (ci_id, metric, ts) and a BRIN index on ts),
     # the same function: what the key alone changes
     psql "$pg" -qAt -c "ALTER TABLE triaged.capacity_sample DROP CONSTRAINT capacity_sample_pkey,
@@ -171,24 +172,24 @@ SQL
 import sys
 r = {}
 for line in open(sys.argv[1]):
-    name, n, rate, cpu = line.split()
-    r[name, int(n)] = (float(rate), float(cpu))
+    name, n, rate, cpu, wal = line.split()
+    r[name, int(n)] = (float(rate), float(cpu), int(wal))
 stored = sys.argv[2:]
 print("sql: 500,000 samples (50,000 series) in batches of 10,000, one transaction a batch,")
 print("     by N sessions at once (each its share of the batches); references: a COPY")
 print("     of the same rows by N sessions at once, in the same run")
-print(f"  {'':55} {'N=1':>26} {'N=2':>26}")
+print(f"  {'':55} {'N=1':>32} {'N=2':>32}")
 def row(label, name, cpu=True):
     cells = []
     for n in (1, 2):
         if (name, n) not in r:
-            cells.append(f"{'':>26}")
+            cells.append(f"{'':>32}")
             continue
-        rate, c = r[name, n]
+        rate, c, w = r[name, n]
         cell = f"{rate:>9,.0f}/s {rate / r['ref', n][0]:.2f}x"
         if cpu and c > 0:
-            cell += f" {c / 500000 * 1e6:.1f}us"
-        cells.append(f"{cell:>26}")
+            cell += f" {c / 500000 * 1e6:.1f}us {w / 500000:.0f}B"
+        cells.append(f"{cell:>32}")
     print(f"  {label:<55} {cells[0]} {cells[1]}")
 row("COPY into an unindexed table (the reference)", 'ref')
 row("COPY into a table with the key (ts, ci_id, metric)", 'ref_key')
@@ -197,7 +198,8 @@ row(f"ingest_capacity_arrays ({'/'.join(stored)} stored)", 'new')
 row("the same again, all duplicates", 'dup')
 row("ingest_capacity_arrays, the old key and BRIN", 'oldkey')
 row("ingest_capacity (the old jsonb path), 100,000", 'jsonb', cpu=False)
-print("  (x: against the unindexed COPY by as many sessions; us: the backends' CPU a sample)")
+print("  (x: against the unindexed COPY by as many sessions; us: the backends' CPU a sample;")
+print("   B: WAL bytes a sample)")
 PY
 }
 

@@ -13,6 +13,7 @@
 #     no deadlock, no error, every sample stored once with its value, the
 #     sessions' "inserted" add up to 6,000 and their "duplicates" to 6,000,
 #     and the rollups after the tick equal a from-scratch computation
+#   - deleting a CI still deletes its samples, hourly rows and series
 source "$(dirname "$0")/lib.sh"
 
 t_db
@@ -145,4 +146,12 @@ t_expect_sql "SELECT string_agg(h.ci_id || ':' || h.hour || ':' || h.samples || 
          GROUP BY 1, 2) y")"
 t_expect_sql "SELECT count(*) FROM triaged.capacity_dirty_mark" 0
 t_expect_sql "SELECT string_agg(ci_id || '=' || n, ',' ORDER BY ci_id) FROM triaged.capacity_series" "1=2000,2=2000,3=2000"
+
+# 4. a CI deleted takes its samples along (the ci_capacity_delete trigger,
+#    which no longer has the key's leading column to find them by)
+t_sql "DELETE FROM triaged.ci WHERE id = 3" >/dev/null
+t_expect_sql "SELECT string_agg(ci_id || '=' || n, ',' ORDER BY ci_id)
+  FROM (SELECT ci_id, count(*) n FROM triaged.capacity_sample GROUP BY 1) x" "1=2000,2=2000"
+t_expect_sql "SELECT (SELECT count(*) FROM triaged.capacity_hourly WHERE ci_id = 3)
+               + (SELECT count(*) FROM triaged.capacity_series WHERE ci_id = 3)" 0
 t_log "PASS"
