@@ -16,7 +16,7 @@
 # parts:  where a sample's PostgreSQL time goes: the same batches into tables
 #         that add one cost at a time (index-free, the old primary key and
 #         BRIN, or the key of 009, the partition, the routing, the whole
-#         function), microseconds a sample, twice each
+#         function), microseconds a sample (wall and the backend's CPU), twice each
 # kafka:  500,000 samples through Kafka and triaged (stored: counted in
 #         capacity_sample), with kcat's consume rate of the same topic in the
 #         same run as the reference
@@ -227,11 +227,18 @@ CREATE TABLE t_pk (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts)
 CREATE TABLE t_pk_brin (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
 CREATE INDEX ON t_pk_brin USING brin (ts);
 CREATE TABLE t_key (LIKE triaged.capacity_sample, PRIMARY KEY (ts, ci_id, metric));
-CREATE FUNCTION pg_temp.run(p_what text) RETURNS double precision LANGUAGE plpgsql AS $$
-DECLARE r record; t0 timestamptz;
+-- the backend's CPU seconds (utime + stime of /proc/PID/stat): the machine
+-- is shared, so its CPU varies less than its wall time
+CREATE FUNCTION pg_temp.cpu() RETURNS double precision LANGUAGE sql AS $$
+  SELECT (f[12]::float8 + f[13]::float8) / 100
+    FROM (SELECT string_to_array(split_part(pg_read_file('/proc/' || pg_backend_pid() || '/stat'),
+                                            ') ', 2), ' ') AS f) x $$;
+-- "wall/CPU" microseconds a sample
+CREATE FUNCTION pg_temp.run(p_what text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE r record; t0 timestamptz; c0 double precision;
 BEGIN
   EXECUTE CASE WHEN p_what LIKE 't\_%' THEN 'TRUNCATE ' || p_what ELSE 'TRUNCATE triaged.capacity_sample, triaged.capacity_dirty_mark' END;
-  t0 := clock_timestamp();
+  t0 := clock_timestamp(); c0 := pg_temp.cpu();
   FOR r IN SELECT * FROM batches ORDER BY b LOOP
     IF p_what = 'function' THEN
       PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}',
@@ -244,9 +251,10 @@ BEGIN
         USING r.ci_id, r.metric, r.ts, r.value, r.lim;
     END IF;
   END LOOP;
-  RETURN extract(epoch FROM clock_timestamp() - t0) / 500000 * 1e6;
+  RETURN to_char(extract(epoch FROM clock_timestamp() - t0) / 500000 * 1e6, 'FM990.00') || '/'
+      || to_char((pg_temp.cpu() - c0) / 500000 * 1e6, 'FM990.00');
 END $$;
-SELECT format('  %-55s %s %s us a sample', d, to_char(pg_temp.run(w), 'FM990.00'), to_char(pg_temp.run(w), 'FM990.00'))
+SELECT format('  %-55s %11s %11s us a sample (wall/CPU)', d, pg_temp.run(w), pg_temp.run(w))
   FROM (VALUES (1, 't_heap', 'INSERT from the arrays, a table without index'),
                (2, 't_pk', '+ the old primary key (ci_id, metric, ts)'),
                (3, 't_pk_brin', '+ the BRIN index on ts (the old indexes)'),
