@@ -6,13 +6,14 @@
 -- lands on a different leaf page of the whole index (one series after the
 -- other), so every insert walked to a cold page, and most of a sample's
 -- PostgreSQL time was that key (README, "Capacity" benchmarks: the same
--- 500,000 samples into tables that differ in their key only, backend CPU a
--- sample: no index 2.2-2.5 us; (ci_id, metric, ts) 4.6-4.9 us; a series id
--- from a dictionary, (series_id, ts), 4.0-5.1 us plus 1.8 us for the
--- dictionary look-up; (ts, ci_id, metric) 2.6-3.7 us). The same columns
--- with ts first: a batch's samples land on the few newest leaf pages, which
--- stay in cache; the key is the same set of columns, so it forbids the
--- same duplicates, and ON CONFLICT (ci_id, metric, ts) still finds it.
+-- 500,000 samples in a consumer's order into tables that differ in their
+-- key only, backend CPU a sample: no index 2.2-2.5 us; (ci_id, metric, ts)
+-- 4.6 us; a series id from a dictionary, (series_id, ts), 5.1-7.1 us plus
+-- 1.8 us for the dictionary look-up; (ts, ci_id, metric) 3.1-3.7 us). The
+-- same columns with ts first: a batch's samples land on the few newest leaf
+-- pages, which stay in cache; the key is the same set of columns, so it
+-- forbids the same duplicates, and ON CONFLICT (ci_id, metric, ts) still
+-- finds it.
 -- capacity_sample's columns (DESIGN §6) are unchanged.
 --
 -- It also serves the hourly rollup's range read (ts >= hour AND ts < hour +
@@ -28,7 +29,8 @@
 -- samples wait for each other in one order and never deadlock, and whose
 -- anti-join goes again when a concurrent batch commits a sample it could
 -- not see yet; and it marks its hours in capacity_dirty_mark, not in
--- capacity_dirty (below).
+-- capacity_dirty (below). A missing month's partition is made by one
+-- transaction at a time (capacity_ensure_partitions, at the end).
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
@@ -41,7 +43,7 @@ DROP INDEX triaged.capacity_sample_ts_brin;
 -- A batch that marked an hour in capacity_dirty (hour PRIMARY KEY) with
 -- INSERT ... ON CONFLICT DO NOTHING waited for any other transaction that
 -- had inserted or deleted that hour's row and not committed yet: for
--- another batch of the same hour (lanes ran one after the other), and for
+-- another batch of the same hour (lanes would run one after the other), and for
 -- capacity_tick, which deletes the hour's row when it rebuilds it and
 -- commits at its end (every batch of the open hour stalled for the whole
 -- rollup: seconds). An append waits for nothing. capacity_tick folds the
