@@ -13,6 +13,8 @@
 #     no deadlock, no error, every sample stored once with its value, the
 #     sessions' "inserted" add up to 6,000 and their "duplicates" to 6,000,
 #     and the rollups after the tick equal a from-scratch computation
+#   - a tick rebuilding an hour, still open, holds up no batch of that hour,
+#     and the next tick rolls that batch up
 #   - deleting a CI still deletes its samples, hourly rows and series
 source "$(dirname "$0")/lib.sh"
 
@@ -135,7 +137,8 @@ t_expect_sql "SELECT count(*) FROM triaged.capacity_sample s
 t_expect_sql "SELECT count(*) || ' ' || sum(inserted) || ' ' || sum(duplicates) FROM cap_stats" "12 5600 6400"
 
 # 3. the rollups of the hours both marked equal a from-scratch computation
-t_sql "SELECT kind FROM triaged.capacity_tick('{\"now\":\"2026-05-06T00:00:00Z\",\"max_hours\":100,\"open_hour_ms\":0}')" >/dev/null
+tick() { t_sql "SELECT kind FROM triaged.capacity_tick('{\"now\":\"2026-05-06T00:00:00Z\",\"max_hours\":100,\"open_hour_ms\":0}')" >/dev/null; }
+rollups_equal() {
 t_expect_sql "SELECT string_agg(h.ci_id || ':' || h.hour || ':' || h.samples || ':' || h.min_value || ':'
                                 || h.max_value || ':' || h.last_value, ',' ORDER BY h.ci_id, h.hour)
   FROM triaged.capacity_hourly h" \
@@ -144,14 +147,36 @@ t_expect_sql "SELECT string_agg(h.ci_id || ':' || h.hour || ':' || h.samples || 
                || max(value) || ':' || (array_agg(value ORDER BY ts DESC))[1] AS x
           FROM (SELECT ci_id, date_trunc('hour', ts) AS hour, ts, value FROM triaged.capacity_sample) s
          GROUP BY 1, 2) y")"
+}
+tick
+rollups_equal
 t_expect_sql "SELECT count(*) FROM triaged.capacity_dirty_mark" 0
 t_expect_sql "SELECT string_agg(ci_id || '=' || n, ',' ORDER BY ci_id) FROM triaged.capacity_series" "1=2000,2=2000,3=2000"
+
+# 3b. a tick rebuilding an hour, not committed yet, holds up no batch of
+#     that hour: the batch's mark waits for the next tick, which rolls the
+#     batch's sample up
+[ "$(t_sql "SELECT cap_ingest('{6000}')")" = "1 0" ] || t_fail "sample 6000"
+open_session t
+send t "BEGIN; SELECT count(*) FROM triaged.capacity_tick('{\"now\":\"2026-05-06T00:00:00Z\",\"max_hours\":100,\"open_hour_ms\":0}'); SELECT 't-in';"
+t_wait_until 30 "session t's tick" grep -qx 't-in' "$T_DIR/t.out"
+got=$(timeout 30 psql "$T_PG" -qAtX -c "SELECT cap_ingest('{6001}')") \
+    || t_fail "a batch waited for the open tick (30 s)"
+[ "$got" = "1 0" ] || t_fail "sample 6001: $got"
+t_log "ok: a batch of the hour the open tick rebuilds went through"
+send t "COMMIT;"
+close_session t
+t_expect_sql "SELECT count(*) FROM triaged.capacity_dirty_mark" 1
+tick
+t_expect_sql "SELECT count(*) FROM triaged.capacity_dirty_mark" 0
+rollups_equal
+t_expect_sql "SELECT string_agg(ci_id || '=' || n, ',' ORDER BY ci_id) FROM triaged.capacity_series" "1=2001,2=2001,3=2000"
 
 # 4. a CI deleted takes its samples along (the ci_capacity_delete trigger,
 #    which no longer has the key's leading column to find them by)
 t_sql "DELETE FROM triaged.ci WHERE id = 3" >/dev/null
 t_expect_sql "SELECT string_agg(ci_id || '=' || n, ',' ORDER BY ci_id)
-  FROM (SELECT ci_id, count(*) n FROM triaged.capacity_sample GROUP BY 1) x" "1=2000,2=2000"
+  FROM (SELECT ci_id, count(*) n FROM triaged.capacity_sample GROUP BY 1) x" "1=2001,2=2001"
 t_expect_sql "SELECT (SELECT count(*) FROM triaged.capacity_hourly WHERE ci_id = 3)
                + (SELECT count(*) FROM triaged.capacity_series WHERE ci_id = 3)" 0
 t_log "PASS"
