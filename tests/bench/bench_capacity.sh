@@ -6,13 +6,17 @@
 #
 # sql:    500,000 samples (50,000 series) as the daemon sends them (typed
 #         arrays, CIs bound, hours given) into triaged.ingest_capacity_arrays in batches
-#         of 10,000: PostgreSQL's side alone; then the same again (all
-#         duplicates), and 100,000 through the old jsonb ingest_capacity.
-#         References measured in the same run: a COPY of the same rows into
-#         an unindexed table, and into one with the primary key
+#         of 10,000, one transaction each: PostgreSQL's side alone, by one
+#         session and by two at once (each half of the batches, as the
+#         daemon's lanes would); then the same again (all duplicates), the
+#         same with capacity_sample's key before 009, and 100,000 through the
+#         old jsonb ingest_capacity. References measured in the same run, by
+#         as many sessions at once: a COPY of the same rows into an unindexed
+#         table, into one with capacity_sample's key, and with the old key
 # parts:  where a sample's PostgreSQL time goes: the same batches into tables
-#         that add one cost at a time (index-free, primary key, BRIN,
-#         partitions, the whole function), microseconds a sample, twice each
+#         that add one cost at a time (index-free, the old primary key and
+#         BRIN, or the key of 009, the partition, the routing, the whole
+#         function), microseconds a sample (wall and the backend's CPU), twice each
 # kafka:  500,000 samples through Kafka and triaged (stored: counted in
 #         capacity_sample), with kcat's consume rate of the same topic in the
 #         same run as the reference
@@ -48,6 +52,21 @@ fresh_db() {
 }
 cis() { psql "$pg" -qAtc "INSERT INTO triaged.ci (name) SELECT 'ci-' || i FROM generate_series(1, $1) i"; }
 
+# N concurrent psql sessions: "par N CMD..." runs CMD with %K% replaced by
+# 0..N-1 (the session's share), waits for all; prints each one's output
+par() {
+    local n=$1; shift
+    local k pids=() out=()
+    for ((k = 0; k < n; k++)); do
+        out+=("$work/par.$k")
+        # shellcheck disable=SC2294
+        eval "${*//%K%/$k}" > "$work/par.$k" &
+        pids+=($!)
+    done
+    for k in "${pids[@]}"; do wait "$k"; done
+    cat "${out[@]}"
+}
+
 run_sql() {
     fresh_db sql
     cis 50000
@@ -55,12 +74,15 @@ run_sql() {
     psql "$pg" -qAt <<'SQL'
 SET TimeZone = 'UTC';
 CREATE TABLE batches AS
-SELECT b, array_agg(i % 50000 + 1 ORDER BY i)::bigint[] AS ci_id,
+-- (each batch in the order a consumer of many partitions sees: its CIs
+-- shuffled, times 0-59 s after the 5-minute mark)
+SELECT b, array_agg(i % 50000 + 1 ORDER BY o)::bigint[] AS ci_id,
        array_agg(NULL::text) AS ci, array_agg('disk'::text) AS metric,
-       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min' ORDER BY i) AS ts,
-       array_agg((100 + i % 797)::float8 ORDER BY i) AS value,
+       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min'
+                 + (i * 37 % 60) * interval '1 s' ORDER BY o) AS ts,
+       array_agg((100 + i % 797)::float8 ORDER BY o) AS value,
        array_agg(1000::float8) AS lim
-  FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
+  FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b, i % 10000 * 7919 % 10000 AS o) x
  GROUP BY b;
 -- what the daemon passes along: each batch's hours, and no sample over its limit
 ALTER TABLE batches ADD hours timestamptz[];
@@ -72,45 +94,112 @@ SELECT b, (SELECT jsonb_agg(jsonb_build_object('ci', 'ci-' || u.id, 'metric', u.
              FROM unnest(ci_id, metric, value, lim, ts) AS u(id, m, v, l, t)) AS j
   FROM batches;
 CREATE TABLE rows AS
-SELECT u.* FROM batches, unnest(ci_id, metric, ts, value, lim) AS u(ci_id, metric, ts, value, lim);
-CREATE TABLE ref (LIKE rows);
-CREATE TABLE ref_pk (LIKE rows, PRIMARY KEY (ci_id, metric, ts));
+SELECT b, u.* FROM batches, unnest(ci_id, metric, ts, value, lim) AS u(ci_id, metric, ts, value, lim);
+CREATE TABLE ref (LIKE triaged.capacity_sample);
+CREATE TABLE ref_key (LIKE triaged.capacity_sample, PRIMARY KEY (ts, ci_id, metric));
+CREATE TABLE ref_oldkey (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
+-- session p_k of p_n ingests the batches b % p_n = p_k, in order; returns
+-- the CPU seconds its backend used (utime + stime of /proc/PID/stat)
+CREATE FUNCTION bench_cpu() RETURNS double precision LANGUAGE sql AS $$
+  SELECT (f[12]::float8 + f[13]::float8) / 100 -- fields 14, 15 (after "pid (comm) ")
+    FROM (SELECT string_to_array(split_part(pg_read_file('/proc/' || pg_backend_pid() || '/stat'),
+                                            ') ', 2), ' ') AS f) x $$;
+CREATE PROCEDURE bench_ingest(p_n integer, p_k integer, INOUT cpu double precision DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE r record; c0 double precision := bench_cpu();
+BEGIN
+  FOR r IN SELECT * FROM batches WHERE b % p_n = p_k ORDER BY b LOOP
+    PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}',
+                                           r.hours, false);
+    COMMIT; -- one transaction a batch, as in the daemon
+  END LOOP;
+  cpu := bench_cpu() - c0;
+END $$;
 SQL
-    psql "$pg" -qAt -c "\\copy rows TO '$work/rows.copy'"
-    local loop="DO \$\$ DECLARE r record; BEGIN
-        FOR r IN SELECT * FROM batches ORDER BY b LOOP
-          PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}',
-                                                 r.hours, false);
-        END LOOP; END \$\$"
-    local t=()
-    t+=("$(now)"); psql "$pg" -qAt -c "\\copy ref FROM '$work/rows.copy'"
-    t+=("$(now)"); psql "$pg" -qAt -c "\\copy ref_pk FROM '$work/rows.copy'"
-    t+=("$(now)"); psql "$pg" -qAt -c "$loop" >/dev/null
-    t+=("$(now)"); local stored; stored=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")
-    t+=("$(now)"); psql "$pg" -qAt -c "$loop" >/dev/null   # the same again: all duplicates
-    t+=("$(now)")
+    local n k
+    for n in 1 2; do
+        for ((k = 0; k < n; k++)); do
+            psql "$pg" -qAt -c "\\copy (SELECT ci_id, metric, ts, value, lim FROM rows WHERE b % $n = $k) TO '$work/rows.$k.of.$n'"
+        done
+    done
+    # each measure appends "name sessions rows/s cpu-seconds" to $res
+    local res="$work/sql.res"; : > "$res"
+    copy_ref() { # table sessions
+        psql "$pg" -qAtc "TRUNCATE $1"
+        local t0 t1; t0=$(now)
+        par "$2" "psql '$pg' -qAt -c \"\\\\copy $1 FROM '$work/rows.%K%.of.$2'\"" >/dev/null
+        t1=$(now)
+        echo "$1 $2 $(python3 -c "print(500000 / ($t1 - $t0))") 0 0" >> "$res"
+    }
+    wal() { psql "$pg" -qAtc "SELECT pg_current_wal_insert_lsn() - '0/0'"; }
+    ingest() { # name sessions
+        local t0 t1 cpu w0 w1; w0=$(wal); t0=$(now)
+        cpu=$(par "$2" "psql '$pg' -qAtc 'CALL bench_ingest($2, %K%)'" | python3 -c 'import sys; print(sum(map(float, sys.stdin.read().split())))')
+        t1=$(now); w1=$(wal)
+        echo "$1 $2 $(python3 -c "print(500000 / ($t1 - $t0))") $cpu $((w1 - w0))" >> "$res"
+    }
+    local stored=()
+    for n in 1 2; do
+        copy_ref ref "$n"
+        copy_ref ref_key "$n"
+        copy_ref ref_oldkey "$n"
+        psql "$pg" -qAtc "TRUNCATE triaged.capacity_sample, triaged.capacity_dirty, triaged.capacity_dirty_mark"
+        ingest new "$n"
+        stored+=("$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.capacity_sample")")
+        ingest dup "$n"     # the same again: all duplicates
+    done
     # the old path (jsonb, bound in SQL, ON CONFLICT), on the first 100,000 in a
     # fresh month so that they are new
     psql "$pg" -qAt -c "UPDATE batches_json SET j = (SELECT jsonb_agg(jsonb_set(e, '{ts}',
         to_jsonb((e->>'ts')::timestamptz - interval '1 year'))) FROM jsonb_array_elements(j) e) WHERE b < 10" >/dev/null
-    t+=("$(now)"); psql "$pg" -qAt -c "DO \$\$ DECLARE r record; BEGIN
+    local t0 t1; t0=$(now)
+    psql "$pg" -qAt -c "DO \$\$ DECLARE r record; BEGIN
         FOR r IN SELECT j FROM batches_json WHERE b < 10 ORDER BY b LOOP
           PERFORM triaged.ingest_capacity(r.j, '{}');
         END LOOP; END \$\$" >/dev/null
-    t+=("$(now)")
-    python3 - "$stored" "${t[@]}" <<'PY'
+    t1=$(now)
+    echo "jsonb 1 $(python3 -c "print(100000 / ($t1 - $t0))") 0 0" >> "$res"
+    # the key before (005-007: (ci_id, metric, ts) and a BRIN index on ts),
+    # the same function: what the key alone changes
+    psql "$pg" -qAt -c "ALTER TABLE triaged.capacity_sample DROP CONSTRAINT capacity_sample_pkey,
+        ADD CONSTRAINT capacity_sample_pkey PRIMARY KEY (ci_id, metric, ts);
+        CREATE INDEX capacity_sample_ts_brin ON triaged.capacity_sample USING brin (ts)"
+    for n in 1 2; do
+        psql "$pg" -qAtc "TRUNCATE triaged.capacity_sample, triaged.capacity_dirty, triaged.capacity_dirty_mark"
+        ingest oldkey "$n"
+    done
+    python3 - "$res" "${stored[@]}" <<'PY'
 import sys
-stored = sys.argv[1]
-t = list(map(float, sys.argv[2:]))
-n = 500000
-cp, cpk, ing, dup = n / (t[1] - t[0]), n / (t[2] - t[1]), n / (t[3] - t[2]), n / (t[5] - t[4])
-old = 100000 / (t[7] - t[6])
-print(f"sql: 500,000 samples (50,000 series) in batches of 10,000 ({stored} stored)")
-print(f"  reference: COPY into an unindexed table            {cp:>9,.0f} rows/s")
-print(f"  reference: COPY into a table with the primary key  {cpk:>9,.0f} rows/s = {cpk / cp:.2f}x COPY")
-print(f"  ingest_capacity_arrays (the daemon's path)         {ing:>9,.0f} samples/s = {ing / cp:.2f}x COPY")
-print(f"  the same again, all duplicates                     {dup:>9,.0f} samples/s = {dup / cp:.2f}x COPY")
-print(f"  ingest_capacity (the old jsonb path), 100,000      {old:>9,.0f} samples/s = {old / cp:.2f}x COPY")
+r = {}
+for line in open(sys.argv[1]):
+    name, n, rate, cpu, wal = line.split()
+    r[name, int(n)] = (float(rate), float(cpu), int(wal))
+stored = sys.argv[2:]
+print("sql: 500,000 samples (50,000 series) in batches of 10,000, one transaction a batch,")
+print("     by N sessions at once (each its share of the batches); references: a COPY")
+print("     of the same rows by N sessions at once, in the same run")
+print(f"  {'':55} {'N=1':>32} {'N=2':>32}")
+def row(label, name, cpu=True):
+    cells = []
+    for n in (1, 2):
+        if (name, n) not in r:
+            cells.append(f"{'':>32}")
+            continue
+        rate, c, w = r[name, n]
+        cell = f"{rate:>9,.0f}/s {rate / r['ref', n][0]:.2f}x"
+        if cpu and c > 0:
+            cell += f" {c / 500000 * 1e6:.1f}us {w / 500000:.0f}B"
+        cells.append(f"{cell:>32}")
+    print(f"  {label:<55} {cells[0]} {cells[1]}")
+row("COPY into an unindexed table (the reference)", 'ref')
+row("COPY into a table with the key (ts, ci_id, metric)", 'ref_key')
+row("COPY into a table with the old key (ci_id, metric, ts)", 'ref_oldkey')
+row(f"ingest_capacity_arrays ({'/'.join(stored)} stored)", 'new')
+row("the same again, all duplicates", 'dup')
+row("ingest_capacity_arrays, the old key and BRIN", 'oldkey')
+row("ingest_capacity (the old jsonb path), 100,000", 'jsonb', cpu=False)
+print("  (x: against the unindexed COPY by as many sessions; us: the backends' CPU a sample;")
+print("   B: WAL bytes a sample)")
 PY
 }
 
@@ -122,12 +211,14 @@ run_parts() {
     psql "$pg" -qAt <<'SQL'
 SET TimeZone = 'UTC';
 CREATE TABLE batches AS
-SELECT b, array_agg(i % 50000 + 1 ORDER BY i)::bigint[] AS ci_id,
+-- (as in run_sql: a consumer's order)
+SELECT b, array_agg(i % 50000 + 1 ORDER BY o)::bigint[] AS ci_id,
        array_agg(NULL::text) AS ci, array_agg('disk'::text) AS metric,
-       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min' ORDER BY i) AS ts,
-       array_agg((100 + i % 797)::float8 ORDER BY i) AS value,
+       array_agg(timestamptz '2026-11-01' + (i / 50000) * interval '5 min'
+                 + (i * 37 % 60) * interval '1 s' ORDER BY o) AS ts,
+       array_agg((100 + i % 797)::float8 ORDER BY o) AS value,
        array_agg(1000::float8) AS lim
-  FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b) x
+  FROM generate_series(0, 499999) i, LATERAL (SELECT i / 10000 AS b, i % 10000 * 7919 % 10000 AS o) x
  GROUP BY b;
 ALTER TABLE batches ADD hours timestamptz[];
 UPDATE batches SET hours = (SELECT array_agg(DISTINCT date_trunc('hour', t)) FROM unnest(ts) t);
@@ -135,11 +226,19 @@ CREATE TABLE t_heap (LIKE triaged.capacity_sample);
 CREATE TABLE t_pk (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
 CREATE TABLE t_pk_brin (LIKE triaged.capacity_sample, PRIMARY KEY (ci_id, metric, ts));
 CREATE INDEX ON t_pk_brin USING brin (ts);
-CREATE FUNCTION pg_temp.run(p_what text) RETURNS double precision LANGUAGE plpgsql AS $$
-DECLARE r record; t0 timestamptz;
+CREATE TABLE t_key (LIKE triaged.capacity_sample, PRIMARY KEY (ts, ci_id, metric));
+-- the backend's CPU seconds (utime + stime of /proc/PID/stat): the machine
+-- is shared, so its CPU varies less than its wall time
+CREATE FUNCTION pg_temp.cpu() RETURNS double precision LANGUAGE sql AS $$
+  SELECT (f[12]::float8 + f[13]::float8) / 100
+    FROM (SELECT string_to_array(split_part(pg_read_file('/proc/' || pg_backend_pid() || '/stat'),
+                                            ') ', 2), ' ') AS f) x $$;
+-- "wall/CPU" microseconds a sample
+CREATE FUNCTION pg_temp.run(p_what text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE r record; t0 timestamptz; c0 double precision;
 BEGIN
-  EXECUTE CASE WHEN p_what LIKE 't\_%' THEN 'TRUNCATE ' || p_what ELSE 'TRUNCATE triaged.capacity_sample' END;
-  t0 := clock_timestamp();
+  EXECUTE CASE WHEN p_what LIKE 't\_%' THEN 'TRUNCATE ' || p_what ELSE 'TRUNCATE triaged.capacity_sample, triaged.capacity_dirty_mark' END;
+  t0 := clock_timestamp(); c0 := pg_temp.cpu();
   FOR r IN SELECT * FROM batches ORDER BY b LOOP
     IF p_what = 'function' THEN
       PERFORM triaged.ingest_capacity_arrays(r.ci_id, r.ci, r.metric, r.ts, r.value, r.lim, '{}',
@@ -152,15 +251,17 @@ BEGIN
         USING r.ci_id, r.metric, r.ts, r.value, r.lim;
     END IF;
   END LOOP;
-  RETURN extract(epoch FROM clock_timestamp() - t0) / 500000 * 1e6;
+  RETURN to_char(extract(epoch FROM clock_timestamp() - t0) / 500000 * 1e6, 'FM990.00') || '/'
+      || to_char((pg_temp.cpu() - c0) / 500000 * 1e6, 'FM990.00');
 END $$;
-SELECT format('  %-55s %s %s us a sample', d, to_char(pg_temp.run(w), 'FM990.00'), to_char(pg_temp.run(w), 'FM990.00'))
+SELECT format('  %-55s %11s %11s us a sample (wall/CPU)', d, pg_temp.run(w), pg_temp.run(w))
   FROM (VALUES (1, 't_heap', 'INSERT from the arrays, a table without index'),
-               (2, 't_pk', '+ the primary key (ci_id, metric, ts)'),
-               (3, 't_pk_brin', '+ the BRIN index on ts'),
-               (4, 'capacity_sample_p202611', '+ the CHECKs (capacity_sample''s month partition)'),
-               (5, 'partitioned', '+ routed by month (into capacity_sample)'),
-               (6, 'function', 'ingest_capacity_arrays (hours, limits, stats)')) v(k, w, d)
+               (2, 't_pk', '+ the old primary key (ci_id, metric, ts)'),
+               (3, 't_pk_brin', '+ the BRIN index on ts (the old indexes)'),
+               (4, 't_key', 'instead, the key (ts, ci_id, metric) alone (009)'),
+               (5, 'capacity_sample_p202611', '+ the CHECKs (capacity_sample''s month partition)'),
+               (6, 'partitioned', '+ routed by month (into capacity_sample)'),
+               (7, 'function', 'ingest_capacity_arrays (hours, limits, stats)')) v(k, w, d)
  ORDER BY k;
 SQL
 }
