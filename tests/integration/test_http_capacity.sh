@@ -31,11 +31,14 @@ h_req POST /api/v1/capacity/samples "$H_WRITE" '{"ci":"db-02","metric":"conns","
 h_expect 202 "j['accepted']=1"
 t_expect_sql "SELECT count(*) FROM triaged.capacity_sample s JOIN triaged.ci c ON c.id = s.ci_id WHERE c.name = 'db-02'" 1
 # a body between the old 256 KiB message limit and max_body (1 MiB, both
-# defaults now): accepted whole
+# defaults now): accepted whole. (Ten days ago: samples older than the raw
+# retention, 90 days, would be dropped by the next tick, which runs every
+# second here.)
 big=$(python3 -c '
-import json
+import json, datetime
+t0 = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) - datetime.timedelta(days=10)
 print(json.dumps([{"ci": "db-02", "metric": "iops", "value": i % 97, "limit": 1000,
-                   "ts": "2026-01-01T%02d:%02d:%02dZ" % (i // 3600, i // 60 % 60, i % 60)}
+                   "ts": (t0 + datetime.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")}
                   for i in range(5000)]))')
 [ "${#big}" -gt 400000 ] && [ "${#big}" -lt 1000000 ] || t_fail "big body is ${#big} bytes"
 h_req POST /api/v1/capacity/samples "$H_WRITE" "$big"
