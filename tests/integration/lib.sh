@@ -150,7 +150,6 @@ t_produce() {
 # ---- generic helpers for stream tests ---------------------------------------
 
 T_EXIT_HOOKS=()
-T_EXTRA_DBS=()
 
 # Run CMD (a string, eval'd) at exit, before triaged is stopped and the
 # databases dropped (e.g. restore a stopped PostgreSQL). Hooks must not fail.
@@ -189,19 +188,23 @@ _t_check_reports() {
 }
 trap _t_exit EXIT
 
-# Another fresh database with the schema (dropped at exit); prints its conninfo.
+# Another fresh database with the schema (dropped at exit); prints its
+# conninfo. Usually called as x=$(t_db_extra name), in a subshell: so the
+# exit hook finds them by their prefix, not by a list kept here.
+_t_extra_prefix() { echo "td_${T_NAME//[^a-z0-9]/_}_$$_x_"; }
 t_db_extra() {
-    local db="td_${T_NAME//[^a-z0-9]/_}_$$_${1:?name}"
+    local db; db="$(_t_extra_prefix)${1:?name}"
     psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
     psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db" >/dev/null
-    T_EXTRA_DBS+=("$db")
     echo "$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
 }
 
 _t_drop_extra_dbs() {
-    local db
+    local db prefix
     [ "${TD_KEEP_DB:-0}" != 1 ] || return 0
-    for db in "${T_EXTRA_DBS[@]}"; do
+    prefix=$(_t_extra_prefix)
+    for db in $(psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc \
+            "SELECT datname FROM pg_database WHERE starts_with(datname, '$prefix')" 2>/dev/null); do
         psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     done
 }

@@ -15,17 +15,6 @@ source "$(dirname "$0")/lib.sh"
 
 fast=$(t_db_extra fast)
 ref=$(t_db_extra ref)
-# (t_db_extra runs in a subshell here, so its own list of databases to drop
-# does not see these two)
-drop_dbs() {
-    [ "${TD_KEEP_DB:-0}" != 1 ] || return 0
-    local c
-    for c in "$fast" "$ref"; do
-        psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS ${c##*dbname=} WITH (FORCE)" \
-            >/dev/null 2>&1 || true
-    done
-}
-t_on_exit drop_dbs
 for pg in "$fast" "$ref"; do
     printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pg" > "$T_DIR/conf"
     "$TD_BUILD_DIR/triagectl" -c "$T_DIR/conf" migrate > "$T_DIR/migrate.log" 2>&1 \
