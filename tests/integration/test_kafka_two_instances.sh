@@ -103,7 +103,7 @@ compare() {
     local what=$1 sql_var=${1}_sql
     psql "$T_PG" -qAtX -F $'\t' -c "${!sql_var}" >"$T_DIR/$what.two"
     psql "$ref_pg" -qAtX -F $'\t' -c "${!sql_var}" >"$T_DIR/$what.one"
-    psql "$ref_pg" -qAX -F $'\t' -c "${!sql_var} LIMIT 0" | head -n 1 >"$T_DIR/$what.cols"
+    psql "$ref_pg" -qAX -F $'\t' -c "${!sql_var} LIMIT 0" | sed -n 1p >"$T_DIR/$what.cols"
     if cmp -s "$T_DIR/$what.two" "$T_DIR/$what.one"; then
         t_log "ok: $what identical to one instance's ($(wc -l <"$T_DIR/$what.one") rows)"
         return 0
