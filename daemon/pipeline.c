@@ -15,10 +15,10 @@
  * inputs' alerts go by their resource (a message whose alerts belong to
  * several lanes is split, one part per lane, acked when the last part
  * commits), samples by their CI; so a partition's messages, and an alert's
- * from syslog or HTTP, are applied in the order they came. Batches of different lanes
- * that touch the same rows are settled by PostgreSQL: ingest() locks rows
- * in a fixed order, and a deadlock or serialization failure retries the
- * batch like any error.
+ * from syslog or HTTP, are applied in the order they came. Batches of
+ * different lanes that touch the same rows are settled by PostgreSQL:
+ * ingest() locks rows in a fixed order, and a deadlock or serialization
+ * failure retries the batch like any error.
  *
  * Exactly once in effect: a partition's offsets only advance with the
  * effects. When the compare-and-set fails (the partition moved to another
