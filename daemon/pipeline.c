@@ -380,14 +380,18 @@ place(td_pipeline *p, item *it)
         first = (size_t)(td_fnv1a(TD_FNV1A_OFFSET, it->samples[0].ci) % n);
     if (it->n_alerts)
         first = alert_lane(p, &it->alerts[0]);
-    size_t *count = NULL, parts = 0;
+    size_t *lane_of = NULL, *count = NULL, n_parts = 0;
     if (it->n_alerts > 1 && n > 1 && !it->n_samples) {
+        lane_of = td_malloc(it->n_alerts * sizeof(*lane_of));
         count = td_calloc(n, sizeof(*count));
-        for (size_t j = 0; j < it->n_alerts; j++)
-            if (count[alert_lane(p, &it->alerts[j])]++ == 0)
-                parts++;
+        for (size_t j = 0; j < it->n_alerts; j++) {
+            lane_of[j] = alert_lane(p, &it->alerts[j]);
+            if (count[lane_of[j]]++ == 0)
+                n_parts++;
+        }
     }
-    if (parts <= 1) {
+    if (n_parts <= 1) {
+        free(lane_of);
         free(count);
         enqueue(p, &p->lanes[first], it);
         return;
@@ -395,19 +399,26 @@ place(td_pipeline *p, item *it)
     split_ack *sa = td_calloc(1, sizeof(*sa));
     sa->ack = it->ack;
     sa->arg = it->ack_arg;
-    sa->remaining = parts;
+    sa->remaining = n_parts;
+    item *parts = td_calloc(n, sizeof(*parts));
+    for (size_t k = 0; k < n; k++)
+        if (count[k])
+            parts[k].alerts = td_calloc(count[k], sizeof(*parts[k].alerts));
+    for (size_t j = 0; j < it->n_alerts; j++) { /* moved, in their order */
+        item *part = &parts[lane_of[j]];
+        part->alerts[part->n_alerts++] = it->alerts[j];
+    }
     for (size_t k = 0; k < n; k++) {
         if (!count[k])
             continue;
-        item part = {.ack = on_part_ack, .ack_arg = sa};
-        part.alerts = td_calloc(count[k], sizeof(*part.alerts));
-        for (size_t j = 0; j < it->n_alerts; j++)
-            if (alert_lane(p, &it->alerts[j]) == k)
-                part.alerts[part.n_alerts++] = it->alerts[j]; /* moved */
-        part.bytes = item_bytes(&part);
-        enqueue(p, &p->lanes[k], &part);
+        parts[k].ack = on_part_ack;
+        parts[k].ack_arg = sa;
+        parts[k].bytes = item_bytes(&parts[k]);
+        enqueue(p, &p->lanes[k], &parts[k]);
     }
+    free(parts);
     free(it->alerts); /* its alerts moved into the parts */
+    free(lane_of);
     free(count);
 }
 

@@ -23,13 +23,10 @@ h_tokens() {
     } > "$T_DIR/tokens"
 }
 
-# h_setup: database, tokens, config (stdin adds lines to [http], or new
-# sections), triaged started.
-h_setup() {
-    t_db
-    h_tokens
-    H_PORT=$(h_free_port)
-    H_URL=http://127.0.0.1:$H_PORT
+# h_conf [FILE]: the HTTP tests' config in FILE (default
+# $T_DIR/triaged.conf), listening on $H_PORT with $T_DIR/tokens; stdin adds
+# lines to [http], or new sections.
+h_conf() {
     {
         cat <<CONF
 [triaged]
@@ -47,7 +44,16 @@ listen = 127.0.0.1:$H_PORT
 tokens = $T_DIR/tokens
 CONF
         [ -t 0 ] || cat
-    } > "$T_DIR/triaged.conf"
+    } > "${1:-$T_DIR/triaged.conf}"
+}
+
+# h_setup: database, tokens, config (h_conf, from stdin), triaged started.
+h_setup() {
+    t_db
+    h_tokens
+    H_PORT=$(h_free_port)
+    H_URL=http://127.0.0.1:$H_PORT
+    h_conf
     t_start
     t_wait_until 30 "/readyz says ready" curl -sf "$H_URL/readyz"
 }

@@ -58,6 +58,14 @@ t_db() {
     T_PG="$TD_TEST_PG_ADMIN_CONNINFO dbname=$T_DB"
 }
 
+# triagectl's config for the test's database ($T_DIR/c.conf); sets T_CTL to
+# the command that uses it (an array: "${T_CTL[@]}" migrate).
+t_ctl() {
+    printf '[postgres]\nconninfo = %s\n[redis]\nurl = %s\n' "$T_PG" "$TD_TEST_REDIS_URL" \
+        > "$T_DIR/c.conf"
+    T_CTL=("$TD_BUILD_DIR/triagectl" -c "$T_DIR/c.conf")
+}
+
 # A fresh topic with N partitions (default 8); sets T_TOPIC.
 t_topic() {
     T_TOPIC="alerts_${T_NAME//[^a-z0-9]/_}_$$_$RANDOM"

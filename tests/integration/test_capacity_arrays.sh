@@ -16,13 +16,8 @@
 source "$(dirname "$0")/lib.sh"
 
 t_db
-cat > "$T_DIR/c.conf" <<CONF
-[postgres]
-conninfo = $T_PG
-[redis]
-url = $TD_TEST_REDIS_URL
-CONF
-"$TD_BUILD_DIR/triagectl" -c "$T_DIR/c.conf" migrate >/dev/null || t_fail "migrate"
+t_ctl
+"${T_CTL[@]}" migrate >/dev/null || t_fail "migrate"
 t_sql "INSERT INTO triaged.ci (name, aliases, addresses) VALUES
   ('a', '{}', '{}'), ('b', '{b-alias}', '{}'), ('c', '{}', '{10.0.0.7}')" >/dev/null
 id() { t_sql "SELECT id FROM triaged.ci WHERE name = '$1'"; }

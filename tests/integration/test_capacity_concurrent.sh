@@ -19,13 +19,8 @@
 source "$(dirname "$0")/lib.sh"
 
 t_db
-cat > "$T_DIR/c.conf" <<CONF
-[postgres]
-conninfo = $T_PG
-[redis]
-url = $TD_TEST_REDIS_URL
-CONF
-"$TD_BUILD_DIR/triagectl" -c "$T_DIR/c.conf" migrate >/dev/null || t_fail "migrate"
+t_ctl
+"${T_CTL[@]}" migrate >/dev/null || t_fail "migrate"
 t_sql "INSERT INTO triaged.ci (name) SELECT 'ci-' || i FROM generate_series(1, 3) i" >/dev/null
 
 # Sample k (0..5999): CI 1 + k % 3, metric disk, ts 2026-05-05 08:00Z + k s,

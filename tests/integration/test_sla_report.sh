@@ -11,14 +11,8 @@ BROWSER=$(command -v chromium || command -v chromium-browser || true)
 [ -n "$BROWSER" ] || t_fail "chromium is not installed (scripts/setup.sh installs it)"
 
 t_db
-cat > "$T_DIR/c.conf" <<CONF
-[postgres]
-conninfo = $T_PG
-[redis]
-url = $TD_TEST_REDIS_URL
-CONF
-CTL=("$TD_BUILD_DIR/triagectl" -c "$T_DIR/c.conf")
-"${CTL[@]}" migrate >/dev/null || t_fail "migrate"
+t_ctl
+"${T_CTL[@]}" migrate >/dev/null || t_fail "migrate"
 cat > "$T_DIR/cmdb.json" <<'JSON'
 {"cis": [{"name": "web-01"}, {"name": "db-01"}],
  "services": [
@@ -28,7 +22,7 @@ cat > "$T_DIR/cmdb.json" <<'JSON'
    "sla": {"target": 99.5, "service_hours": "Mon-Fri 08:00-18:00 Europe/Berlin"}},
   {"name": "Intranet", "tier": 3}]}
 JSON
-"${CTL[@]}" cmdb import "$T_DIR/cmdb.json" >/dev/null || t_fail "import"
+"${T_CTL[@]}" cmdb import "$T_DIR/cmdb.json" >/dev/null || t_fail "import"
 t_sql "INSERT INTO triaged.incident (title, resource, status, opened_at, resolved_at, acknowledged_at, urgency, priority)
 SELECT 't', 'r' || k, 'resolved', o, o + d, o + interval '4 min', 1, p
   FROM (VALUES (1, timestamptz '2026-10-03 10:00Z', interval '25 min', 1), (2, '2026-10-09 14:00Z', '50 min', 2),
@@ -63,10 +57,10 @@ SELECT c.id, 'disk', h, 12, 600 + d, 610 + d, 605 + d, 609 + d, h, 605 + d, 1000
        LATERAL (SELECT timestamptz '2026-10-01 12:00Z' + d * interval '1 day' AS h) x
  WHERE c.name = 'db-01'" >/dev/null
 
-"${CTL[@]}" report --period 2026-10 --format html -o "$T_DIR/report.html" || t_fail "report"
+"${T_CTL[@]}" report --period 2026-10 --format html -o "$T_DIR/report.html" || t_fail "report"
 grep -q 'Capacity risks' "$T_DIR/report.html" && grep -q '<td>db-01</td><td>disk</td>' "$T_DIR/report.html" \
     && grep -q '<polyline' "$T_DIR/report.html" || t_fail "no capacity risk with its sparkline for db-01"
-"${CTL[@]}" report --period 2026-10 --service 'Payments <EU>' --format json -o "$T_DIR/report.json" || t_fail "json report"
+"${T_CTL[@]}" report --period 2026-10 --service 'Payments <EU>' --format json -o "$T_DIR/report.json" || t_fail "json report"
 python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["services"][0]["capacity"][0]; assert s["ci"]=="db-01" and len(s["daily_max"])==31 and s["status"]=="ok", s' "$T_DIR/report.json" \
     || t_fail "the JSON report lacks db-01's capacity risk"
 t_log "ok: capacity risks with sparklines in the HTML and JSON report"

@@ -15,14 +15,8 @@
 source "$(dirname "$0")/lib.sh"
 
 t_db
-cat > "$T_DIR/c.conf" <<CONF
-[postgres]
-conninfo = $T_PG
-[redis]
-url = $TD_TEST_REDIS_URL
-CONF
-CTL=("$TD_BUILD_DIR/triagectl" -c "$T_DIR/c.conf")
-"${CTL[@]}" migrate >/dev/null || t_fail "migrate"
+t_ctl
+"${T_CTL[@]}" migrate >/dev/null || t_fail "migrate"
 
 t_sql "INSERT INTO triaged.ci (name) VALUES ('maint-ci'), ('other-ci');
 INSERT INTO triaged.service (name) VALUES ('overlap'), ('cross'), ('maint'), ('dst'), ('open'),
@@ -198,30 +192,30 @@ t_expect_sql "SELECT count(*) FROM triaged.sla_tick('{\"now\":\"2026-12-01T00:30
 t_expect_sql "SELECT count(*) FROM triaged.sla_state WHERE period_from = '2026-12-01Z'" 8
 
 # SLA definitions: triagectl sla set, bad input, the CMDB document
-"${CTL[@]}" sla set none --target 99.5 --hours 'Mon-Fri 09:00-17:00 America/New_York' --period quarter \
+"${T_CTL[@]}" sla set none --target 99.5 --hours 'Mon-Fri 09:00-17:00 America/New_York' --period quarter \
     > "$T_DIR/out" || t_fail "sla set"
 grep -qx 'changed: none' "$T_DIR/out" || t_fail "sla set said $(cat "$T_DIR/out")"
 t_expect_sql "SELECT target || ' ' || period || ' ' || service_hours FROM triaged.sla
   WHERE service_id = (SELECT id FROM triaged.service WHERE name = 'none')" \
   "99.5000 quarter Mon-Fri 09:00-17:00 America/New_York"
 set +e
-"${CTL[@]}" sla set none --hours 'Mon-Fry 9:00-17:00' 2>"$T_DIR/err"; rc=$?
+"${T_CTL[@]}" sla set none --hours 'Mon-Fry 9:00-17:00' 2>"$T_DIR/err"; rc=$?
 set -e
 [ $rc = 1 ] && grep -q "bad days 'Mon-Fry'" "$T_DIR/err" || t_fail "bad hours: rc $rc $(cat "$T_DIR/err")"
 set +e
-"${CTL[@]}" sla set nobody --target 99 2>"$T_DIR/err"; rc=$?
+"${T_CTL[@]}" sla set nobody --target 99 2>"$T_DIR/err"; rc=$?
 set -e
 [ $rc = 1 ] && grep -q "no service named 'nobody'" "$T_DIR/err" || t_fail "unknown service: rc $rc"
 cat > "$T_DIR/doc.json" <<'JSON'
 {"services": [{"name": "Shop", "tier": 1, "sla": {"target": 99.95, "service_hours": "Mon-Sat 07:00-22:00 Europe/Berlin", "degraded_counts_as_down": false}},
               {"name": "dst", "sla": null}]}
 JSON
-"${CTL[@]}" cmdb import "$T_DIR/doc.json" > "$T_DIR/out" || t_fail "import with sla: $(cat "$T_DIR/out")"
+"${T_CTL[@]}" cmdb import "$T_DIR/doc.json" > "$T_DIR/out" || t_fail "import with sla: $(cat "$T_DIR/out")"
 grep -q 'created *sla *Shop' "$T_DIR/out" && grep -q 'changed sla dst: removed' "$T_DIR/out" \
     || t_fail "import said $(cat "$T_DIR/out")"
-"${CTL[@]}" cmdb import "$T_DIR/doc.json" > "$T_DIR/out" || t_fail "re-import"
+"${T_CTL[@]}" cmdb import "$T_DIR/doc.json" > "$T_DIR/out" || t_fail "re-import"
 grep -q 'imported: 0 created, 0 changed' "$T_DIR/out" || t_fail "re-import changed: $(cat "$T_DIR/out")"
-"${CTL[@]}" cmdb export -o "$T_DIR/export.json" || t_fail "export"
+"${T_CTL[@]}" cmdb export -o "$T_DIR/export.json" || t_fail "export"
 python3 - "$T_DIR/export.json" <<'PY' || t_fail "export lacks the SLA"
 import json, sys
 d = {s["name"]: s for s in json.load(open(sys.argv[1]))["services"]}
@@ -229,11 +223,11 @@ assert d["Shop"]["sla"] == {"target": 99.95, "period": "month", "service_hours":
                             "degraded_counts_as_down": False, "down_max_urgency": 1}, d["Shop"]
 assert "sla" not in d["dst"]
 PY
-"${CTL[@]}" cmdb import "$T_DIR/export.json" > "$T_DIR/out" || t_fail "import of the export"
+"${T_CTL[@]}" cmdb import "$T_DIR/export.json" > "$T_DIR/out" || t_fail "import of the export"
 grep -q 'imported: 0 created, 0 changed' "$T_DIR/out" || t_fail "export round trip: $(cat "$T_DIR/out")"
 echo '{"services": [{"name": "Shop", "sla": {"target": 101}}, {"name": "X", "sla": {"period": "week", "target": 99}}]}' > "$T_DIR/bad.json"
 set +e
-"${CTL[@]}" cmdb import "$T_DIR/bad.json" > "$T_DIR/out" 2>&1; rc=$?
+"${T_CTL[@]}" cmdb import "$T_DIR/bad.json" > "$T_DIR/out" 2>&1; rc=$?
 set -e
 [ $rc = 1 ] || t_fail "bad sla import exit $rc"
 grep -q 'service #1: sla: target must be' "$T_DIR/out" && grep -q 'service #2: sla: period must be' "$T_DIR/out" \

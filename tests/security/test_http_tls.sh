@@ -34,27 +34,10 @@ t_db
 h_tokens
 H_PORT=$(h_free_port)
 URL=https://127.0.0.1:$H_PORT
-conf() { # extra [http] lines on stdin
-    cat <<CONF
-[triaged]
-instance = $T_NAME
-[postgres]
-conninfo = $T_PG
-migrate = yes
-[redis]
-url = $TD_TEST_REDIS_URL
-[plugins]
-dir = $TD_BUILD_DIR/plugins
-[http]
-listen = 127.0.0.1:$H_PORT
-tokens = $T_DIR/tokens
-CONF
-    cat
-}
 
 # ---- triaged -t on broken setups ------------------------------------------
 check_fails() { # WHAT ERE (config lines on stdin)
-    conf >"$T_DIR/bad.conf"
+    h_conf "$T_DIR/bad.conf"
     set +e
     out=$("$TD_BUILD_DIR/triaged" -t -c "$T_DIR/bad.conf" 2>&1)
     rc=$?
@@ -73,7 +56,7 @@ check_fails "a key of another certificate" "cannot use the private key $C/second
 tls_cert = $C/server.pem
 tls_key = $C/second.key
 CONF
-conf >"$T_DIR/triaged.conf" <<CONF
+h_conf <<CONF
 tls_cert = $C/server.pem
 tls_key = $C/server.key
 CONF
