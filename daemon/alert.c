@@ -66,7 +66,10 @@ td_fnv1a_labels(const char *const *names, const char *const *values, size_t n)
 void
 td_fp_hex(uint64_t fp, char out[17])
 {
-    snprintf(out, 17, "%016llx", (unsigned long long)fp);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, fp >>= 4)
+        out[i] = hex[fp & 15];
+    out[16] = '\0';
 }
 
 int
@@ -81,13 +84,30 @@ td_is_fp_hex(const char *s)
 
 typedef struct pair {
     const char *name, *value;
-    char *owned; /* "label:<name>" built for identity labels */
+    size_t name_len; /* an identity label's name is "label:" + name */
 } pair;
 
+/* Compare pair names, an identity label's as "label:<name>". */
 static int
-pair_cmp(const void *a, const void *b)
+pair_cmp(const void *x, const void *y)
 {
-    return strcmp(((const pair *)a)->name, ((const pair *)b)->name);
+    const pair *a = x, *b = y;
+    const char *pa = a->name_len ? "label:" : "", *pb = b->name_len ? "label:" : "";
+    const char *sa = a->name, *sb = b->name;
+    for (;;) {
+        unsigned char ca = *pa ? (unsigned char)*pa : (unsigned char)*sa;
+        unsigned char cb = *pb ? (unsigned char)*pb : (unsigned char)*sb;
+        if (ca != cb || ca == 0)
+            return ca - cb;
+        if (*pa)
+            pa++;
+        else
+            sa++;
+        if (*pb)
+            pb++;
+        else
+            sb++;
+    }
 }
 
 void
@@ -100,41 +120,48 @@ td_alert_fingerprint(td_alert *a, const char *const *identity_labels,
         td_fp_hex(a->fp, a->fp_hex);
         return;
     }
-    pair *p = td_calloc(3 + n_identity_labels, sizeof(*p));
+    pair local[8];
+    pair *p = 3 + n_identity_labels <= TD_ARRAY_LEN(local)
+                  ? local
+                  : td_calloc(3 + n_identity_labels, sizeof(*p));
     size_t n = 0;
-    p[n++] = (pair){"source", a->source, NULL};
+    p[n++] = (pair){"source", a->source, 0};
     if (a->dedup_key) {
-        p[n++] = (pair){"dedup_key", a->dedup_key, NULL};
+        p[n++] = (pair){"dedup_key", a->dedup_key, 0};
     } else {
-        p[n++] = (pair){"resource", a->resource, NULL};
-        p[n++] = (pair){"check", a->check, NULL};
+        p[n++] = (pair){"resource", a->resource, 0};
+        p[n++] = (pair){"check", a->check, 0};
         for (size_t i = 0; i < n_identity_labels; i++)
             for (size_t j = 0; j < a->n_labels; j++)
                 if (strcmp(a->labels[j].name, identity_labels[i]) == 0) {
-                    char *nm = td_asprintf("label:%s", identity_labels[i]);
-                    p[n++] = (pair){nm, a->labels[j].value, nm};
+                    p[n++] = (pair){identity_labels[i], a->labels[j].value,
+                                    strlen(identity_labels[i])};
                     break;
                 }
     }
     qsort(p, n, sizeof(*p), pair_cmp);
-    const char **names = td_calloc(n, sizeof(*names));
-    const char **values = td_calloc(n, sizeof(*values));
+    /* td_fnv1a_labels over the sorted pairs, the prefix hashed in place */
+    uint64_t h = TD_FNV1A_OFFSET;
     for (size_t i = 0; i < n; i++) {
-        names[i] = p[i].name;
-        values[i] = p[i].value;
+        if (p[i].name_len)
+            h = td_fnv1a(h, "label:");
+        h = fnv_bytes(h, p[i].name);
+        h = fnv_bytes(h, p[i].value);
     }
-    a->fp = td_fnv1a_labels(names, values, n);
+    a->fp = h;
     td_fp_hex(a->fp, a->fp_hex);
-    for (size_t i = 0; i < n; i++)
-        free(p[i].owned);
-    free(p);
-    free(names);
-    free(values);
+    if (p != local)
+        free(p);
 }
 
 void
 td_alert_clear(td_alert *a)
 {
+    if (a->mem) {
+        free(a->mem);
+        memset(a, 0, sizeof(*a));
+        return;
+    }
     free(a->source);
     free(a->resource);
     free(a->check);
@@ -147,6 +174,29 @@ td_alert_clear(td_alert *a)
     }
     free(a->labels);
     memset(a, 0, sizeof(*a));
+}
+
+static bool
+same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+bool
+td_alert_same(const td_alert *a, const td_alert *b)
+{
+    if (!same_str(a->source, b->source) || !same_str(a->resource, b->resource) ||
+        !same_str(a->check, b->check) || !same_str(a->summary, b->summary) ||
+        !same_str(a->dedup_key, b->dedup_key) || !same_str(a->ci, b->ci) ||
+        a->n_labels != b->n_labels || a->firing != b->firing ||
+        a->severity != b->severity || a->occurred_at_us != b->occurred_at_us ||
+        a->fp != b->fp || strcmp(a->fp_hex, b->fp_hex) != 0)
+        return false;
+    for (size_t i = 0; i < a->n_labels; i++)
+        if (strcmp(a->labels[i].name, b->labels[i].name) != 0 ||
+            strcmp(a->labels[i].value, b->labels[i].value) != 0)
+            return false;
+    return true;
 }
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant). */
@@ -398,6 +448,16 @@ int
 td_alert_decode(const char *buf, size_t len, const td_decode_opts *opts,
                 td_alert **out, size_t *n, const char **reason, char *detail,
                 size_t detail_len)
+{
+    if (td_alert_scan(buf, len, opts, out, n) == TD_OK)
+        return TD_OK;
+    return td_alert_decode_tree(buf, len, opts, out, n, reason, detail, detail_len);
+}
+
+int
+td_alert_decode_tree(const char *buf, size_t len, const td_decode_opts *opts,
+                     td_alert **out, size_t *n, const char **reason, char *detail,
+                     size_t detail_len)
 {
     *out = NULL;
     *n = 0;

@@ -5,19 +5,23 @@
 
 #include "internal/util.h"
 
+/* The sort keys are copied in: comparing through the alert pointers was a
+ * cache miss per comparison (3 % of the daemon's CPU in a storm). */
 typedef struct ref {
-    const td_alert *a;
+    uint64_t fp;
+    int64_t t;
     size_t seq; /* arrival order, for a stable sort */
+    const td_alert *a;
 } ref;
 
 static int
 ref_cmp(const void *x, const void *y)
 {
     const ref *a = x, *b = y;
-    if (a->a->fp != b->a->fp)
-        return a->a->fp < b->a->fp ? -1 : 1;
-    if (a->a->occurred_at_us != b->a->occurred_at_us)
-        return a->a->occurred_at_us < b->a->occurred_at_us ? -1 : 1;
+    if (a->fp != b->fp)
+        return a->fp < b->fp ? -1 : 1;
+    if (a->t != b->t)
+        return a->t < b->t ? -1 : 1;
     return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
@@ -29,7 +33,7 @@ td_fold(const td_alert *const *alerts, size_t n, td_segment **out)
         return 0;
     ref *r = td_malloc(n * sizeof(*r));
     for (size_t i = 0; i < n; i++)
-        r[i] = (ref){alerts[i], i};
+        r[i] = (ref){alerts[i]->fp, alerts[i]->occurred_at_us, i, alerts[i]};
     qsort(r, n, sizeof(*r), ref_cmp);
 
     td_segment *seg = td_malloc(n * sizeof(*seg));

@@ -44,6 +44,8 @@ typedef struct td_alert {
     int64_t occurred_at_us; /* microseconds since the epoch */
     uint64_t fp;
     char fp_hex[17];
+    char *mem; /* when set, the block holding every string and label above
+                  (td_alert_scan): td_alert_clear frees it alone */
 } td_alert;
 
 /* What decoding needs to know from the config. */
@@ -64,10 +66,24 @@ int td_alert_decode(const char *buf, size_t len, const td_decode_opts *opts,
                     td_alert **out, size_t *n, const char **reason,
                     char *detail, size_t detail_len);
 
+/* td_alert_decode's two ways (it tries the first, then the second):
+ * td_alert_scan decodes the common shape in one pass (daemon/alert_scan.c)
+ * and declines with TD_ERR, setting nothing else, whatever it is not sure
+ * of, errors included; td_alert_decode_tree parses with Jansson and decodes
+ * anything, with the reason when it fails. Both give the same alerts for
+ * what td_alert_scan accepts. */
+int td_alert_scan(const char *buf, size_t len, const td_decode_opts *opts,
+                  td_alert **out, size_t *n);
+int td_alert_decode_tree(const char *buf, size_t len, const td_decode_opts *opts,
+                         td_alert **out, size_t *n, const char **reason,
+                         char *detail, size_t detail_len);
+
 /* Compute a->fp and a->fp_hex from the identity rules above. */
 void td_alert_fingerprint(td_alert *a, const char *const *identity_labels,
                           size_t n_identity_labels);
 void td_alert_clear(td_alert *a);
+/* Do a and b hold the same alert (every field, labels in order)? */
+bool td_alert_same(const td_alert *a, const td_alert *b);
 
 /* FNV-1a 64 over sorted (name, value) pairs, Alertmanager's way. The pairs
  * must be sorted by name. */

@@ -5,7 +5,9 @@
  * The first byte picks the decoder, the rest is the message: a heap copy of
  * exactly its length, so ASan sees any read past it. Whatever a decoder
  * returns must be a clean TD_OK with alerts whose fingerprints and strings
- * are whole, or TD_ERR with a reason; nothing it allocates may leak. */
+ * are whole, or TD_ERR with a reason; nothing it allocates may leak. The
+ * native alert's one-pass scanner must agree with Jansson's path on every
+ * message it accepts. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +52,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc;
     switch (which) {
     case 0:
+        /* differential: what the one-pass scanner accepts, Jansson's path
+         * decodes to the same alerts */
+        if (td_alert_scan(buf, len, &o, &a, &n) == TD_OK) {
+            td_alert *t = NULL;
+            size_t nt = 0;
+            if (td_alert_decode_tree(buf, len, &o, &t, &nt, &reason, detail,
+                                     sizeof(detail)) != TD_OK || nt != n)
+                abort();
+            for (size_t i = 0; i < n; i++)
+                if (!td_alert_same(&a[i], &t[i]))
+                    abort();
+            touch_alerts(t, nt);
+            touch_alerts(a, n);
+        }
         rc = td_alert_decode(buf, len, &o, &a, &n, &reason, detail, sizeof(detail));
         break;
     case 1:

@@ -2,6 +2,7 @@
  * (Alertmanager's FNV-1a with upstream test vectors). */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,4 +209,101 @@ Test(alert, rfc3339_times_parse_with_offsets_and_fractions)
     cr_assert_str_eq(t, "2024-03-01T01:29:59.123456Z");
     cr_assert_eq(td_parse_rfc3339("2024-02-29T23:59:59", &us), TD_ERR, "offset required");
     cr_assert_eq(td_parse_rfc3339("2024-02-29T23:59:59Zjunk", &us), TD_ERR);
+}
+
+/* ---- the one-pass scanner (alert_scan.c) against Jansson's path ---------- */
+
+static const char *const ident_labels[] = {"env"};
+static const td_decode_opts scan_opts = {.max_size = 4096, .now_us = 1700000000000000LL,
+                                         .identity_labels = ident_labels,
+                                         .n_identity_labels = 1};
+
+/* Decode msg both ways; true when the scanner took it (and then both agree). */
+static bool
+scanned_same(const char *msg)
+{
+    td_alert *a = NULL, *t = NULL;
+    size_t n = 0, nt = 0;
+    const char *reason = NULL;
+    char detail[256];
+    bool took = td_alert_scan(msg, strlen(msg), &scan_opts, &a, &n) == TD_OK;
+    int rc = td_alert_decode_tree(msg, strlen(msg), &scan_opts, &t, &nt, &reason, detail,
+                                  sizeof(detail));
+    if (took) {
+        cr_assert_eq(rc, TD_OK, "the scanner took what Jansson's path refuses: %s", msg);
+        cr_assert_eq(n, nt);
+        for (size_t i = 0; i < n; i++) {
+            cr_assert(td_alert_same(&a[i], &t[i]), "alert %zu differs: %s", i, msg);
+            cr_assert_not_null(a[i].mem);
+            td_alert_clear(&a[i]);
+        }
+        free(a);
+    } else {
+        cr_assert_null(a);
+        cr_assert_eq(n, 0);
+    }
+    for (size_t i = 0; i < nt; i++)
+        td_alert_clear(&t[i]);
+    free(t);
+    return took;
+}
+
+Test(alert, the_scanner_takes_the_common_shapes_and_agrees_with_jansson)
+{
+    static const char *const ok[] = {
+        "{\"source\":\"prometheus\",\"resource\":\"web-01\",\"check\":\"up\"}",
+        " {\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",\"severity\":\"critical\","
+        "\"status\":\"resolved\",\"occurred_at\":\"2026-11-25T10:00:00.123456Z\","
+        "\"summary\":\"disk \\\"/\\\" full\\n\",\"labels\":{\"zone\":\"b\",\"env\":\"prod\","
+        "\"a\":\"\"}} \n",
+        "{\"source\":\"s\",\"resource\":\"h\xc3\xa9\xe2\x82\xac\xf0\x9f\x94\xa5\",\"check\":\"c\","
+        "\"dedup_key\":\"k\",\"ci\":\"db-01\",\"labels\":null,\"summary\":null}",
+        "{\"source\":\"alertmanager\",\"resource\":\"r\",\"check\":\"c\","
+        "\"dedup_key\":\"0123456789abcdef\"}",
+        /* unknown fields with simple values are skipped; empty optional
+         * fields are absent */
+        "{\"x\":true,\"source\":\"s\",\"y\":null,\"resource\":\"r\",\"check\":\"c\","
+        "\"z\":\"text\",\"w\":false,\"status\":\"\",\"severity\":\"\",\"summary\":\"\"}",
+        "[{\"source\":\"s\",\"resource\":\"r\",\"check\":\"a\"},"
+        " {\"source\":\"s\",\"resource\":\"r\",\"check\":\"b\",\"labels\":{}}]",
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(*ok); i++)
+        cr_assert(scanned_same(ok[i]), "declined: %s", ok[i]);
+}
+
+Test(alert, the_scanner_declines_what_it_is_not_sure_of_and_jansson_decides)
+{
+    static const char *const declined[] = {
+        "", "[]", "{}", "null", "{\"source\":\"s\",\"resource\":\"r\"}",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"\"}",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",\"source\":\"t\"}",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",\"labels\":{\"a\":\"1\",\"a\":\"2\"}}",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",\"x\":1,\"x\":2}",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",\"x\":\"1\",\"x\":\"2\"}",
+        "{\"source\":\"s\\u0041\",\"resource\":\"r\",\"check\":\"c\"}",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",\"n\":12}",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",\"o\":{}}",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",\"labels\":{\"a\":1}}",
+        "{\"source\":\"s\",\"resource\":\"\xc0\xaf\",\"check\":\"c\"}",   /* overlong */
+        "{\"source\":\"s\",\"resource\":\"\xed\xa0\x80\",\"check\":\"c\"}", /* surrogate */
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\"} x",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",\"status\":\"open\"}",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",\"severity\":\"high\"}",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",\"occurred_at\":\"yesterday\"}",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\"",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\",}",
+        "[{\"source\":\"s\",\"resource\":\"r\",\"check\":\"c\"},1]",
+        "{\"source\":\"s\",\"resource\":\"r\",\"check\":\"tab\there\"}",
+    };
+    for (size_t i = 0; i < sizeof(declined) / sizeof(*declined); i++)
+        cr_assert_not(scanned_same(declined[i]), "taken: %s", declined[i]);
+}
+
+Test(alert, the_scanner_refuses_a_field_over_its_limit_like_jansson)
+{
+    char msg[1200];
+    snprintf(msg, sizeof(msg), "{\"source\":\"s\",\"resource\":\"%01025d\",\"check\":\"c\"}", 0);
+    cr_assert_not(scanned_same(msg));
+    snprintf(msg, sizeof(msg), "{\"source\":\"s\",\"resource\":\"%01024d\",\"check\":\"c\"}", 0);
+    cr_assert(scanned_same(msg));
 }
