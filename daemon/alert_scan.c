@@ -41,14 +41,29 @@ enum field { F_SOURCE, F_RESOURCE, F_CHECK, F_SUMMARY, F_DEDUP_KEY, F_CI, F_STAT
 
 static const struct {
     const char *name;
-    size_t max;
+    size_t len, max;
 } fields[F_NFIELDS] = {
-    [F_SOURCE] = {"source", MAX_FIELD},     [F_RESOURCE] = {"resource", MAX_FIELD},
-    [F_CHECK] = {"check", MAX_FIELD},       [F_SUMMARY] = {"summary", MAX_SUMMARY},
-    [F_DEDUP_KEY] = {"dedup_key", MAX_FIELD}, [F_CI] = {"ci", MAX_FIELD},
-    [F_STATUS] = {"status", 16},            [F_SEVERITY] = {"severity", 16},
-    [F_OCCURRED] = {"occurred_at", 64},
+#define FIELD(f, name, max) [f] = {name, sizeof(name) - 1, max}
+    FIELD(F_SOURCE, "source", MAX_FIELD),     FIELD(F_RESOURCE, "resource", MAX_FIELD),
+    FIELD(F_CHECK, "check", MAX_FIELD),       FIELD(F_SUMMARY, "summary", MAX_SUMMARY),
+    FIELD(F_DEDUP_KEY, "dedup_key", MAX_FIELD), FIELD(F_CI, "ci", MAX_FIELD),
+    FIELD(F_STATUS, "status", 16),            FIELD(F_SEVERITY, "severity", 16),
+    FIELD(F_OCCURRED, "occurred_at", 64),
+#undef FIELD
 };
+
+/* The known field a key names, or -1. */
+static int
+field_of(const span *k)
+{
+    if (k->esc)
+        return -1;
+    for (int i = 0; i < F_NFIELDS; i++)
+        if (k->raw == fields[i].len && k->p[0] == fields[i].name[0] &&
+            memcmp(k->p, fields[i].name, k->raw) == 0)
+            return i;
+    return -1;
+}
 
 typedef struct scan {
     const char *s, *end;
@@ -122,6 +137,13 @@ string(scan *sc, span *out)
     bool esc = false;
     out->p = (const char *)s;
     while (s < end) {
+        /* the common run of plain ASCII first */
+        const unsigned char *run = s;
+        while (s < end && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
+            s++;
+        len += (size_t)(s - run);
+        if (s == end)
+            break;
         unsigned c = *s;
         if (c == '"') {
             out->raw = (size_t)((const char *)s - out->p);
@@ -138,15 +160,12 @@ string(scan *sc, span *out)
             esc = true;
             s += 2;
             len++;
-        } else if (c >= 0x80) {
+        } else { /* c >= 0x80 */
             size_t n = utf8_seq(s, end);
             if (!n)
                 return false;
             s += n;
             len += n;
-        } else {
-            s++;
-            len++;
         }
     }
     return false;
@@ -242,7 +261,8 @@ object(scan *sc, raw_alert *r)
     unsigned seen = 0; /* known fields, and 1 << F_NFIELDS for labels */
     span unknown[16];
     size_t n_unknown = 0;
-    memset(r, 0, sizeof(*r));
+    memset(r->f, 0, sizeof(r->f)); /* (the label spans are written before read) */
+    r->n_labels = 0;
     sc->s++;
     ws(sc);
     if (lit(sc, "}", 1))
@@ -257,12 +277,7 @@ object(scan *sc, raw_alert *r)
         ws(sc);
         if (sc->s >= sc->end)
             return false;
-        int f = -1;
-        for (int i = 0; i < F_NFIELDS; i++)
-            if (span_is(&k, fields[i].name)) {
-                f = i;
-                break;
-            }
+        int f = field_of(&k);
         char c = *sc->s;
         if (f >= 0) {
             if (seen & (1u << f))
