@@ -1,5 +1,6 @@
 /* main.c — command line of the triaged daemon. */
 #include <getopt.h>
+#include <malloc.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,13 @@ main(int argc, char **argv)
     };
     /* Jansson too aborts on out-of-memory, as every td_ allocator (util.h). */
     json_set_alloc_funcs(td_malloc, free);
+    /* A batch's memory is freed when it commits and the next one's is taken
+     * right after: glibc's defaults hand the heap top back to the kernel and
+     * fault it in again each time (sysmalloc, mprotect and page faults were
+     * ~12 % of the daemon's CPU in a storm). Keep up to 64 MiB of free heap
+     * and grow it 16 MiB at a time; the queue limits bound the rest. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_TOP_PAD, 16 << 20);
     const char *path = NULL, *plugin_dir = NULL;
     int test = 0, c;
 
