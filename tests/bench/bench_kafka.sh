@@ -31,7 +31,16 @@ fi
 work=$(mktemp -d "$TD_TEST_DIR/bench.XXXXXX")
 B=$TD_TEST_KAFKA_BROKERS
 pid=""
-cleanup() { [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; wait 2>/dev/null || true; }
+dbs=()
+# (KEEP=1 keeps the databases: bench_<name>_<pid>)
+cleanup() {
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
+    wait 2>/dev/null || true
+    [ "${KEEP:-0}" = 1 ] && return
+    for d in "${dbs[@]}"; do
+        psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+}
 trap cleanup EXIT
 
 now() { date +%s.%N; }
@@ -40,6 +49,7 @@ fresh_db() {
     db="bench_$1_$$"
     psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
     psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db"
+    dbs+=("$db")
     pg="$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
 }
 
