@@ -286,6 +286,26 @@ on_eval(redisAsyncContext *ac, void *r, void *priv)
         request_done(q);
 }
 
+/* v in decimal at out (24 bytes); its length */
+static size_t
+fmt_i64(int64_t v, char *out)
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = tmp[--n];
+    out[len] = '\0';
+    return len;
+}
+
 void
 td_dedup_classify(td_dedup *d, const td_segment *segs, size_t n, uint8_t *hints,
                   td_dedup_cb cb, void *arg)
@@ -308,25 +328,29 @@ td_dedup_classify(td_dedup *d, const td_segment *segs, size_t n, uint8_t *hints,
         d->requests->prev = q;
     d->requests = q;
     q->pending = 1; /* held until every call is sent */
+    char ttl[24];
+    size_t ttl_len = fmt_i64(KEY_TTL_S, ttl);
     for (size_t i = 0; i < n;) {
         size_t j = i + 1;
         while (j < n && segs[j].fp == segs[i].fp)
             j++;
         const td_segment *last = &segs[j - 1];
-        char key[32], ts[24], sev[4], single[2], ttl[16];
-        char hex[17];
-        td_fp_hex(segs[i].fp, hex);
-        snprintf(key, sizeof(key), "triaged:{%s}", hex);
-        snprintf(ts, sizeof(ts), "%lld", (long long)last->last_us);
-        snprintf(sev, sizeof(sev), "%d", (int)last->severity);
+        /* the arguments as hiredis sends them, without a format string to
+         * parse and print through for each fingerprint */
+        char key[32] = "triaged:{", ts[24], sev[2] = "", single[2] = "";
+        td_fp_hex(segs[i].fp, key + 9);
+        key[25] = '}';
+        key[26] = '\0';
+        size_t ts_len = fmt_i64(last->last_us, ts);
+        sev[0] = (char)('0' + (int)last->severity);
         single[0] = (segs[i].fp_single && segs[i].firing) ? '1' : '0';
-        single[1] = '\0';
-        snprintf(ttl, sizeof(ttl), "%d", KEY_TTL_S);
+        const char *argv[] = {"EVALSHA", d->sha, "1", key, last->firing ? "f" : "r",
+                              ts, sev, single, ttl};
+        size_t argvlen[] = {7, 40, 1, 26, 1, ts_len, 1, 1, ttl_len};
         call *c = td_malloc(sizeof(*c));
         *c = (call){q, i, j - i};
-        if (redisAsyncCommand(d->ac, on_eval, c, "EVALSHA %s 1 %s %s %s %s %s %s",
-                              d->sha, key, last->firing ? "f" : "r", ts, sev,
-                              single, ttl) != REDIS_OK) {
+        if (redisAsyncCommandArgv(d->ac, on_eval, c, (int)TD_ARRAY_LEN(argv), argv,
+                                  argvlen) != REDIS_OK) {
             free(c); /* leaves CHANGE hints for this fingerprint */
             td_metric_add(d->m_errors, 1);
         } else {
