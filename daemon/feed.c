@@ -283,12 +283,16 @@ td_feed_publish(td_feed *f, const td_event *ev)
     struct evbuffer *b = evbuffer_new();
     evbuffer_add_printf(b, "id: %llu\nevent: %s\ndata: ", (unsigned long long)e.id,
                         ev->kind);
+    size_t run = 0; /* start of the bytes not added yet */
     for (size_t i = 0; i < ev->len; i++) {
+        if (ev->json[i] != '\n' && ev->json[i] != '\r')
+            continue;
+        evbuffer_add(b, ev->json + run, i - run);
         if (ev->json[i] == '\n')
             evbuffer_add(b, "\ndata: ", 7);
-        else if (ev->json[i] != '\r')
-            evbuffer_add(b, &ev->json[i], 1);
+        run = i + 1;
     }
+    evbuffer_add(b, ev->json + run, ev->len - run);
     evbuffer_add(b, "\n\n", 2);
     e.len = evbuffer_get_length(b);
     e.frame = td_malloc(e.len);
