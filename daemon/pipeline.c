@@ -171,7 +171,7 @@ struct td_pipeline {
     td_metric *m_received, *m_alerts, *m_batches, *m_batch_msgs, *m_queue,
         *m_dups, *m_new, *m_refired, *m_resolved, *m_stale, *m_unknown_resolves,
         *m_opened, *m_reopened, *m_inc_resolved, *m_inc_closed, *m_retries,
-        *m_fenced, *m_segments, *m_batch_latency, *m_events, *m_samples,
+        *m_fenced, *m_segments, *m_batch_latency, *m_alert_delay, *m_events, *m_samples,
         *m_samples_stored, *m_samples_dup, *m_samples_unknown_ci, *m_cap_warnings,
         *m_hint[3], *m_hints_skipped, *m_sla_tick_errors, *m_queue_bytes, *m_full_bytes;
     td_ratelimit rl_capacity;
@@ -1084,6 +1084,16 @@ on_ingest(void *arg, const PGresult *res, const char *err)
             it->offset + 1 > it->part->known_next)
             it->part->known_next = it->offset + 1;
     }
+    int64_t now_us = td_now_ms() * 1000;
+    for (size_t i = 0; i < b->n; i++) {
+        const item *it = &b->items[i];
+        if (it->retry)
+            continue;
+        for (size_t j = 0; j < it->n_alerts; j++) {
+            int64_t d = now_us - it->alerts[j].occurred_at_us;
+            td_metric_observe(p->m_alert_delay, d > 0 ? (double)d / 1e6 : 0);
+        }
+    }
     for (size_t i = 0; i < b->n; i++)
         ack_item(&b->items[i], b->items[i].retry ? TD_ACK_RETRY : TD_ACK_OK);
     td_metric_observe(p->m_batch_latency, (double)(td_mono_ms() - b->sealed_ms) / 1e3);
@@ -1392,6 +1402,9 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
                                  "queue_max_bytes", NULL);
     p->m_batch_latency = td_histogram("batch_latency_seconds",
                                       "From a batch sealed to committed", NULL);
+    p->m_alert_delay = td_histogram("alert_delay_seconds",
+                                    "From an alert message's occurred_at (its source's clock) "
+                                    "to the commit of its batch (ours), per message", NULL);
     td_host_set_sink(hc, sink, positions_fetch, p);
     return p;
 }
