@@ -142,6 +142,13 @@ t_log "ok: promtool check metrics"
 grep -q '^triaged_http_requests_total{route="alerts_post",code="413"} 1$' "$T_DIR/metrics" || t_fail "no 413 count"
 grep -q '^triaged_http_unauthorized_total 7$' "$T_DIR/metrics" || t_fail "unauthorized count: $(grep unauthorized "$T_DIR/metrics")"
 grep -q '^triaged_alerts_received_total' "$T_DIR/metrics" || t_fail "pipeline metrics missing"
+# every alert decoded was committed (each answer came after its commit), and
+# each one's delay was observed once
+recv=$(awk '/^triaged_alerts_received_total /{print $2}' "$T_DIR/metrics")
+delays=$(awk '/^triaged_alert_delay_seconds_count /{print $2}' "$T_DIR/metrics")
+[ -n "$recv" ] && [ "$recv" -gt 0 ] && [ "$delays" = "$recv" ] ||
+    t_fail "alert_delay_seconds observed ${delays:-none} times for $recv alerts"
+t_log "ok: alert_delay_seconds observed for each of the $recv alerts"
 grep -q '^triaged_postgres_latency_seconds_bucket\|^triaged_http_request_seconds_bucket' "$T_DIR/metrics" || t_fail "no latency histograms"
 
 # ---- SIGHUP: tokens and rate limit ---------------------------------------------
