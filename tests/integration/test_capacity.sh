@@ -71,7 +71,7 @@ printf 'pool-1\t{"ci":"pool-1","metric":"conns","value":100,"limit":100,"ts":"%s
 t_produce "$T_DIR/over" "$CAP"
 t_wait_sql "SELECT status || ' ' || resource FROM triaged.alert WHERE source = 'capacity'" "firing pool-1" 30
 t_wait_sql "SELECT status FROM triaged.incident WHERE resource = 'pool-1'" new 30
-sleep 1
+sleep 1 # the next sample must carry a later second (ts below has whole seconds)
 later=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 printf 'pool-1\t{"ci":"pool-1","metric":"conns","value":60,"limit":100,"ts":"%s"}\n' "$later" > "$T_DIR/under"
 t_produce "$T_DIR/under" "$CAP"
