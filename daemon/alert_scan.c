@@ -219,38 +219,62 @@ span_eq(const span *a, const span *b)
     return strcmp(x, y) == 0;
 }
 
+/* An object's members, sc->s at its '{'. open() says whether it is empty
+ * (then past its '}'); key() reads a member's key and its ':'; next() after a
+ * member's value: 1 past the object's '}', 0 past a ',', -1 on anything else. */
+static bool
+open_empty(scan *sc)
+{
+    sc->s++;
+    ws(sc);
+    return lit(sc, "}", 1);
+}
+
+static bool
+key(scan *sc, span *k)
+{
+    if (sc->s >= sc->end || *sc->s != '"' || !string(sc, k))
+        return false;
+    ws(sc);
+    if (!lit(sc, ":", 1))
+        return false;
+    ws(sc);
+    return sc->s < sc->end;
+}
+
+static int
+next(scan *sc)
+{
+    ws(sc);
+    if (lit(sc, "}", 1))
+        return 1;
+    if (!lit(sc, ",", 1))
+        return -1;
+    ws(sc);
+    return 0;
+}
+
 /* "labels": an object of strings, sc->s at its '{'. */
 static bool
 labels(scan *sc, raw_alert *r)
 {
-    sc->s++;
-    ws(sc);
-    if (sc->s < sc->end && *sc->s == '}') {
-        sc->s++;
+    if (open_empty(sc))
         return true;
-    }
     for (;;) {
-        if (r->n_labels == MAX_LABELS || sc->s >= sc->end || *sc->s != '"')
+        if (r->n_labels == MAX_LABELS)
             return false;
         span *k = &r->name[r->n_labels], *v = &r->value[r->n_labels];
-        if (!string(sc, k) || k->len > MAX_FIELD)
+        if (!key(sc, k) || k->len > MAX_FIELD)
             return false;
         for (size_t i = 0; i < r->n_labels; i++)
             if (span_eq(&r->name[i], k))
                 return false; /* a duplicate: Jansson's error */
-        ws(sc);
-        if (!lit(sc, ":", 1))
-            return false;
-        ws(sc);
-        if (sc->s >= sc->end || *sc->s != '"' || !string(sc, v) || v->len > MAX_FIELD)
+        if (*sc->s != '"' || !string(sc, v) || v->len > MAX_FIELD)
             return false;
         r->n_labels++;
-        ws(sc);
-        if (lit(sc, "}", 1))
-            return true;
-        if (!lit(sc, ",", 1))
-            return false;
-        ws(sc);
+        int end = next(sc);
+        if (end)
+            return end > 0;
     }
 }
 
@@ -263,19 +287,11 @@ object(scan *sc, raw_alert *r)
     size_t n_unknown = 0;
     memset(r->f, 0, sizeof(r->f)); /* (the label spans are written before read) */
     r->n_labels = 0;
-    sc->s++;
-    ws(sc);
-    if (lit(sc, "}", 1))
+    if (open_empty(sc))
         return true;
     for (;;) {
         span k;
-        if (sc->s >= sc->end || *sc->s != '"' || !string(sc, &k))
-            return false;
-        ws(sc);
-        if (!lit(sc, ":", 1))
-            return false;
-        ws(sc);
-        if (sc->s >= sc->end)
+        if (!key(sc, &k))
             return false;
         int f = field_of(&k);
         char c = *sc->s;
@@ -316,12 +332,9 @@ object(scan *sc, raw_alert *r)
                 return false;
             }
         }
-        ws(sc);
-        if (lit(sc, "}", 1))
-            return true;
-        if (!lit(sc, ",", 1))
-            return false;
-        ws(sc);
+        int end = next(sc);
+        if (end)
+            return end > 0;
     }
 }
 
