@@ -182,4 +182,20 @@ $(cat "$T_DIR/diff")"
 want "merges (merged_into events)" "$(q "SELECT count(*) FROM triaged.incident_event WHERE kind = 'merged_into'")" "$(q "SELECT count(*) FROM triaged.incident WHERE merged_into IS NOT NULL")"
 want "audit chain intact" "$(q "SELECT count(*) FROM triaged.audit_verify()")" "0"
 t_log "$(wc -l < "$T_DIR/all.out") published rows and $(wc -l < "$T_DIR/state.fast") stored rows identical"
+
+# what the foreign keys to ci and service did, 010's statement triggers do
+fails() { # NAME SQL: must fail with foreign_key_violation (23503)
+    local out
+    out=$(psql "$fast" -qAtX -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$2" 2>&1) && t_fail "$1: accepted"
+    grep -q 23503 <<<"$out" || t_fail "$1: $out"
+    t_log "ok: $1 refused: $(grep -m1 ERROR <<<"$out")"
+}
+fails "a CI an incident refers to deleted" "DELETE FROM triaged.ci WHERE id = 9"
+fails "an alert on a CI that does not exist" "INSERT INTO triaged.alert (fingerprint, source, resource, check_name, severity, status, ci_id, occurrences, first_seen, last_seen, state_changed_at) SELECT 'zz', source, resource, check_name, severity, status, 999, 1, first_seen, last_seen, state_changed_at FROM triaged.alert LIMIT 1"
+fails "an incident rebound to a CI that does not exist" "UPDATE triaged.incident SET ci_id = 999 WHERE ci_id = 9"
+fails "an impacted service that does not exist" "INSERT INTO triaged.incident_service (incident_id, service_id) SELECT id, 999 FROM triaged.incident WHERE ci_id = 9 AND merged_into IS NULL"
+fails "a CI id changed" "UPDATE triaged.ci SET id = 99 WHERE id = 9"
+want "a CI no alert or incident refers to deleted" "$(q "INSERT INTO triaged.ci (id, name) VALUES (13, 'spare'); DELETE FROM triaged.ci WHERE id = 13; SELECT count(*) FROM triaged.ci")" "12"
+want "deleting a service deletes its impacted rows" "$(q "DELETE FROM triaged.service WHERE id = 3; SELECT count(*) FROM triaged.incident_service WHERE service_id = 3")" "0"
+want "deleting incidents deletes their impacted rows" "$(q "DELETE FROM triaged.incident WHERE ci_id IS NOT NULL; SELECT count(*) FROM triaged.incident_service")" "0"
 echo "test_cmdb_correlate_sql: passed"
