@@ -44,6 +44,8 @@ CREATE TYPE triaged._open_inc AS (
   id bigint, ci_id bigint, resource text, number text, opened_at timestamptz);
 -- An open incident (id, opened_at) downstream of CI up_ci.
 CREATE TYPE triaged._down_inc AS (up_ci bigint, id bigint, opened_at timestamptz);
+-- An open incident with its upstream CIs.
+CREATE TYPE triaged._open_up AS (id bigint, ci_id bigint, opened_at timestamptz, up bigint[]);
 
 -- ---------------------------------------------------------------------------
 -- the batch's CI descriptions
@@ -339,9 +341,12 @@ END $$;
 -- routing, services for incident_service and the new incidents' impact).
 CREATE OR REPLACE FUNCTION triaged._open_incidents(p_reqs triaged._group_req[])
 RETURNS SETOF triaged._group_res
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan   -- arrays as constants (hashed, sized)
+AS $$
 DECLARE
   v_window interval;
+  v_cis    bigint[];
   v_desc   triaged._ci_desc[];
   v_ups    triaged._req_up[];
   v_later  text[];
@@ -359,9 +364,10 @@ BEGIN
                     SELECT r.ci_id FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL)) d);
   SELECT coalesce(array_agg(ROW(r.gkey, r.ci_id, d.up)::triaged._req_up), '{}')
     INTO v_ups FROM unnest(p_reqs) r JOIN unnest(v_desc) d ON d.ci_id = r.ci_id;
+  v_cis := ARRAY(SELECT u.ci_id FROM unnest(v_ups) u);
   SELECT coalesce(array_agg(DISTINCT u.gkey), '{}') INTO v_later
     FROM unnest(v_ups) u CROSS JOIN LATERAL unnest(u.up) x(ci)
-   WHERE x.ci IN (SELECT o.ci_id FROM unnest(v_ups) o);
+   WHERE x.ci = ANY (v_cis);   -- (a constant: hashed)
   -- first the groups with no upstream CI among them, then the others
   FOR i IN 1..2 LOOP
     v_now := ARRAY(SELECT r FROM unnest(p_reqs) r
@@ -423,6 +429,11 @@ DECLARE
   v_o_ci   bigint[];
   v_o_at   timestamptz[];
   v_nup    bigint;
+  v_lack   boolean;
+  v_limit  bigint;
+  v_c      bigint;
+  v_cset   triaged._open_up[];
+  v_pairs  triaged._down_inc[];
   v_open   triaged._open_inc[];
   v_cis    bigint[];
   v_down   triaged._down_inc[];
@@ -433,50 +444,90 @@ BEGIN
   END IF;
   -- one transaction at a time correlates (see 003)
   PERFORM pg_advisory_xact_lock(1953655137);
-  UPDATE triaged.incident i SET up_ci_ids = triaged._ci_up(i.ci_id)
-   WHERE i.id = ANY (p_ids) AND i.ci_id IS NOT NULL AND i.up_ci_ids IS NULL;
-
   SELECT coalesce(array_agg(i.id ORDER BY i.id), '{}'),
          coalesce(array_agg(i.ci_id ORDER BY i.id), '{}'),
          coalesce(array_agg(i.opened_at ORDER BY i.id), '{}'),
          min(i.opened_at) - p_window, max(i.opened_at) + p_window,
-         coalesce(sum(cardinality(i.up_ci_ids)), 0)
-    INTO v_o_id, v_o_ci, v_o_at, v_lo, v_hi, v_nup
+         coalesce(sum(cardinality(i.up_ci_ids)), 0), bool_or(i.up_ci_ids IS NULL)
+    INTO v_o_id, v_o_ci, v_o_at, v_lo, v_hi, v_nup, v_lack
     FROM triaged.incident i
    WHERE i.id = ANY (p_ids) AND i.ci_id IS NOT NULL;
   IF cardinality(v_o_id) = 0 THEN
     RETURN;
   END IF;
-  -- the open incidents of their upstream CIs within the range of their
-  -- windows (all those of the range, or a probe per upstream CI when that
-  -- is fewer), and the open incidents downstream of their CIs
-  v_open := triaged._open_window(v_lo, v_hi, v_nup);
-  IF v_open IS NULL THEN
-    v_open := ARRAY(
-      SELECT ROW(u.id, u.ci_id, u.resource, u.number, u.opened_at)::triaged._open_inc
-        FROM triaged.incident u
-       WHERE u.ci_id = ANY (ARRAY(SELECT x.ci FROM triaged.incident i
-                                   CROSS JOIN LATERAL unnest(i.up_ci_ids) x(ci)
-                                   WHERE i.id = ANY (v_o_id)))
-         AND u.status IN ('new', 'acknowledged') AND u.merged_into IS NULL
-         AND u.opened_at BETWEEN v_lo AND v_hi);
+  IF v_lack THEN   -- (an incident opened before 003)
+    UPDATE triaged.incident i SET up_ci_ids = triaged._ci_up(i.ci_id)
+     WHERE i.id = ANY (v_o_id) AND i.up_ci_ids IS NULL;
+    SELECT coalesce(sum(cardinality(i.up_ci_ids)), 0) INTO v_nup
+      FROM triaged.incident i WHERE i.id = ANY (v_o_id);
   END IF;
-  v_cis := ARRAY(SELECT u.ci_id FROM unnest(v_open) u);
-  v_down := ARRAY(SELECT d FROM triaged._downstream(v_o_ci, v_lo, v_hi) d);
 
-  SELECT coalesce(array_agg(DISTINCT c.id ORDER BY c.id), '{}') INTO v_cand
-    FROM (SELECT o.id
-            FROM triaged.incident o CROSS JOIN LATERAL unnest(o.up_ci_ids) x(ci)
-            JOIN unnest(v_open) u ON u.ci_id = x.ci
-           WHERE o.id = ANY (v_o_id) AND x.ci = ANY (v_cis)   -- (constants: hashed)
-             AND u.id <> o.id
-             AND u.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window
-          UNION ALL
-          SELECT o.id
-            FROM unnest(v_o_id, v_o_ci, v_o_at) o(id, ci_id, opened_at)
-            JOIN unnest(v_down) d ON d.up_ci = o.ci_id
-           WHERE d.id <> o.id
-             AND d.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window) c;
+  -- The candidates: those with an open incident upstream (of a CI of their
+  -- up_ci_ids) or downstream (whose up_ci_ids hold their CI) opened within
+  -- their window. These incidents are open and opened within [v_lo, v_hi],
+  -- so when the open incidents of that range are few (fewer than the
+  -- upstream CIs to probe, and than _downstream's bound), one pass over
+  -- their up_ci_ids answers both: the pairs (incident, upstream CI of it
+  -- that has an open incident in the range).
+  v_limit := least(v_nup, 1000 + 20 * cardinality(v_o_id));
+  SELECT count(*) INTO v_c
+    FROM (SELECT 1 FROM triaged.incident i
+           WHERE i.status IN ('new', 'acknowledged') AND i.opened_at BETWEEN v_lo AND v_hi
+           LIMIT v_limit + 1) x;
+  IF v_c <= v_limit THEN
+    SELECT coalesce(array_agg(ROW(d.id, d.ci_id, d.opened_at, d.up_ci_ids)::triaged._open_up), '{}'),
+           coalesce(array_agg(d.ci_id), '{}')
+      INTO v_cset, v_cis
+      FROM triaged.incident d
+     WHERE d.status IN ('new', 'acknowledged') AND d.opened_at BETWEEN v_lo AND v_hi
+       AND d.merged_into IS NULL AND d.ci_id IS NOT NULL;
+    v_pairs := ARRAY(
+      SELECT ROW(x.ci, d.id, d.opened_at)::triaged._down_inc
+        FROM unnest(v_cset) d CROSS JOIN LATERAL unnest(d.up) x(ci)
+       WHERE x.ci = ANY (v_cis));   -- (a constant: hashed)
+    v_down := ARRAY(SELECT p FROM unnest(v_pairs) p WHERE p.up_ci = ANY (v_o_ci));
+    SELECT coalesce(array_agg(DISTINCT c.id ORDER BY c.id), '{}') INTO v_cand
+      FROM (SELECT p.id
+              FROM unnest(v_pairs) p JOIN unnest(v_cset) u ON u.ci_id = p.up_ci
+             WHERE p.id = ANY (v_o_id) AND u.id <> p.id
+               AND u.opened_at BETWEEN p.opened_at - p_window AND p.opened_at + p_window
+            UNION ALL
+            SELECT o.id
+              FROM unnest(v_o_id, v_o_ci, v_o_at) o(id, ci_id, opened_at)
+              JOIN unnest(v_down) d ON d.up_ci = o.ci_id
+             WHERE d.id <> o.id
+               AND d.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window) c;
+  ELSE
+    -- else: the open incidents of their upstream CIs (all those of the
+    -- range, or a probe per upstream CI when that is fewer), and the open
+    -- incidents downstream of their CIs (_downstream)
+    v_open := triaged._open_window(v_lo, v_hi, v_nup);
+    IF v_open IS NULL THEN
+      v_open := ARRAY(
+        SELECT ROW(u.id, u.ci_id, u.resource, u.number, u.opened_at)::triaged._open_inc
+          FROM triaged.incident u
+         WHERE u.ci_id = ANY (ARRAY(SELECT x.ci FROM triaged.incident i
+                                     CROSS JOIN LATERAL unnest(i.up_ci_ids) x(ci)
+                                     WHERE i.id = ANY (v_o_id)))
+           AND u.status IN ('new', 'acknowledged') AND u.merged_into IS NULL
+           AND u.opened_at BETWEEN v_lo AND v_hi);
+    END IF;
+    v_cis := ARRAY(SELECT u.ci_id FROM unnest(v_open) u);
+    v_down := ARRAY(SELECT d FROM triaged._downstream(v_o_ci, v_lo, v_hi) d);
+    SELECT coalesce(array_agg(DISTINCT c.id ORDER BY c.id), '{}') INTO v_cand
+      FROM (SELECT o.id
+              FROM triaged.incident o CROSS JOIN LATERAL unnest(o.up_ci_ids) x(ci)
+              JOIN unnest(v_open) u ON u.ci_id = x.ci
+             WHERE o.id = ANY (v_o_id) AND x.ci = ANY (v_cis)   -- (constants: hashed)
+               AND u.id <> o.id
+               AND u.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window
+            UNION ALL
+            SELECT o.id
+              FROM unnest(v_o_id, v_o_ci, v_o_at) o(id, ci_id, opened_at)
+              JOIN unnest(v_down) d ON d.up_ci = o.ci_id
+             WHERE d.id <> o.id
+               AND d.opened_at BETWEEN o.opened_at - p_window AND o.opened_at + p_window) c;
+  END IF;
 
   FOREACH v_id IN ARRAY v_cand LOOP
     SELECT i.id, i.ci_id, i.up_ci_ids, i.opened_at INTO v_cur

@@ -36,7 +36,8 @@ psql "$ref" -qAtX -v ON_ERROR_STOP=1 -f "$T_DIR/ref.sql" > /dev/null 2> "$T_DIR/
     || t_fail "cannot install 003's functions: $(cat "$T_DIR/err")"
 
 # the CMDB (ids fixed): sw1 <- h1, h2 <- a1, a2 (a2 also on a1), a3, x1;
-# x1 <-> x2 a cycle; sw2 <- h3 <- a4 <- a5; services S1 (tier 1: a1),
+# x1 <-> x2 a cycle; sw2 <- h3 <- a4 <- a5; a chain d1 <- d2 <- ... <- d8;
+# services S1 (tier 1: a1),
 # S2 (tier 2: a2, a3), S3 (tier 3: x1, a5)
 for pg in "$fast" "$ref"; do
     psql "$pg" -qAtX -v ON_ERROR_STOP=1 > /dev/null <<'SQL' || t_fail "CMDB"
@@ -45,6 +46,8 @@ INSERT INTO triaged.ci (id, name, kind) VALUES
   (5, 'a2', 'application'), (6, 'a3', 'application'), (7, 'x1', 'application'),
   (8, 'x2', 'application'), (9, 'sw2', 'switch'), (10, 'h3', 'host'),
   (11, 'a4', 'application'), (12, 'a5', 'application');
+INSERT INTO triaged.ci (id, name, kind) SELECT 12 + k, 'd' || k, 'application' FROM generate_series(1, 8) k;
+INSERT INTO triaged.ci_relation (child_id, parent_id) SELECT 13 + k, 12 + k FROM generate_series(1, 7) k;
 INSERT INTO triaged.ci_relation (child_id, parent_id, kind) VALUES
   (2, 1, 'connected_to'), (3, 1, 'connected_to'), (4, 2, 'runs_on'), (5, 2, 'runs_on'),
   (5, 4, 'depends_on'), (6, 3, 'runs_on'), (7, 3, 'runs_on'), (7, 8, 'depends_on'),
@@ -126,6 +129,13 @@ want "open incidents on sw1's side" "$(q "SELECT string_agg(c.name, ',' ORDER BY
 want "alerts in sw1's incident (cause: sw1 only)" "$(q "SELECT string_agg(a.fingerprint || ':' || ia.role, ',' ORDER BY a.fingerprint) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id JOIN triaged.incident i ON i.id = ia.incident_id WHERE i.ci_id = 1")" "f-a2:symptom,f-a3:symptom,f-h1:symptom,f-h2:symptom,f-sw1:cause,f-x1:symptom"
 # x2 (cycle with x1): joins too
 ingest 10:03:05 "$(seg f-x2 8 warning firing 10:03:00 d)"
+# the chain, a few incidents open (010 decides from one pass over them): d8;
+# then d4, which absorbs d8's; then d6, which joins d4's
+ingest 10:05:05 "$(seg f-d8 20 minor firing 10:05:00 d)"
+ingest 10:06:05 "$(seg f-d4 16 minor firing 10:06:00 d)"
+want "d8's incident merged into d4's" "$(q "SELECT m.ci_id FROM triaged.incident i JOIN triaged.incident m ON m.id = i.merged_into WHERE i.ci_id = 20")" "16"
+ingest 10:07:05 "$(seg f-d6 18 major firing 10:07:00 d)"
+want "d6's alert routed to d4's incident" "$(q "SELECT i.ci_id || ':' || ia.role FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id JOIN triaged.incident i ON i.id = ia.incident_id WHERE a.fingerprint = 'f-d6'")" "16:symptom"
 # a1, 30 minutes later: past the window of sw1's incident, its own
 ingest 10:32:05 "$(seg f-a1 4 major firing 10:32:00 d)"
 want "a1 past the window: its own incident" "$(inc_of a1)" "open"
@@ -195,7 +205,7 @@ fails "an alert on a CI that does not exist" "INSERT INTO triaged.alert (fingerp
 fails "an incident rebound to a CI that does not exist" "UPDATE triaged.incident SET ci_id = 999 WHERE ci_id = 9"
 fails "an impacted service that does not exist" "INSERT INTO triaged.incident_service (incident_id, service_id) SELECT id, 999 FROM triaged.incident WHERE ci_id = 9 AND merged_into IS NULL"
 fails "a CI id changed" "UPDATE triaged.ci SET id = 99 WHERE id = 9"
-want "a CI no alert or incident refers to deleted" "$(q "INSERT INTO triaged.ci (id, name) VALUES (13, 'spare'); DELETE FROM triaged.ci WHERE id = 13; SELECT count(*) FROM triaged.ci")" "12"
+want "a CI no alert or incident refers to deleted" "$(q "INSERT INTO triaged.ci (id, name) VALUES (99, 'spare'); DELETE FROM triaged.ci WHERE id = 99; SELECT count(*) FROM triaged.ci")" "20"
 want "deleting a service deletes its impacted rows" "$(q "DELETE FROM triaged.service WHERE id = 3; SELECT count(*) FROM triaged.incident_service WHERE service_id = 3")" "0"
 want "deleting incidents deletes their impacted rows" "$(q "DELETE FROM triaged.incident WHERE ci_id IS NOT NULL; SELECT count(*) FROM triaged.incident_service")" "0"
 echo "test_cmdb_correlate_sql: passed"
