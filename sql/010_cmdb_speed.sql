@@ -649,13 +649,15 @@ END $$;
 -- new incidents on unrelated CIs, and ~13 us an alert in a storm. As for
 -- incident_alert and incident_event (001), the checks are now statement
 -- triggers doing what the foreign keys did:
---   alert.ci_id, incident.ci_id -> ci (no action): rows inserted lock their
---     distinct CIs FOR KEY SHARE in one statement (so a concurrent delete
---     of the CI waits, then fails its check) and fail when one is missing;
---     a changed ci_id is checked per row (rare: a re-fire rebinding);
---     deleting a CI still referenced fails; ids of CIs never change;
---   incident_service.service_id -> service (cascade): the same lock and
---     check on insert; deleting services deletes their rows;
+--   alert.ci_id, incident.ci_id -> ci (no action): the rows a statement
+--     inserts have their distinct CIs looked up at once, without a row
+--     lock (that lock, FOR KEY SHARE, was half the cost: a WAL record per
+--     CI); a changed ci_id is checked per row (rare: a re-fire rebinding);
+--     deleting a CI still referenced fails, after waiting for the writers
+--     of alert and incident (SHARE lock: see ci_refs_delete); ids of CIs
+--     never change;
+--   incident_service.service_id -> service (cascade): the same check on
+--     insert; deleting services deletes their rows (after the same wait);
 --   incident_service.incident_id -> incident (cascade): its writers (the
 --     engine) hold the incident locked, as for incident_alert; the insert
 --     checks it exists; deleting or truncating incidents deletes the rows.
@@ -665,44 +667,37 @@ ALTER TABLE triaged.incident DROP CONSTRAINT incident_ci_id_fkey;
 ALTER TABLE triaged.incident_service DROP CONSTRAINT incident_service_incident_id_fkey;
 ALTER TABLE triaged.incident_service DROP CONSTRAINT incident_service_service_id_fkey;
 
--- p_ids (distinct, sorted) locked FOR KEY SHARE in triaged.ci
--- (p_what = 'ci') or triaged.service; an error naming p_table when one is
--- missing
-CREATE FUNCTION triaged._lock_refs(p_what text, p_ids bigint[], p_table text) RETURNS void
+-- An error naming p_table unless every id of p_ids (distinct) is in
+-- triaged.ci (p_what = 'ci') or triaged.service. No row lock: a delete of
+-- a CI or service first waits for the transactions writing the tables
+-- that refer to it (SHARE lock, see ci_refs_delete), and a writer that
+-- comes after it waits for its commit, then sees the row gone.
+CREATE FUNCTION triaged._check_refs(p_what text, p_ids bigint[], p_table text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-  v_n       bigint;
   v_missing bigint;
 BEGIN
   IF p_ids IS NULL OR cardinality(p_ids) = 0 THEN
     RETURN;
   END IF;
   IF p_what = 'ci' THEN
-    SELECT count(*) INTO v_n
-      FROM (SELECT 1 FROM triaged.ci c WHERE c.id = ANY (p_ids) ORDER BY c.id FOR KEY SHARE) x;
-    IF v_n < cardinality(p_ids) THEN
-      SELECT min(x.id) INTO v_missing FROM unnest(p_ids) x(id)
-       WHERE NOT EXISTS (SELECT 1 FROM triaged.ci c WHERE c.id = x.id);
-    END IF;
+    SELECT min(x.id) INTO v_missing FROM unnest(p_ids) x(id)
+     WHERE NOT EXISTS (SELECT 1 FROM triaged.ci c WHERE c.id = x.id);
   ELSE
-    SELECT count(*) INTO v_n
-      FROM (SELECT 1 FROM triaged.service s WHERE s.id = ANY (p_ids) ORDER BY s.id FOR KEY SHARE) x;
-    IF v_n < cardinality(p_ids) THEN
-      SELECT min(x.id) INTO v_missing FROM unnest(p_ids) x(id)
-       WHERE NOT EXISTS (SELECT 1 FROM triaged.service s WHERE s.id = x.id);
-    END IF;
+    SELECT min(x.id) INTO v_missing FROM unnest(p_ids) x(id)
+     WHERE NOT EXISTS (SELECT 1 FROM triaged.service s WHERE s.id = x.id);
   END IF;
-  IF v_n < cardinality(p_ids) THEN
+  IF v_missing IS NOT NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation',
       MESSAGE = format('insert or update on table "%s" violates its reference to %s: '
-                       'no %s with id %s', p_table, p_what, p_what, coalesce(v_missing::text, '?'));
+                       'no %s with id %s', p_table, p_what, p_what, v_missing);
   END IF;
 END $$;
 
 CREATE FUNCTION triaged.ci_refs_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM triaged._lock_refs('ci', ARRAY(SELECT DISTINCT a.ci_id FROM added a
+  PERFORM triaged._check_refs('ci', ARRAY(SELECT DISTINCT a.ci_id FROM added a
                                           WHERE a.ci_id IS NOT NULL ORDER BY 1), TG_TABLE_NAME);
   RETURN NULL;
 END $$;
@@ -716,7 +711,7 @@ CREATE TRIGGER incident_ci_refs AFTER INSERT ON triaged.incident
 CREATE FUNCTION triaged.ci_refs_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM triaged._lock_refs('ci', ARRAY[NEW.ci_id], TG_TABLE_NAME);
+  PERFORM triaged._check_refs('ci', ARRAY[NEW.ci_id], TG_TABLE_NAME);
   RETURN NULL;
 END $$;
 CREATE TRIGGER alert_ci_refs_update AFTER UPDATE OF ci_id ON triaged.alert
@@ -727,13 +722,16 @@ CREATE TRIGGER incident_ci_refs_update AFTER UPDATE OF ci_id ON triaged.incident
   EXECUTE FUNCTION triaged.ci_refs_update();
 
 -- deleting a CI that an alert or incident refers to fails (as the foreign
--- keys' NO ACTION did); the check runs after the delete's row locks, so it
--- sees every inserter that locked the CI before
+-- keys' NO ACTION did). The SHARE locks wait for every transaction writing
+-- alerts or incidents (so the check sees what they wrote) and hold off new
+-- writers until this one ends (they then see the CI gone): CIs are retired,
+-- seldom deleted, so a delete may pause ingest for its transaction.
 CREATE FUNCTION triaged.ci_refs_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
   v_id bigint;
 BEGIN
+  LOCK TABLE triaged.alert, triaged.incident IN SHARE MODE;
   SELECT min(g.id) INTO v_id FROM gone g
    WHERE EXISTS (SELECT 1 FROM triaged.alert a WHERE a.ci_id = g.id)
       OR EXISTS (SELECT 1 FROM triaged.incident i WHERE i.ci_id = g.id);
@@ -767,7 +765,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
   v_id bigint;
 BEGIN
-  PERFORM triaged._lock_refs('service', ARRAY(SELECT DISTINCT a.service_id FROM added a
+  PERFORM triaged._check_refs('service', ARRAY(SELECT DISTINCT a.service_id FROM added a
                                                ORDER BY 1), 'incident_service');
   SELECT min(a.incident_id) INTO v_id FROM added a
    WHERE NOT EXISTS (SELECT 1 FROM triaged.incident i WHERE i.id = a.incident_id);
@@ -801,6 +799,7 @@ BEGIN
   ELSIF TG_TABLE_NAME = 'incident' THEN
     DELETE FROM triaged.incident_service WHERE incident_id IN (SELECT g.id FROM gone g);
   ELSE
+    LOCK TABLE triaged.incident_service IN SHARE MODE;   -- (as ci_refs_delete)
     DELETE FROM triaged.incident_service WHERE service_id IN (SELECT g.id FROM gone g);
   END IF;
   RETURN NULL;

@@ -206,6 +206,47 @@ fails "an incident rebound to a CI that does not exist" "UPDATE triaged.incident
 fails "an impacted service that does not exist" "INSERT INTO triaged.incident_service (incident_id, service_id) SELECT id, 999 FROM triaged.incident WHERE ci_id = 9 AND merged_into IS NULL"
 fails "a CI id changed" "UPDATE triaged.ci SET id = 99 WHERE id = 9"
 want "a CI no alert or incident refers to deleted" "$(q "INSERT INTO triaged.ci (id, name) VALUES (99, 'spare'); DELETE FROM triaged.ci WHERE id = 99; SELECT count(*) FROM triaged.ci")" "20"
+# a delete of a CI and a write referring to it, at once: whichever comes
+# second waits for the first to end, then fails (as with the foreign keys)
+declare -A S_FD S_PID
+session() { # NAME: a psql session reading $T_DIR/NAME.in
+    mkfifo "$T_DIR/$1.in"
+    (for f in "${S_FD[@]}"; do exec {f}>&-; done
+     PGAPPNAME="corr_$1" exec psql "$fast" -qAtX -v VERBOSITY=verbose < "$T_DIR/$1.in" > "$T_DIR/$1.out" 2>&1) &
+    S_PID[$1]=$!
+    T_PIDS+=("$!")
+    exec {fd}> "$T_DIR/$1.in"
+    S_FD[$1]=$fd
+}
+send() { printf '%s\n' "$2" >&"${S_FD[$1]}"; }
+end_session() { local fd=${S_FD[$1]}; exec {fd}>&-; wait "${S_PID[$1]}"; }
+waits() { [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'corr_$1' AND wait_event_type = 'Lock'")" = 1 ]; }
+new_alert="INSERT INTO triaged.alert (fingerprint, source, resource, check_name, severity, status, ci_id, occurrences, first_seen, last_seen, state_changed_at) SELECT 'zz-' || txid_current(), source, resource, check_name, severity, status, 97, 1, first_seen, last_seen, state_changed_at FROM triaged.alert LIMIT 1;"
+q "INSERT INTO triaged.ci (id, name) VALUES (97, 'spare97')" > /dev/null
+session w
+send w "BEGIN; $new_alert SELECT 'w-in';"
+t_wait_until 30 "the writer's insert" grep -qx 'w-in' "$T_DIR/w.out"
+session d
+send d "DELETE FROM triaged.ci WHERE id = 97;"
+t_wait_until 30 "the delete waiting for the writer" waits d
+send w "COMMIT;"
+end_session w
+end_session d
+grep -q 23503 "$T_DIR/d.out" || t_fail "delete after a concurrent writer: $(cat "$T_DIR/d.out")"
+t_log "ok: a CI deleted while a batch wrote an alert on it: the delete waited, then failed"
+q "DELETE FROM triaged.alert WHERE ci_id = 97" > /dev/null
+session d2
+send d2 "BEGIN; DELETE FROM triaged.ci WHERE id = 97; SELECT 'd-in';"
+t_wait_until 30 "the delete" grep -qx 'd-in' "$T_DIR/d2.out"
+session w2
+send w2 "$new_alert"
+t_wait_until 30 "the writer waiting for the delete" waits w2
+send d2 "COMMIT;"
+end_session d2
+end_session w2
+grep -q 23503 "$T_DIR/w2.out" || t_fail "write after a concurrent delete: $(cat "$T_DIR/w2.out")"
+want "alerts on the deleted CI" "$(q "SELECT count(*) FROM triaged.alert WHERE ci_id = 97")" "0"
+t_log "ok: an alert written while its CI was deleted: the write waited, then failed"
 want "deleting a service deletes its impacted rows" "$(q "DELETE FROM triaged.service WHERE id = 3; SELECT count(*) FROM triaged.incident_service WHERE service_id = 3")" "0"
 want "deleting incidents deletes their impacted rows" "$(q "DELETE FROM triaged.incident WHERE ci_id IS NOT NULL; SELECT count(*) FROM triaged.incident_service")" "0"
 echo "test_cmdb_correlate_sql: passed"
