@@ -50,8 +50,12 @@ CREATE TYPE triaged._open_up AS (id bigint, ci_id bigint, opened_at timestamptz,
 -- ---------------------------------------------------------------------------
 -- the batch's CI descriptions
 
--- As 003's, with each list decoded by one cast of its text (a JSON array of
--- integers, brackets made braces) instead of a subquery over its elements.
+-- As 003's, with the lists decoded by jsonb_to_recordset (C, ~4 ms for
+-- 1,000 segments of ~25 ids; a subquery over each list's elements took
+-- ~23 ms), and without ON CONFLICT while the table is empty (the first
+-- batch of a transaction). A batch with an element that is not an object,
+-- or an "up" or "svc" that is not an array, takes 003's tolerant path (such
+-- a list counts as not given).
 CREATE OR REPLACE FUNCTION triaged._batch_ci_prepare(p_batch jsonb) RETURNS void
 LANGUAGE plpgsql
 SET client_min_messages = warning
@@ -63,6 +67,25 @@ BEGIN
   END IF;
   CREATE TEMP TABLE IF NOT EXISTS td_batch_ci (
     ci_id bigint PRIMARY KEY, up bigint[], svc bigint[]) ON COMMIT DELETE ROWS;
+  IF NOT jsonb_path_exists(p_batch, '$[*] ? (@.type() != "object"
+         || (exists(@.up) && @.up.type() != "array" && @.up.type() != "null")
+         || (exists(@.svc) && @.svc.type() != "array" && @.svc.type() != "null"))') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_temp.td_batch_ci) THEN
+      INSERT INTO pg_temp.td_batch_ci (ci_id, up, svc)
+      SELECT DISTINCT ON (x.ci_id) x.ci_id, x.up, x.svc
+        FROM jsonb_to_recordset(p_batch) AS x(ci_id bigint, up bigint[], svc bigint[])
+       WHERE x.ci_id IS NOT NULL AND (x.up IS NOT NULL OR x.svc IS NOT NULL)
+       ORDER BY x.ci_id;
+    ELSE
+      INSERT INTO pg_temp.td_batch_ci AS b (ci_id, up, svc)
+      SELECT DISTINCT ON (x.ci_id) x.ci_id, x.up, x.svc
+        FROM jsonb_to_recordset(p_batch) AS x(ci_id bigint, up bigint[], svc bigint[])
+       WHERE x.ci_id IS NOT NULL AND (x.up IS NOT NULL OR x.svc IS NOT NULL)
+       ORDER BY x.ci_id
+      ON CONFLICT (ci_id) DO UPDATE SET up = excluded.up, svc = excluded.svc;
+    END IF;
+    RETURN;
+  END IF;
   INSERT INTO pg_temp.td_batch_ci AS b (ci_id, up, svc)
   SELECT DISTINCT ON ((e->>'ci_id')::bigint) (e->>'ci_id')::bigint,
          CASE WHEN jsonb_typeof(e->'up') = 'array'
@@ -70,7 +93,7 @@ BEGIN
          CASE WHEN jsonb_typeof(e->'svc') = 'array'
               THEN translate((e->'svc')::text, '[]', '{}')::bigint[] END
     FROM jsonb_array_elements(p_batch) e
-   WHERE e->>'ci_id' IS NOT NULL AND (e ? 'up' OR e ? 'svc')
+   WHERE jsonb_typeof(e) = 'object' AND e->>'ci_id' IS NOT NULL AND (e ? 'up' OR e ? 'svc')
    ORDER BY (e->>'ci_id')::bigint
   ON CONFLICT (ci_id) DO UPDATE SET up = excluded.up, svc = excluded.svc;
 END $$;
@@ -384,13 +407,13 @@ BEGIN
       v_r := ARRAY(SELECT x FROM triaged._find_or_open(v_now, v_desc) x);
       v_res := v_res || v_r;
       -- the services a new bound incident impacts (_find_or_open set its
-      -- impact from them)
+      -- impact from them; it has no row yet: no ON CONFLICT, whose
+      -- speculative insertion costs more)
       INSERT INTO triaged.incident_service (incident_id, service_id)
-      SELECT x.incident_id, sv FROM unnest(v_r) x
+      SELECT DISTINCT x.incident_id, sv FROM unnest(v_r) x
         JOIN unnest(v_desc) d ON d.ci_id = x.ci_id
        CROSS JOIN LATERAL unnest(d.svc) sv
-       WHERE x.opened ORDER BY 1, 2
-      ON CONFLICT (incident_id, service_id) DO NOTHING;
+       WHERE x.opened AND sv IS NOT NULL ORDER BY 1, 2;
     END IF;
   END LOOP;
   RETURN QUERY SELECT * FROM unnest(v_res);
