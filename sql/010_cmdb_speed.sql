@@ -26,8 +26,14 @@
 --     to look up, else one probe per upstream CI through
 --     incident_open_ci_key; then the upstream lists are filtered against
 --     the CIs found (a hashed constant array).
+--   * when the open incidents of the window are few, one pass over their
+--     up_ci_ids answers both searches of _correlate at once.
 --   * the batch's descriptions are read once a statement, set-based
---     (_batch_desc), not by a function call per row.
+--     (_batch_desc), not by a function call per row, and decoded by
+--     jsonb_to_recordset.
+--   * the foreign keys of alert.ci_id, incident.ci_id and incident_service
+--     become statement triggers (see "references" below): a key check per
+--     row cost ~13 us, and ~45 ms of such a batch.
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
