@@ -336,8 +336,8 @@ BEGIN
   END IF;
   -- the open incidents of their upstream CIs within the window: all those
   -- of the window, or a probe per upstream CI when that is fewer
-  v_open := triaged._open_window(v_lo, v_hi,
-                                 (SELECT sum(cardinality(a.up)) FROM unnest(p_ups) a));
+  v_open := triaged._open_window(v_lo, v_hi, coalesce(
+                                 (SELECT sum(cardinality(a.up)) FROM unnest(p_ups) a), 0));
   IF v_open IS NULL THEN
     v_open := ARRAY(
       SELECT ROW(i.id, i.ci_id, i.resource, i.number, i.opened_at)::triaged._open_inc
