@@ -17,6 +17,9 @@
 #    in a transaction rolled back; for 1,000 alerts on unrelated CIs and for
 #    a storm of 1,000 alerts under one core switch. Bound segments carry
 #    "up" and "svc" as the daemon sends them (computed beforehand, untimed).
+#    Each batch's wall time and its backend's CPU time (/proc/self/schedstat
+#    read by the backend: a local server and a superuser; else no CPU
+#    figure), which varies less on a shared machine.
 # Uses a running stack when TD_TEST_* is set, else starts one.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -76,7 +79,7 @@ echo "== the daemon's graph (tests/bench_cmdb)"
 
 echo "== SQL: triaged.ingest() of 1,000 new alerts, bound vs unbound ($reps runs each, rolled back)"
 psql "$pg" -qAtX <<SQL
-CREATE TEMP TABLE runs (scenario text, bound boolean, rep int, ms float8);
+CREATE TEMP TABLE runs (scenario text, bound boolean, rep int, ms float8, cpu float8);
 DO \$\$
 DECLARE
   v_t0 timestamptz;
@@ -86,6 +89,8 @@ DECLARE
   v_sc text;
   v_bound boolean;
   v_ms float8;
+  v_c0 bigint;
+  v_cpu float8;
 BEGIN
   FOR v_rep IN 1..$reps LOOP
     FOREACH v_sc IN ARRAY ARRAY['unrelated', 'switch storm'] LOOP
@@ -114,29 +119,41 @@ BEGIN
                     'svc', to_jsonb(triaged.ci_impacted_services(id))) ELSE '{}' END)
           INTO v_b FROM unnest(v_ids) id;
         BEGIN
+          v_c0 := split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint;
+        EXCEPTION WHEN OTHERS THEN
+          v_c0 := NULL;   -- (no CPU figure)
+        END;
+        BEGIN
           v_t0 := clock_timestamp();
           SELECT count(*) INTO v_n FROM triaged.ingest(v_b, '[]', '{}');
           v_ms := extract(epoch FROM clock_timestamp() - v_t0) * 1000;
+          v_cpu := (split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint - v_c0) / 1e6;
           RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = 'roll back';
         EXCEPTION WHEN no_data_found THEN
           NULL;   -- (variables keep their values; the rows are gone)
         END;
-        INSERT INTO runs VALUES (v_sc, v_bound, v_rep, v_ms);
+        INSERT INTO runs VALUES (v_sc, v_bound, v_rep, v_ms, v_cpu);
       END LOOP;
     END LOOP;
   END LOOP;
 END \$\$;
-SELECT format('%s %s median %s ms per batch = %s us per alert (runs: %s ms)',
+SELECT format('%s %s median %s ms per batch = %s us per alert (runs: %s ms); CPU median %s ms (runs: %s)',
               rpad(scenario, 12), rpad(CASE WHEN bound THEN 'bound' ELSE 'unbound' END, 7),
               round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
               round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
-              string_agg(round(ms::numeric, 1)::text, ' ' ORDER BY rep))
+              string_agg(round(ms::numeric, 1)::text, ' ' ORDER BY rep),
+              coalesce(round(percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu)::numeric, 1)::text, '-'),
+              coalesce(string_agg(round(cpu::numeric, 1)::text, ' ' ORDER BY rep), '-'))
   FROM runs GROUP BY scenario, bound ORDER BY scenario DESC, bound;
-SELECT format('%s the CMDB adds %s us per alert (bound median - unbound median), ratio %s',
+SELECT format('%s the CMDB adds %s us per alert (bound median - unbound median), ratio %s; in CPU %s us, ratio %s',
               rpad(scenario, 12),
               round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE bound)
                      - percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE NOT bound))::numeric, 1),
               round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE bound)
-                     / percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE NOT bound))::numeric, 2))
+                     / percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE NOT bound))::numeric, 2),
+              coalesce(round((percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE bound)
+                     - percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE NOT bound))::numeric, 1)::text, '-'),
+              coalesce(round((percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE bound)
+                     / percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE NOT bound))::numeric, 2)::text, '-'))
   FROM runs GROUP BY scenario ORDER BY scenario DESC;
 SQL
