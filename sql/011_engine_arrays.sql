@@ -60,20 +60,10 @@ DECLARE
   v_nins      integer;
   v_nneg      integer;
   v_nsegs     integer := coalesce(cardinality(p_fp), 0);
-  v_segs      triaged._segment[];
   v_bad       triaged._segment;
-  v_fps       text[];
   v_known     triaged._known[];
-  v_c_tid     tid[];
-  v_c_id      bigint[];
-  v_c_n       bigint[];
-  v_c_firing  boolean[];
-  v_c_first   timestamptz[];
-  v_c_last    timestamptz[];
-  v_c_same    boolean[];
-  v_c_labels  jsonb[];
-  v_c_summary text[];
   v_counted   integer;
+  v_ncount    integer;
   v_unksegs   triaged._segment[];
   v_newsegs   triaged._segment[];
   v_loopsegs  triaged._segment[];
@@ -199,32 +189,30 @@ BEGIN
   END IF;
 
 
-  -- the segments, sorted by (fingerprint, position in the batch)
-  SELECT coalesce(array_agg(x), '{}')
-    INTO v_segs
-    FROM (SELECT ROW(j.fp, j.source, j.resource, j."check", j.dedup_key, j.ci_id,
-                     j.summary, coalesce(j.labels, '{}'::jsonb), j.severity, j.status,
-                     CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END,
-                     j."first", j."last", NULL, j.o::integer,
-                     row_number() OVER w = 1,
-                     min(j.o::integer) FILTER (WHERE j.status = 'firing') OVER w,
-                     bool_or(j.status = 'firing') OVER (PARTITION BY j.fp),
-                     NULL)::triaged._segment AS x
-            FROM unnest(p_fp, p_source, p_resource, p_check, p_dedup_key, p_ci_id, p_summary,
-                        p_labels, p_severity, p_status, p_n, p_first, p_last)
-                   WITH ORDINALITY j(fp, source, resource, "check", dedup_key, ci_id, summary,
-                                     labels, severity, status, n, "first", "last", o)
-          WINDOW w AS (PARTITION BY j.fp ORDER BY j.o)
-           ORDER BY j.fp, j.o) s;
+  -- The segments are read from the arrays where they are used: they are
+  -- never gathered into one array of composites (building it and reading
+  -- it back at each step cost ~6 us a segment). Positions (ord) are the
+  -- arrays' (1-based), as 002's are the JSON array's.
 
-  SELECT * INTO v_bad FROM unnest(v_segs) s
-   WHERE s.fp IS NULL OR s.fp = '' OR s.source IS NULL OR s.resource IS NULL
-      OR s."check" IS NULL OR s.status IS NULL OR s.status NOT IN ('firing', 'resolved')
-      OR s.severity IS NULL
-      OR s.severity NOT IN ('critical', 'major', 'minor', 'warning', 'info')
-      OR s."first" IS NULL OR s."last" IS NULL OR s."last" < s."first"
-      OR (s.status = 'firing' AND (s.n IS NULL OR s.n < 1))
-      OR jsonb_typeof(s.labels) <> 'object'
+  -- a malformed segment: the first in (fingerprint, position) order, told
+  -- as 002 tells it
+  SELECT ROW(j.fp, j.source, j.resource, j."check", j.dedup_key, j.ci_id, j.summary,
+             coalesce(j.labels, '{}'::jsonb), j.severity, j.status,
+             CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END, j."first", j."last", NULL,
+             j.o::integer, NULL, NULL, NULL, NULL)::triaged._segment
+    INTO v_bad
+    FROM unnest(p_fp, p_source, p_resource, p_check, p_dedup_key, p_ci_id, p_summary,
+                p_labels, p_severity, p_status, p_n, p_first, p_last)
+           WITH ORDINALITY j(fp, source, resource, "check", dedup_key, ci_id, summary,
+                             labels, severity, status, n, "first", "last", o)
+   WHERE j.fp IS NULL OR j.fp = '' OR j.source IS NULL OR j.resource IS NULL
+      OR j."check" IS NULL OR j.status IS NULL OR j.status NOT IN ('firing', 'resolved')
+      OR j.severity IS NULL
+      OR j.severity NOT IN ('critical', 'major', 'minor', 'warning', 'info')
+      OR j."first" IS NULL OR j."last" IS NULL OR j."last" < j."first"
+      OR (j.status = 'firing' AND (j.n IS NULL OR j.n < 1))
+      OR jsonb_typeof(coalesce(j.labels, '{}'::jsonb)) <> 'object'
+   ORDER BY j.fp, j.o
    LIMIT 1;
   IF FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
@@ -233,37 +221,37 @@ BEGIN
                        - 'cls');
   END IF;
 
-  -- 0. lock every existing alert of the batch, in fingerprint order, once:
-  --    two instances then never wait for each other's alerts in opposite
-  --    orders, whatever path each segment takes below. What is read here
-  --    stays true until step 2 changes it: only we can change these rows.
-  SELECT coalesce(array_agg(s.fp), '{}') INTO v_fps FROM unnest(v_segs) s WHERE s.first_of_fp;
+  -- 0. lock every existing alert of the batch, in fingerprint order, once
+  --    (002's step 0; = ANY drops the repeated fingerprints)
   SELECT coalesce(array_agg(ROW(k.id, k.ctid, k.fingerprint, k.status, k.severity,
                                 k.state_changed_at, k.fired_at)::triaged._known), '{}')
     INTO v_known
     FROM (SELECT a.id, a.ctid, a.fingerprint, a.status, a.severity, a.state_changed_at,
                  a.fired_at
             FROM triaged.alert a
-           WHERE a.fingerprint = ANY (v_fps)
+           WHERE a.fingerprint = ANY (p_fp)
            ORDER BY a.fingerprint
              FOR NO KEY UPDATE OF a) k;
 
-  -- 1. classify:
-  --    'count'   the first segment of an existing alert that changes no state:
-  --              same status (and severity, when firing), or older than the
-  --              alert's state (stale); it only counts (occurrences, times,
-  --              the newest labels and summary) -- except a firing segment
-  --              older than the firing period (its start may move back) or
-  --              older than the resolve that created the alert (it fires and
-  --              resolves it): those are 'loop'
-  --    'new'     the first firing segment of an unknown fingerprint
-  --    'unknown' a resolve before any firing of an unknown fingerprint
-  --              (counted; kept as a resolved alert when the fingerprint does
-  --              not fire in this batch, see 2b)
-  --    'loop'    everything else (state changes, later segments of a fingerprint)
-  --    A dup hint is a hit when its segment counts on a firing alert of the
-  --    same severity.
-  WITH x AS (
+  -- 1. classify (002's step 1: see there) and 2. count, in one statement:
+  --    the counting segments' UPDATE, by row version (locked in step 0; the
+  --    newest message's labels and summary win), is a CTE of the
+  --    classification, and the other classes come out as segment arrays.
+  --    The arrays carry no Redis hints: dups and dup_misses are 0.
+  WITH s AS (
+    SELECT j.fp, j.source, j.resource, j."check", j.dedup_key, j.ci_id, j.summary,
+           coalesce(j.labels, '{}'::jsonb) AS labels, j.severity, j.status,
+           CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END AS n, j."first", j."last",
+           j.o::integer AS ord,
+           row_number() OVER w = 1 AS first_of_fp,
+           min(j.o::integer) FILTER (WHERE j.status = 'firing') OVER w AS first_firing,
+           bool_or(j.status = 'firing') OVER (PARTITION BY j.fp) AS fp_fires
+      FROM unnest(p_fp, p_source, p_resource, p_check, p_dedup_key, p_ci_id, p_summary,
+                  p_labels, p_severity, p_status, p_n, p_first, p_last)
+             WITH ORDINALITY j(fp, source, resource, "check", dedup_key, ci_id, summary,
+                               labels, severity, status, n, "first", "last", o)
+    WINDOW w AS (PARTITION BY j.fp ORDER BY j.o)),
+  x AS (
     SELECT s.*, k.id AS kid, k.tid AS ktid,
            CASE WHEN k.id IS NULL THEN
                   CASE WHEN s.ord < coalesce(s.first_firing, 2147483647) THEN 'unknown'
@@ -280,64 +268,49 @@ BEGIN
                 ELSE 'loop' END AS c,
            (s.status = k.status AND (s.status = 'resolved' OR s.severity = k.severity)) AS same,
            s.status = k.status AS same_status
-      FROM unnest(v_segs) s
-      LEFT JOIN unnest(v_known) k ON k.fingerprint = s.fp)
-  SELECT coalesce(array_agg(x.ktid) FILTER (WHERE x.c = 'count'), '{}'),
-         coalesce(array_agg(x.kid) FILTER (WHERE x.c = 'count'), '{}'),
-         coalesce(array_agg(x.n) FILTER (WHERE x.c = 'count'), '{}'),
-         coalesce(array_agg(x.status = 'firing') FILTER (WHERE x.c = 'count'), '{}'),
-         coalesce(array_agg(x."first") FILTER (WHERE x.c = 'count'), '{}'),
-         coalesce(array_agg(x."last") FILTER (WHERE x.c = 'count'), '{}'),
-         coalesce(array_agg(x.same_status) FILTER (WHERE x.c = 'count'), '{}'),
-         coalesce(array_agg(x.labels) FILTER (WHERE x.c = 'count'), '{}'),
-         coalesce(array_agg(x.summary) FILTER (WHERE x.c = 'count'), '{}'),
+      FROM s
+      LEFT JOIN unnest(v_known) k ON k.fingerprint = s.fp),
+  u AS (
+    UPDATE triaged.alert a
+       SET occurrences = a.occurrences + x.n,
+           first_seen = CASE WHEN x.status = 'firing' THEN least(a.first_seen, x."first")
+                             ELSE a.first_seen END,
+           labels = CASE WHEN x.same_status AND x."last" >= a.last_seen THEN x.labels
+                         ELSE a.labels END,
+           summary = CASE WHEN x.same_status AND x."last" >= a.last_seen
+                          THEN coalesce(x.summary, a.summary) ELSE a.summary END,
+           last_seen = greatest(a.last_seen, x."last"),
+           updated_at = now()
+      FROM x
+     WHERE x.c = 'count' AND a.ctid = x.ktid AND a.id = x.kid
+    RETURNING 1)
+  SELECT (SELECT count(*) FROM u),
+         count(*) FILTER (WHERE x.c = 'count'),
          coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
                                 x.summary, x.labels, x.severity, x.status, x.n, x."first",
-                                x."last", x.hint, x.ord, x.first_of_fp, x.first_firing,
+                                x."last", NULL, x.ord, x.first_of_fp, x.first_firing,
                                 x.fp_fires, x.c)::triaged._segment ORDER BY x.fp)
                     FILTER (WHERE x.c = 'new'), '{}'),
          coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
                                 x.summary, x.labels, x.severity, x.status, x.n, x."first",
-                                x."last", x.hint, x.ord, x.first_of_fp, x.first_firing,
+                                x."last", NULL, x.ord, x.first_of_fp, x.first_firing,
                                 x.fp_fires, x.c)::triaged._segment ORDER BY x.fp, x.ord)
                     FILTER (WHERE x.c = 'loop'), '{}'),
          coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
                                 x.summary, x.labels, x.severity, x.status, x.n, x."first",
-                                x."last", x.hint, x.ord, x.first_of_fp, x.first_firing,
+                                x."last", NULL, x.ord, x.first_of_fp, x.first_firing,
                                 x.fp_fires, x.c)::triaged._segment ORDER BY x.fp, x.ord)
                     FILTER (WHERE x.c = 'unknown' AND NOT x.fp_fires), '{}'),
          count(*) FILTER (WHERE x.c = 'unknown'),
-         count(*) FILTER (WHERE x.c = 'count' AND NOT x.same),
-         count(*) FILTER (WHERE x.c = 'count' AND x.same AND x.status = 'firing'
-                                AND x.hint = 'dup'),
-         count(*) FILTER (WHERE x.hint = 'dup')
-    INTO v_c_tid, v_c_id, v_c_n, v_c_firing, v_c_first, v_c_last, v_c_same, v_c_labels,
-         v_c_summary, v_newsegs, v_loopsegs, v_unksegs, v_unknown, v_stale, v_dups, v_ndup_hint
+         count(*) FILTER (WHERE x.c = 'count' AND NOT x.same)
+    INTO v_counted, v_ncount, v_newsegs, v_loopsegs, v_unksegs, v_unknown, v_stale
     FROM x;
-
-  -- 2. counting segments: one UPDATE, by row version (locked in step 0); the
-  --    newest message's labels and summary win
-  IF cardinality(v_c_tid) > 0 THEN
-    UPDATE triaged.alert a
-       SET occurrences = a.occurrences + c.n,
-           first_seen = CASE WHEN c.firing THEN least(a.first_seen, c."first")
-                             ELSE a.first_seen END,
-           labels = CASE WHEN c.same_status AND c."last" >= a.last_seen THEN c.labels
-                         ELSE a.labels END,
-           summary = CASE WHEN c.same_status AND c."last" >= a.last_seen
-                          THEN coalesce(c.summary, a.summary) ELSE a.summary END,
-           last_seen = greatest(a.last_seen, c."last"),
-           updated_at = now()
-      FROM unnest(v_c_tid, v_c_id, v_c_n, v_c_firing, v_c_first, v_c_last, v_c_same,
-                  v_c_labels, v_c_summary)
-             AS c(tid, id, n, firing, "first", "last", same_status, labels, summary)
-     WHERE a.ctid = c.tid AND a.id = c.id;
-    GET DIAGNOSTICS v_counted = ROW_COUNT;
-    IF v_counted <> cardinality(v_c_tid) THEN
-      RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
-        MESSAGE = format('triaged.ingest: %s of %s locked alerts changed under the lock (retry)',
-                         cardinality(v_c_tid) - v_counted, cardinality(v_c_tid));
-    END IF;
+  v_dups := 0;
+  v_ndup_hint := 0;
+  IF v_counted <> v_ncount THEN
+    RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+      MESSAGE = format('triaged.ingest: %s of %s locked alerts changed under the lock (retry)',
+                       v_ncount - v_counted, v_ncount);
   END IF;
 
   -- 2b. a resolve of a fingerprint never seen, with no firing in this batch,
@@ -466,7 +439,7 @@ BEGIN
   -- longer suppressed (a firing one without an open incident gets one now)
   IF EXISTS (SELECT 1 FROM triaged.alert a WHERE a.suppressed) THEN
     SELECT coalesce(array_agg(DISTINCT s.fp), '{}') INTO v_plain
-      FROM unnest(v_segs) s WHERE s.status = 'firing';
+      FROM unnest(p_fp, p_status) s(fp, status) WHERE s.status = 'firing';
     WITH u AS (
       UPDATE triaged.alert a SET suppressed = false, updated_at = now()
        WHERE a.fingerprint = ANY (v_plain) AND a.suppressed
@@ -500,7 +473,7 @@ BEGIN
 
   RETURN QUERY SELECT * FROM unnest(v_post);
   RETURN NEXT ROW('stats', NULL, (jsonb_build_object(
-    'segments', cardinality(v_segs),
+    'segments', v_nsegs,
     'dups', v_dups,
     'dup_misses', v_ndup_hint - v_dups,
     'new_alerts', cardinality(v_new),
