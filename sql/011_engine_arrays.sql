@@ -195,30 +195,43 @@ BEGIN
   -- arrays' (1-based), as 002's are the JSON array's.
 
   -- a malformed segment: the first in (fingerprint, position) order, told
-  -- as 002 tells it
-  SELECT ROW(j.fp, j.source, j.resource, j."check", j.dedup_key, j.ci_id, j.summary,
-             coalesce(j.labels, '{}'::jsonb), j.severity, j.status,
-             CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END, j."first", j."last", NULL,
-             j.o::integer, NULL, NULL, NULL, NULL)::triaged._segment
-    INTO v_bad
-    FROM unnest(p_fp, p_source, p_resource, p_check, p_dedup_key, p_ci_id, p_summary,
-                p_labels, p_severity, p_status, p_n, p_first, p_last)
-           WITH ORDINALITY j(fp, source, resource, "check", dedup_key, ci_id, summary,
-                             labels, severity, status, n, "first", "last", o)
-   WHERE j.fp IS NULL OR j.fp = '' OR j.source IS NULL OR j.resource IS NULL
-      OR j."check" IS NULL OR j.status IS NULL OR j.status NOT IN ('firing', 'resolved')
-      OR j.severity IS NULL
-      OR j.severity NOT IN ('critical', 'major', 'minor', 'warning', 'info')
-      OR j."first" IS NULL OR j."last" IS NULL OR j."last" < j."first"
-      OR (j.status = 'firing' AND (j.n IS NULL OR j.n < 1))
-      OR jsonb_typeof(coalesce(j.labels, '{}'::jsonb)) <> 'object'
-   ORDER BY j.fp, j.o
-   LIMIT 1;
-  IF FOUND THEN
-    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-      MESSAGE = format('triaged.ingest: bad segment #%s (fp %s): %s', v_bad.ord, v_bad.fp,
-                       to_jsonb(v_bad) - 'ord' - 'first_of_fp' - 'first_firing' - 'fp_fires'
-                       - 'cls');
+  -- as 002 tells it; looked for when a cheap test over whole arrays (C
+  -- loops, no rows) and a pass over five of them find one
+  IF array_position(p_fp, NULL) IS NOT NULL OR '' = ANY (p_fp)
+     OR array_position(p_source, NULL) IS NOT NULL
+     OR array_position(p_resource, NULL) IS NOT NULL
+     OR array_position(p_check, NULL) IS NOT NULL
+     OR NOT p_status <@ '{firing,resolved}'::text[]
+     OR NOT p_severity <@ '{critical,major,minor,warning,info}'::text[]
+     OR array_position(p_first, NULL) IS NOT NULL OR array_position(p_last, NULL) IS NOT NULL
+     OR EXISTS (SELECT 1 FROM unnest(p_status, p_n, p_first, p_last, p_labels)
+                                j(status, n, "first", "last", labels)
+                 WHERE j."last" < j."first" OR (j.status = 'firing' AND (j.n IS NULL OR j.n < 1))
+                    OR jsonb_typeof(coalesce(j.labels, '{}'::jsonb)) <> 'object') THEN
+    SELECT (ROW(j.fp, j.source, j.resource, j."check", j.dedup_key, j.ci_id, j.summary,
+                coalesce(j.labels, '{}'::jsonb), j.severity, j.status,
+                CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END, j."first", j."last", NULL,
+                j.o::integer, NULL, NULL, NULL, NULL)::triaged._segment).*
+      INTO v_bad
+      FROM unnest(p_fp, p_source, p_resource, p_check, p_dedup_key, p_ci_id, p_summary,
+                  p_labels, p_severity, p_status, p_n, p_first, p_last)
+             WITH ORDINALITY j(fp, source, resource, "check", dedup_key, ci_id, summary,
+                               labels, severity, status, n, "first", "last", o)
+     WHERE j.fp IS NULL OR j.fp = '' OR j.source IS NULL OR j.resource IS NULL
+        OR j."check" IS NULL OR j.status IS NULL OR j.status NOT IN ('firing', 'resolved')
+        OR j.severity IS NULL
+        OR j.severity NOT IN ('critical', 'major', 'minor', 'warning', 'info')
+        OR j."first" IS NULL OR j."last" IS NULL OR j."last" < j."first"
+        OR (j.status = 'firing' AND (j.n IS NULL OR j.n < 1))
+        OR jsonb_typeof(coalesce(j.labels, '{}'::jsonb)) <> 'object'
+     ORDER BY j.fp, j.o
+     LIMIT 1;
+    IF FOUND THEN
+      RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+        MESSAGE = format('triaged.ingest: bad segment #%s (fp %s): %s', v_bad.ord, v_bad.fp,
+                         to_jsonb(v_bad) - 'ord' - 'first_of_fp' - 'first_firing' - 'fp_fires'
+                         - 'cls');
+    END IF;
   END IF;
 
   -- 0. lock every existing alert of the batch, in fingerprint order, once

@@ -55,6 +55,11 @@ seg() {
 }
 opts() { printf '{"now":"2024-03-01T%sZ","actor":"t","reopen_window_ms":1800000,"flap_threshold":3,"flap_window_ms":1800000,"resolve_grace_ms":120000,"close_after_ms":86400000}' "$1"; }
 
+# (a statement failed: the test fails, unless EXPECT_ERR is set)
+failed() {
+    [ -n "${EXPECT_ERR:-}" ] && return 1
+    t_fail "step $step ($1): $(cat "$T_DIR/err")"
+}
 # ingest_into DB NOW BATCH: the jsonb statement (as the daemon sent it
 # until 011) into fast and ref, the arrays statement into arr
 ingest_into() {
@@ -62,7 +67,7 @@ ingest_into() {
     [ "$which" = ref ] && pg=$ref
     if [ "$which" = arr ]; then
         psql "$arr" -qAtX -v ON_ERROR_STOP=1 -v b="$b" -v o="$(opts "$now")" \
-            > "$T_DIR/out.$which" 2> "$T_DIR/err" <<'SQL' || t_fail "step $step ($which): $(cat "$T_DIR/err")"
+            > "$T_DIR/out.$which" 2> "$T_DIR/err" <<'SQL' || failed "$which"
 SELECT r.kind || '|' || coalesce(r.key, '') || '|' || r.payload
   FROM (SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg(e->>'source' ORDER BY o) src,
                array_agg(e->>'resource' ORDER BY o) res, array_agg(e->>'check' ORDER BY o) chk,
@@ -80,7 +85,7 @@ SELECT r.kind || '|' || coalesce(r.key, '') || '|' || r.payload
 SQL
     else
         psql "$pg" -qAtX -v ON_ERROR_STOP=1 -v b="$b" -v o="$(opts "$now")" \
-            > "$T_DIR/out.$which" 2> "$T_DIR/err" <<'SQL' || t_fail "step $step ($which): $(cat "$T_DIR/err")"
+            > "$T_DIR/out.$which" 2> "$T_DIR/err" <<'SQL' || failed "$which"
 SELECT kind || '|' || coalesce(key, '') || '|' || payload FROM triaged.ingest_all_arrays(
   :'b'::jsonb, NULL, NULL, NULL, NULL, NULL, NULL, NULL, :'o'::jsonb);
 SQL
@@ -269,5 +274,23 @@ want "bound: m1 has its incident" "$(q2 "SELECT count(*) FROM triaged.incident_a
 # 011's paths: every batch through _ingest_batch but the two with a
 # heartbeat or a CI in maintenance, handed to the jsonb statement
 want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=12 ingest_all_arrays=2"
+# malformed batches: the same error (22023, same message) from both
+# statements, nothing applied
+for bad in "$(bseg x1 null r major firing 12:50:00 ',"n":0')" \
+    "$(bseg b1 null r major firing 12:50:00 ',"labels":[1]')" \
+    "$(bseg x2 null r bad firing 12:50:00)" \
+    "$(bseg x3 null r major firing 12:50:00 ',"last":"2024-03-01T12:00:00Z"')"; do
+    step=$((step + 1))
+    b="[$(bseg x0 null r major firing 12:50:00),$bad]"
+    for which in fast arr; do
+        EXPECT_ERR=1 ingest_into $which 12:50:00 "$b" && t_fail "step $step ($which): no error"
+        sed -n 's/^ERROR: *//p' "$T_DIR/err" | head -1 > "$T_DIR/err.$which"
+    done
+    grep -q '^triaged.ingest: bad segment #2 ' "$T_DIR/err.arr" \
+        || t_fail "step $step: arrays statement: $(cat "$T_DIR/err.arr")"
+    diff "$T_DIR/err.fast" "$T_DIR/err.arr" > "$T_DIR/diff" \
+        || t_fail "step $step: errors differ (< jsonb, > arrays): $(cat "$T_DIR/diff")"
+done
+want "malformed batches applied nothing" "$(q2 "SELECT count(*) FROM triaged.alert WHERE fingerprint LIKE 'x%'")" "0"
 t_log "$(wc -l < "$T_DIR/all2.out") published rows and $(wc -l < "$T_DIR/state.arr") stored rows identical (bound CIs)"
 echo "test_engine_fastpaths: passed"
