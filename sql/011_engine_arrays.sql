@@ -74,7 +74,7 @@ DECLARE
   v_new       triaged._new_alert[] := '{}';
   v_reqs      triaged._group_req[];
   v_grp       triaged._group_res[];
-  v_rows      triaged.ingest_row[] := '{}';
+  v_nlinked   bigint;
   v_changes   triaged._change[] := '{}';
   v_loop      triaged._loop_result;
   v_opened    integer := 0;
@@ -389,26 +389,31 @@ BEGIN
 
     SELECT coalesce(array_agg(r), '{}') INTO v_grp FROM triaged._open_incidents(v_reqs) r;
 
-    -- links (new alerts have none yet), changes, published rows
-    WITH m AS (
-      SELECT a.*, g.incident_id, g.number
-        FROM unnest(v_new) a JOIN unnest(v_grp) g ON g.gkey = a.gkey),
-    ins AS (
-      INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
-      SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id)
-    SELECT coalesce(array_agg(ROW(m.incident_id, 'attached', m.fingerprint, m.first_seen,
-                                  m.severity, NULL)::triaged._change), '{}'),
-           coalesce(array_agg(ROW('alert.firing', m.fingerprint,
-                                  triaged.alert_payload(m.fingerprint, 'firing', m.severity,
-                                    m.resource, m.check_name, m.occurrences, m.first_seen,
-                                    m.last_seen, m.flapping, m.number))::triaged.ingest_row
-                              ORDER BY m.fingerprint), '{}')
-      INTO v_changes, v_rows
-      FROM m;
-    IF cardinality(v_changes) <> cardinality(v_new) THEN
+    -- links (new alerts have none yet) and their published rows, returned
+    -- as they are made (not gathered into an array first: they come first
+    -- anyway, their payloads made here as 002 makes them), then the changes
+    RETURN QUERY
+      WITH m AS (
+        SELECT a.*, g.incident_id, g.number
+          FROM unnest(v_new) a JOIN unnest(v_grp) g ON g.gkey = a.gkey),
+      ins AS (
+        INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
+        SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id)
+      SELECT 'alert.firing'::text, m.fingerprint,
+             triaged.alert_payload(m.fingerprint, 'firing', m.severity, m.resource,
+                                   m.check_name, m.occurrences, m.first_seen, m.last_seen,
+                                   m.flapping, m.number)
+        FROM m
+       ORDER BY m.fingerprint;
+    GET DIAGNOSTICS v_nlinked = ROW_COUNT;
+    IF v_nlinked <> cardinality(v_new) THEN
       RAISE EXCEPTION 'triaged.ingest: % new alerts without an incident',
-        cardinality(v_new) - cardinality(v_changes);
+        cardinality(v_new) - v_nlinked;
     END IF;
+    SELECT coalesce(array_agg(ROW(g.incident_id, 'attached', a.fingerprint, a.first_seen,
+                                  a.severity, NULL)::triaged._change), '{}')
+      INTO v_changes
+      FROM unnest(v_new) a JOIN unnest(v_grp) g ON g.gkey = a.gkey;
 
     SELECT v_changes || coalesce(array_agg(ROW(g.incident_id, 'opened', NULL, NULL, NULL, NULL)
                                            ::triaged._change), '{}'),
@@ -425,9 +430,8 @@ BEGIN
   END IF;
   v_changes := v_changes || v_loop.changes;
 
-  -- 5. alert rows (new ones first), then per incident: updates, events, one
-  --    row each
-  RETURN QUERY SELECT * FROM unnest(v_rows);
+  -- 5. alert rows (the new ones went first, above), then per incident:
+  --    updates, events, one row each
   IF cardinality(v_loop.out_rows) > 0 THEN
     RETURN QUERY
       SELECT o.kind, o.fingerprint,
