@@ -89,16 +89,14 @@ wait_done() {
     python3 -c "print(f'{($want - $first_got) / ($t_end - $t_first):.0f}')"
 }
 
-# CPU seconds PostgreSQL has used so far: the postmaster and its reaped
-# children (utime, stime, cutime, cstime) plus its live children; the
-# difference of two readings is what every backend, autovacuum worker and
-# background process of the stack's server used in between (a backend that
-# exits in between moves from the second sum into the first).
+# CPU seconds the PostgreSQL backends of database $1 have used (utime +
+# stime of the server's live processes connected to it): read before
+# triaged stops, this is what its connections cost PostgreSQL in the run.
 pg_cpu() {
     local pm; pm=$(head -1 "$TD_TEST_DIR/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
-    { cat "/proc/$pm/stat"; for c in $(ps --ppid "$pm" -o pid=); do cat "/proc/$c/stat" 2>/dev/null; done; } \
-        | awk -v pm="$pm" -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); t += $12 + $13; if (NR == 1) t += $14 + $15}
-                                                     END {printf "%.1f", t / hz}'
+    for c in $(ps --ppid "$pm" -o pid=); do
+        tr '\0' ' ' < "/proc/$c/cmdline" 2>/dev/null | grep -q " $1 " && cat "/proc/$c/stat"
+    done | awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.1f", t / hz}'
 }
 
 kcat_rate() { # topic n
@@ -121,14 +119,13 @@ run_throughput() { # name n fingerprints order [gen_alerts options]
     echo "$name: produced $n messages ($f alerts) in $(python3 -c "print(f'{$t1-$t0:.1f}')") s"
     local kr; kr=$(kcat_rate "$topic" "$n")
     fresh_db "${name//-/_}"
-    local pg0; pg0=$(pg_cpu)
     start_triaged "$topic"
     local tr; tr=$(wait_done "$n")
     local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$pid/status)
     # CPU seconds triaged itself used (utime + stime), to tell its share
     local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' /proc/$pid/stat)
+    local pgc; pgc=$(pg_cpu "$db")
     stop_triaged
-    local pgc; pgc=$(python3 -c "print(f'{$(pg_cpu) - $pg0:.1f}')")
     echo "$name (lanes ${TD_BENCH_LANES:-default}): kcat consumes $kr msg/s; triaged commits $tr msg/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; peak RSS ${rss} kB; triaged CPU ${cpu} s; PostgreSQL CPU ${pgc} s"
     psql "$pg" -qAtc "SELECT 'alerts ' || count(*) || ', occurrences ' || sum(occurrences) || ', incidents ' || (SELECT count(*) FROM triaged.incident) FROM triaged.alert"
 }
