@@ -585,3 +585,206 @@ BEGIN
                                                               p_s_over_limit);
   END IF;
 END $$;
+
+-- ---------------------------------------------------------------------------
+-- End of a batch (008's _finish_incidents, same result), its reads by key:
+-- the alerts of each recounted incident are counted by a probe per
+-- incident, and each incident is read by its id. 008's single pass joined
+-- the batch's incidents to incident_alert and alert, and the batch's
+-- incidents to incident, and the plans PostgreSQL chose for those joins
+-- (with enable_seqscan off, as ingest runs) were merge joins over full
+-- index scans: every batch that touched an existing incident read every
+-- alert, every link and every incident (58,000 alerts for 2,000 touched
+-- incidents: 33 of the statement's 110 ms; the Kafka storm, whose alerts
+-- nearly all join an incident an earlier batch opened, did it on each
+-- batch of a few hundred alerts while the table grew to 100,000).
+CREATE OR REPLACE FUNCTION triaged._finish_incidents(p_changes triaged._change[], p_now timestamptz,
+                                          p_actor text)
+RETURNS SETOF triaged.ingest_row
+LANGUAGE plpgsql
+-- (ingest runs with jit off; so does this wherever it is called from: its
+-- big statement's estimate passes jit_above_cost, and compiling it cost
+-- ~0.3 s, more than running it)
+SET jit = off
+AS $$
+DECLARE
+  v_ids    bigint[];
+  v_recount bigint[];
+  v_rows   triaged.ingest_row[];
+  v_matrix smallint[] := triaged._matrix();
+BEGIN
+  IF cardinality(p_changes) = 0 THEN
+    RETURN;
+  END IF;
+  -- (their ctid, read below, is then the locked row version, which only
+  -- this transaction can change)
+  SELECT array_agg(DISTINCT c.incident_id) INTO v_ids FROM unnest(p_changes) c;
+  PERFORM 1 FROM triaged.incident i WHERE i.id = ANY (v_ids) ORDER BY i.id FOR UPDATE OF i;
+  -- the incidents whose alerts are counted (the others were opened by this
+  -- batch and nothing resolved: their alerts are the ones it attached)
+  SELECT coalesce(array_agg(x.id), '{}') INTO v_recount
+    FROM (SELECT c.incident_id AS id FROM unnest(p_changes) c GROUP BY c.incident_id
+          HAVING NOT (bool_or(c.what = 'opened') AND NOT bool_or(c.what = 'resolved'))) x;
+
+  WITH RECURSIVE
+  c AS (SELECT * FROM unnest(p_changes)),
+  -- every alert of the incidents counted, in one pass (a subquery per
+  -- incident cost twice as much)
+  cnt AS (
+    SELECT r.id AS incident_id, k.alert_count, k.firing_count, k.max_resolved_at
+      FROM unnest(v_recount) r(id)
+      CROSS JOIN LATERAL (
+        SELECT count(*) AS alert_count,
+               count(*) FILTER (WHERE a.status = 'firing') AS firing_count,
+               max(a.resolved_at) AS max_resolved_at
+          FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id
+         WHERE ia.incident_id = r.id) k),
+  agg AS (
+    SELECT c.incident_id AS inc_id,
+           bool_or(c.what = 'opened') AS was_opened,
+           min(c.at) FILTER (WHERE c.what = 'reopened') AS reopened_at,
+           (array_agg(c.detail ORDER BY c.at) FILTER (WHERE c.what = 'reopened'))[1] AS reopen_detail,
+           array_agg(DISTINCT c.fingerprint) FILTER (WHERE c.what = 'attached') AS attached,
+           min(c.at) FILTER (WHERE c.what = 'attached') AS attached_at,
+           array_agg(DISTINCT c.fingerprint) FILTER (WHERE c.what = 'refired') AS refired,
+           min(c.at) FILTER (WHERE c.what = 'refired') AS refired_at,
+           array_agg(DISTINCT c.fingerprint) FILTER (WHERE c.what = 'resolved') AS resolved,
+           max(c.at) FILTER (WHERE c.what = 'resolved') AS resolved_at_max,
+           min(triaged.severity_rank(c.severity))
+             FILTER (WHERE c.what IN ('attached', 'refired', 'severity')) AS best_rank,
+           (array_agg(c.at ORDER BY triaged.severity_rank(c.severity), c.at)
+             FILTER (WHERE c.what IN ('attached', 'refired', 'severity')))[1] AS best_at,
+           coalesce(bool_or(c.what IN ('attached', 'refired')), false) AS fire_activity,
+           max(c.at) FILTER (WHERE c.what IN ('attached', 'refired')) AS fire_at,
+           -- opened by this batch and nothing resolved: its alerts are the
+           -- ones attached by this batch, all firing (no need to count them)
+           bool_or(c.what = 'opened') AND NOT bool_or(c.what = 'resolved') AS fresh
+    FROM c GROUP BY c.incident_id),
+  st AS (
+    SELECT i.id, i.tid, i.status, i.priority, i.impact, i.urgency, i.severity, i.title,
+           i.ci_id,
+           i.resource,
+           i.opened_at, i.merged_into, i.last_event_hash, i.resolve_pending_since AS old_pending,
+           i.resolve_at AS old_resolve_at,
+           agg.*,
+           CASE WHEN agg.fresh THEN cardinality(agg.attached) ELSE cnt.alert_count END
+             AS alert_count,
+           CASE WHEN agg.fresh THEN cardinality(agg.attached) ELSE cnt.firing_count END
+             AS firing_count,
+           cnt.max_resolved_at,
+           (i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) AS is_open
+    FROM agg
+    CROSS JOIN LATERAL (SELECT i.*, i.ctid AS tid FROM triaged.incident i
+                         WHERE i.id = agg.inc_id OFFSET 0) i
+    LEFT JOIN cnt ON cnt.incident_id = agg.inc_id),
+  calc AS (
+    SELECT st.*,
+           CASE WHEN st.best_rank IS NOT NULL
+                     AND st.best_rank < coalesce(triaged.severity_rank(st.severity), 99)
+                THEN triaged.severity_of_rank(st.best_rank) ELSE st.severity END AS new_severity,
+           -- (003's _new_priority, written out with the matrix read once:
+           -- per row it parsed the matrix setting each time)
+           CASE WHEN st.ci_id IS NOT NULL
+                THEN v_matrix[(st.impact - 1) * 3
+                              + CASE WHEN st.best_rank IS NOT NULL
+                                     THEN least(st.urgency, triaged.severity_urgency(
+                                            triaged.severity_of_rank(st.best_rank)))
+                                     ELSE st.urgency END]
+                WHEN st.best_rank IS NOT NULL THEN least(st.priority, st.best_rank)
+                ELSE st.priority END AS new_priority,
+           CASE WHEN st.best_rank IS NOT NULL
+                THEN least(st.urgency, triaged.severity_urgency(triaged.severity_of_rank(st.best_rank)))
+                ELSE st.urgency END AS new_urgency,
+           CASE WHEN NOT st.is_open THEN st.old_pending
+                WHEN st.firing_count > 0 THEN NULL
+                WHEN st.old_pending IS NOT NULL AND NOT st.fire_activity THEN st.old_pending
+                ELSE p_now END AS new_pending,
+           CASE WHEN NOT st.is_open THEN st.old_resolve_at
+                WHEN st.firing_count > 0 THEN NULL
+                ELSE coalesce(st.max_resolved_at, st.resolved_at_max, st.old_resolve_at, p_now)
+           END AS new_resolve_at
+    FROM st),
+  ev AS (
+    SELECT calc.id AS incident_id, 1 AS seq, calc.opened_at AS at, 'opened' AS kind,
+           jsonb_build_object('title', calc.title, 'priority', calc.priority,
+                              'severity', calc.severity, 'ci_id', calc.ci_id,
+                              'resource', calc.resource,
+                              'fingerprints', coalesce(to_jsonb(calc.attached), '[]')) AS detail
+      FROM calc WHERE calc.was_opened
+    UNION ALL
+    SELECT calc.id, 2, calc.reopened_at, 'reopened', coalesce(calc.reopen_detail, '{}')
+      FROM calc WHERE calc.reopened_at IS NOT NULL
+    UNION ALL
+    SELECT calc.id, 3, calc.attached_at, 'alerts_attached',
+           jsonb_build_object('fingerprints', to_jsonb(calc.attached))
+      FROM calc WHERE calc.attached IS NOT NULL AND NOT calc.was_opened
+    UNION ALL
+    SELECT calc.id, 4, calc.refired_at, 'alerts_refired',
+           jsonb_build_object('fingerprints', to_jsonb(calc.refired))
+      FROM calc WHERE calc.refired IS NOT NULL
+    UNION ALL
+    SELECT calc.id, 5, coalesce(calc.best_at, p_now), 'priority_changed',
+           jsonb_build_object('from', calc.priority, 'to', calc.new_priority,
+                              'severity_from', calc.severity, 'severity_to', calc.new_severity)
+      FROM calc WHERE calc.new_priority <> calc.priority
+                   OR calc.new_severity IS DISTINCT FROM calc.severity
+                   OR calc.new_urgency <> calc.urgency
+    UNION ALL
+    SELECT calc.id, 6, calc.resolved_at_max, 'alerts_resolved',
+           jsonb_build_object('fingerprints', to_jsonb(calc.resolved))
+      FROM calc WHERE calc.resolved IS NOT NULL
+    UNION ALL
+    SELECT calc.id, 7, coalesce(calc.fire_at, calc.best_at, p_now), 'resolve_cancelled',
+           jsonb_build_object('pending_since', calc.old_pending, 'resolve_at', calc.old_resolve_at)
+      FROM calc WHERE calc.old_pending IS NOT NULL AND calc.new_pending IS NULL
+    UNION ALL
+    SELECT calc.id, 8, calc.new_resolve_at, 'resolve_pending',
+           jsonb_build_object('resolve_at', calc.new_resolve_at, 'pending_since', calc.new_pending)
+      FROM calc WHERE calc.new_pending IS NOT NULL
+                  AND calc.new_pending IS DISTINCT FROM calc.old_pending),
+  -- the hash chain, continued from each incident's last_event_hash: event
+  -- rn of an incident is hashed onto event rn - 1 (most incidents have one)
+  evn AS (
+    SELECT ev.incident_id, ev.at, ev.kind, ev.detail, calc.last_event_hash AS init,
+           triaged.event_content(ev.incident_id, ev.at, p_actor, ev.kind, ev.detail) AS content,
+           row_number() OVER (PARTITION BY ev.incident_id ORDER BY ev.seq) AS rn
+      FROM ev JOIN calc ON calc.id = ev.incident_id),
+  ch (incident_id, rn, prev, hash) AS (
+    SELECT e.incident_id, e.rn, e.init, sha256(coalesce(e.init, ''::bytea) || e.content)
+      FROM evn e WHERE e.rn = 1
+    UNION ALL
+    SELECT e.incident_id, e.rn, ch.hash, sha256(ch.hash || e.content)
+      FROM ch JOIN evn e ON e.incident_id = ch.incident_id AND e.rn = ch.rn + 1),
+  ins AS (
+    INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash, hash)
+    SELECT e.incident_id, e.at, p_actor, e.kind, e.detail, ch.prev, ch.hash
+      FROM evn e JOIN ch ON ch.incident_id = e.incident_id AND ch.rn = e.rn
+     ORDER BY e.incident_id, e.rn
+    RETURNING 1),
+  lasth AS (
+    SELECT DISTINCT ON (ch.incident_id) ch.incident_id, ch.hash
+      FROM ch ORDER BY ch.incident_id, ch.rn DESC),
+  -- one update per incident that has news (every change is an event)
+  upd AS (
+    UPDATE triaged.incident i
+       SET severity = calc.new_severity, priority = calc.new_priority,
+           urgency = calc.new_urgency, resolve_pending_since = calc.new_pending,
+           resolve_at = calc.new_resolve_at, last_event_hash = lasth.hash, updated_at = now()
+      FROM calc JOIN lasth ON lasth.incident_id = calc.id
+     WHERE i.ctid = calc.tid
+    RETURNING i.id,
+              CASE WHEN calc.was_opened THEN 'incident.opened'
+                   WHEN calc.reopened_at IS NOT NULL THEN 'incident.reopened'
+                   ELSE 'incident.updated' END AS kind,
+              i.number,
+              triaged._incident_json(i.id, i.number, i.title, i.status, i.priority, i.impact,
+                                     i.urgency, i.severity, i.resource, i.ci_id, i.opened_at,
+                                     i.acknowledged_at, i.resolved_at, i.closed_at,
+                                     i.reopen_count, i.resolve_pending_since,
+                                     calc.alert_count, calc.firing_count) AS payload)
+  SELECT coalesce(array_agg(ROW(upd.kind, upd.number, upd.payload)::triaged.ingest_row
+                            ORDER BY upd.id), '{}')
+    INTO v_rows
+    FROM upd;
+  RETURN QUERY SELECT * FROM unnest(v_rows);
+END $$;
