@@ -629,9 +629,10 @@ static int
 segments_arrays(const td_pipeline *p, const batch *b, char **values, int *lengths)
 {
     static const uint32_t oids[INGEST_SEG_ARRAYS] = {
-        TD_OID_TEXT, TD_OID_TEXT,  TD_OID_TEXT, TD_OID_TEXT, TD_OID_TEXT,
-        TD_OID_INT8, TD_OID_TEXT,  TD_OID_JSONB, TD_OID_TEXT, TD_OID_TEXT,
-        TD_OID_INT8, TD_OID_TIMESTAMPTZ, TD_OID_TIMESTAMPTZ};
+        TD_OID_TEXT,  TD_OID_TEXT, TD_OID_TEXT, TD_OID_TEXT, TD_OID_TEXT,        /* fp .. dedup_key */
+        TD_OID_INT8,  TD_OID_TEXT, TD_OID_JSONB,                                 /* ci_id, summary, labels */
+        TD_OID_TEXT,  TD_OID_TEXT, TD_OID_INT8,                                  /* severity, status, n */
+        TD_OID_TIMESTAMPTZ, TD_OID_TIMESTAMPTZ};                                 /* first, last */
     td_pgarray a[INGEST_SEG_ARRAYS];
     for (int k = 0; k < INGEST_SEG_ARRAYS; k++)
         td_pgarray_init(&a[k], oids[k]);
