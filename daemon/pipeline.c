@@ -52,19 +52,36 @@
 #include "internal/formats.h"
 #include "internal/log.h"
 #include "internal/metrics.h"
+#include "internal/pgarray.h"
 #include "internal/store.h"
 #include "internal/util.h"
 
 enum { STMT_INGEST, STMT_TICK, STMT_POSITIONS, STMT_CAPACITY_TICK, STMT_SLA_TICK };
 
+/* The batch statement's parameters (sql/011_engine_arrays.sql): the
+ * segments' arrays, the CI descriptions, offsets, options, then the
+ * samples' arrays (td_samples_arrays), their hours and over-limit flag. */
+enum {
+    INGEST_SEG_ARRAYS = 13,
+    INGEST_CIS = INGEST_SEG_ARRAYS,
+    INGEST_OFFSETS,
+    INGEST_OPTS,
+    INGEST_SAMPLES,
+    INGEST_HOURS = INGEST_SAMPLES + TD_SAMPLE_ARRAYS,
+    INGEST_OVER_LIMIT,
+    INGEST_PARAMS
+};
+
 static const td_store_stmt stmts[] = {
-    /* samples as binary arrays (td_samples_arrays), the rest as text */
+    /* segments (sql/011) and samples as binary arrays, the rest as text */
     {"td_ingest",
      "SELECT kind, key, payload::text"
-     " FROM triaged.ingest_all_arrays($1::jsonb, $2::int8[], $3::text[], $4::text[],"
-     " $5::timestamptz[], $6::float8[], $7::float8[], $8::jsonb, $9::jsonb,"
-     " $10::timestamptz[], $11::boolean)",
-     11},
+     " FROM triaged.ingest_arrays($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+     " $6::int8[], $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::int8[],"
+     " $12::timestamptz[], $13::timestamptz[], $14::jsonb, $15::jsonb, $16::jsonb,"
+     " $17::int8[], $18::text[], $19::text[], $20::timestamptz[], $21::float8[],"
+     " $22::float8[], $23::timestamptz[], $24::boolean)",
+     INGEST_PARAMS},
     {"td_tick", "SELECT kind, key, payload::text FROM triaged.tick($1::jsonb)", 1},
     {"td_positions",
      "SELECT partition, next_offset FROM triaged.kafka_offset"
@@ -602,50 +619,81 @@ ci_set_add(int64_t *set, size_t cap, int64_t ci_id)
     return true;
 }
 
-static char *
-segments_json(const td_pipeline *p, const batch *b)
+/* The segments as INGEST_SEG_ARRAYS binary arrays (values[0..12]: fp,
+ * source, resource, check, dedup_key, ci_id, summary, labels, severity,
+ * status, n, first, last) and the CI descriptions as JSON text
+ * (values[INGEST_CIS]: [{ci_id, up, svc}], a CI's upstream CIs and services
+ * once, in case one of its segments opens an incident). TD_ERR (nothing
+ * set) when an array passes PostgreSQL's 1 GB limit. */
+static int
+segments_arrays(const td_pipeline *p, const batch *b, char **values, int *lengths)
 {
-    /* A CI's upstream CIs and services go with its first segment only:
-     * ingest keeps one description per CI for the batch. */
+    static const uint32_t oids[INGEST_SEG_ARRAYS] = {
+        TD_OID_TEXT,  TD_OID_TEXT, TD_OID_TEXT, TD_OID_TEXT, TD_OID_TEXT,        /* fp .. dedup_key */
+        TD_OID_INT8,  TD_OID_TEXT, TD_OID_JSONB,                                 /* ci_id, summary, labels */
+        TD_OID_TEXT,  TD_OID_TEXT, TD_OID_INT8,                                  /* severity, status, n */
+        TD_OID_TIMESTAMPTZ, TD_OID_TIMESTAMPTZ};                                 /* first, last */
+    td_pgarray a[INGEST_SEG_ARRAYS];
+    for (int k = 0; k < INGEST_SEG_ARRAYS; k++)
+        td_pgarray_init(&a[k], oids[k]);
     size_t cap = 16;
     while (cap < 2 * b->nsegs)
         cap *= 2;
     int64_t *described = td_calloc(cap, sizeof(*described));
-    json_t *arr = json_array();
+    json_t *cis = json_array();
     for (size_t i = 0; i < b->nsegs; i++) {
         const td_segment *s = &b->segs[i];
-        const td_alert *a = s->rep;
-        char first[32], last[32];
-        td_format_rfc3339(s->first_us, first);
-        td_format_rfc3339(s->last_us, last);
+        const td_alert *al = s->rep;
         json_t *labels = json_object();
-        for (size_t j = 0; j < a->n_labels; j++)
-            json_object_set_new(labels, a->labels[j].name,
-                                json_string(a->labels[j].value));
-        json_t *o = json_object();
-        json_object_set_new(o, "fp", json_string(a->fp_hex));
-        json_object_set_new(o, "source", json_string(a->source));
-        json_object_set_new(o, "resource", json_string(a->resource));
-        json_object_set_new(o, "check", json_string(a->check));
-        json_object_set_new(o, "dedup_key", a->dedup_key ? json_string(a->dedup_key) : json_null());
-        json_object_set_new(o, "ci", a->ci ? json_string(a->ci) : json_null());
-        int64_t ci_id = td_cmdb_bind(p->cmdb, a);
-        json_object_set_new(o, "ci_id", ci_id ? json_integer(ci_id) : json_null());
-        if (ci_id && ci_set_add(described, cap, ci_id)) /* in case it opens an incident */
+        for (size_t j = 0; j < al->n_labels; j++)
+            json_object_set_new(labels, al->labels[j].name,
+                                json_string(al->labels[j].value));
+        char *labels_text = json_dumps(labels, JSON_COMPACT);
+        json_decref(labels);
+        int64_t ci_id = td_cmdb_bind(p->cmdb, al);
+        if (ci_id && ci_set_add(described, cap, ci_id)) {
+            json_t *o = json_object();
+            json_object_set_new(o, "ci_id", json_integer(ci_id));
             td_cmdb_describe(p->cmdb, ci_id, o);
-        json_object_set_new(o, "summary", a->summary ? json_string(a->summary) : json_null());
-        json_object_set_new(o, "labels", labels);
-        json_object_set_new(o, "severity", json_string(td_severity_name(s->severity)));
-        json_object_set_new(o, "status", json_string(s->firing ? "firing" : "resolved"));
-        json_object_set_new(o, "n", json_integer((json_int_t)s->n));
-        json_object_set_new(o, "first", json_string(first));
-        json_object_set_new(o, "last", json_string(last));
-        json_array_append_new(arr, o);
+            json_array_append_new(cis, o);
+        }
+        td_pgarray_text(&a[0], al->fp_hex);
+        td_pgarray_text(&a[1], al->source);
+        td_pgarray_text(&a[2], al->resource);
+        td_pgarray_text(&a[3], al->check);
+        td_pgarray_text(&a[4], al->dedup_key);
+        if (ci_id)
+            td_pgarray_int8(&a[5], ci_id);
+        else
+            td_pgarray_null(&a[5]);
+        td_pgarray_text(&a[6], al->summary);
+        td_pgarray_jsonb(&a[7], labels_text ? labels_text : "{}");
+        free(labels_text);
+        td_pgarray_text(&a[8], td_severity_name(s->severity));
+        td_pgarray_text(&a[9], s->firing ? "firing" : "resolved");
+        td_pgarray_int8(&a[10], (int64_t)s->n);
+        td_pgarray_timestamptz(&a[11], s->first_us);
+        td_pgarray_timestamptz(&a[12], s->last_us);
     }
     free(described);
-    char *s = json_dumps(arr, JSON_COMPACT);
-    json_decref(arr);
-    return s;
+    int rc = TD_OK;
+    for (int k = 0; k < INGEST_SEG_ARRAYS; k++)
+        if (rc == TD_OK)
+            rc = td_pgarray_finish(&a[k], &values[k], &lengths[k]);
+        else
+            td_pgarray_reset(&a[k]);
+    if (rc != TD_OK) {
+        for (int k = 0; k < INGEST_SEG_ARRAYS; k++) {
+            free(values[k]);
+            values[k] = NULL;
+            lengths[k] = 0;
+        }
+        json_decref(cis);
+        return TD_ERR;
+    }
+    values[INGEST_CIS] = json_dumps(cis, JSON_COMPACT);
+    json_decref(cis);
+    return TD_OK;
 }
 
 /* The offsets compare-and-set for every partition with messages to apply. */
@@ -711,37 +759,47 @@ static void on_ingest(void *arg, const PGresult *res, const char *err);
 
 static void retry_later(lane *l, const char *why);
 
-/* The batch statement: alerts, offsets and options as JSON text, samples as
- * binary arrays with their CIs bound here from the CMDB graph (SQL binds the
- * ones the graph does not know: it may lag a CMDB change). */
+/* The batch statement: segments as binary arrays, CI descriptions, offsets
+ * and options as JSON text, samples as binary arrays with their CIs bound
+ * here from the CMDB graph (SQL binds the ones the graph does not know: it
+ * may lag a CMDB change). */
 static void
 send_ingest(lane *l)
 {
     td_pipeline *p = l->p;
     batch *b = l->active;
-    char *values[11] = {NULL};
-    int lengths[11] = {0}, formats[11] = {0};
+    char *values[INGEST_PARAMS] = {NULL};
+    int lengths[INGEST_PARAMS] = {0}, formats[INGEST_PARAMS] = {0};
     if (b->nsamples) {
         const td_graph *g = td_cmdb_graph(p->cmdb);
         int64_t *ids = td_malloc(b->nsamples * sizeof(*ids));
         for (size_t i = 0; i < b->nsamples; i++)
             ids[i] = g ? td_graph_lookup(g, b->samples[i]->ci) : 0;
-        int rc = td_samples_arrays(b->samples, ids, b->nsamples, &values[1], &lengths[1]);
+        int rc = td_samples_arrays(b->samples, ids, b->nsamples, &values[INGEST_SAMPLES],
+                                   &lengths[INGEST_SAMPLES]);
         free(ids);
         if (rc != TD_OK) {
             retry_later(l, "capacity samples of the batch pass PostgreSQL's 1 GB limit");
             return;
         }
-        for (int k = 1; k <= TD_SAMPLE_ARRAYS; k++)
-            formats[k] = 1;
+        for (int k = 0; k < TD_SAMPLE_ARRAYS; k++)
+            formats[INGEST_SAMPLES + k] = 1;
         bool over;
-        td_samples_summary(b->samples, b->nsamples, &values[9], &lengths[9], &over);
-        formats[9] = 1;
-        values[10] = td_strdup(over ? "t" : "f");
+        td_samples_summary(b->samples, b->nsamples, &values[INGEST_HOURS],
+                           &lengths[INGEST_HOURS], &over);
+        formats[INGEST_HOURS] = 1;
+        values[INGEST_OVER_LIMIT] = td_strdup(over ? "t" : "f");
     }
-    values[0] = segments_json(p, b);
-    values[7] = offsets_json(p, b);
-    values[8] = opts_json(p, 0);
+    if (segments_arrays(p, b, values, lengths) != TD_OK) {
+        for (int k = 0; k < INGEST_PARAMS; k++)
+            free(values[k]);
+        retry_later(l, "alert segments of the batch pass PostgreSQL's 1 GB limit");
+        return;
+    }
+    for (int k = 0; k < INGEST_SEG_ARRAYS; k++)
+        formats[k] = 1;
+    values[INGEST_OFFSETS] = offsets_json(p, b);
+    values[INGEST_OPTS] = opts_json(p, 0);
     td_store_exec_owned(l->store, STMT_INGEST, values, lengths, formats, on_ingest, l);
 }
 

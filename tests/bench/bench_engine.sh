@@ -6,8 +6,9 @@
 #
 #   bash tests/bench/bench_engine.sh [N [BATCH]]     (default 100000 10000)
 #
-# The statement is the daemon's, triaged.ingest_all_arrays() with the batch
-# as jsonb (no samples), each batch in its own transaction. Phases, on
+# The statement is the daemon's, triaged.ingest_arrays() with the segments
+# as arrays (no samples; as text here, where the daemon sends them in binary
+# format), each batch in its own transaction. Phases, on
 # unbound alerts (ci_id null: bench_cmdb.sh measures bound ones):
 #   grouped      N new alerts, a resource's ten alerts in the same batch
 #                (1 in 10 opens an incident)
@@ -70,15 +71,19 @@ run() {
         echo "\\set QUIET on"
         for ((b = 0; b < NB; b++)); do
             cat <<SQL
-SELECT jsonb_agg(jsonb_build_object(
-  'fp', 'a' || lpad(to_hex(kk), 15, '0'), 'source', 'bench', 'resource', 'bench-' || (kk / 10),
-  'check', 'check' || (kk % 10), 'dedup_key', NULL, 'ci_id', NULL, 'summary', 'bench',
-  'labels', jsonb_build_object('env', 'bench'), 'severity', 'major', 'status', '$status',
-  'n', $n, 'first', '$first', 'last', '$first') ORDER BY kk) AS b
+SELECT array_agg('a' || lpad(to_hex(kk), 15, '0') ORDER BY kk) AS fp,
+       array_agg('bench'::text ORDER BY kk) AS src, array_agg('bench-' || (kk / 10) ORDER BY kk) AS res,
+       array_agg('check' || (kk % 10) ORDER BY kk) AS chk,
+       array_agg(NULL::text ORDER BY kk) AS dk, array_agg(NULL::bigint ORDER BY kk) AS ci,
+       array_agg('bench'::text ORDER BY kk) AS sum,
+       array_agg(jsonb_build_object('env', 'bench') ORDER BY kk) AS lab,
+       array_agg('major'::text ORDER BY kk) AS sev, array_agg('$status'::text ORDER BY kk) AS st,
+       array_agg($n::bigint ORDER BY kk) AS n,
+       array_agg('$first'::timestamptz ORDER BY kk) AS t0, array_agg('$first'::timestamptz ORDER BY kk) AS t1
 FROM generate_series($((b * B)), $((b * B + B - 1))) k, LATERAL (SELECT $kexpr AS kk) x \\gset
 SQL
             echo "\\! awk '{print \$14+\$15}' /proc/\$BPID/stat > $work/c0"
-            echo "SELECT count(*) AS rows FROM triaged.ingest_all_arrays(:'b'::jsonb, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{\"actor\":\"bench\"}') \\gset"
+            echo "SELECT count(*) AS rows FROM triaged.ingest_arrays(:'fp'::text[], :'src'::text[], :'res'::text[], :'chk'::text[], :'dk'::text[], :'ci'::int8[], :'sum'::text[], :'lab'::jsonb[], :'sev'::text[], :'st'::text[], :'n'::int8[], :'t0'::timestamptz[], :'t1'::timestamptz[], NULL, NULL, '{\"actor\":\"bench\"}') \\gset"
             echo "\\! awk -v t0=\$(cat $work/c0) -v hz=\$(getconf CLK_TCK) '{print (\$14+\$15-t0)*1000/hz}' /proc/\$BPID/stat >> $work/$phase"
         done
     } | psql "$pg" -X -q -v ON_ERROR_STOP=1 >/dev/null
@@ -90,7 +95,7 @@ SQL
     if [ "${PROFILE:-0}" = 1 ]; then
         psql "$pg" -qAtXF ' | ' -c "SELECT round(total_exec_time)::text || ' ms', calls,
               regexp_replace(left(query, 110), '\s+', ' ', 'g')
-              FROM pg_stat_statements WHERE query !~* 'jsonb_agg|ingest_all_arrays|pg_stat'
+              FROM pg_stat_statements WHERE query !~* 'generate_series|ingest_arrays|_ingest_batch\(p_fp|pg_stat'
               ORDER BY total_exec_time DESC LIMIT ${PROFILE_TOP:-10}" | sed 's/^/    /'
     fi
 }

@@ -103,6 +103,16 @@ wait_done() {
     python3 -c "print(f'{($want - $first_got) / ($t_end - $t_first):.0f}')"
 }
 
+# CPU seconds the PostgreSQL backends of database $1 have used (utime +
+# stime of the server's live processes connected to it): read before
+# triaged stops, this is what its connections cost PostgreSQL in the run.
+pg_cpu() {
+    local pm; pm=$(head -1 "$TD_TEST_DIR/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    for c in $(ps --ppid "$pm" -o pid=); do
+        tr '\0' ' ' < "/proc/$c/cmdline" 2>/dev/null | grep -q " $1 " && cat "/proc/$c/stat"
+    done | awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.1f", t / hz}'
+}
+
 kcat_rate() { # topic n
     local t0 t1 n
     t0=$(now)
@@ -128,8 +138,9 @@ run_throughput() { # name n fingerprints order [gen_alerts options]
     local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$pid/status)
     # CPU seconds triaged itself used (utime + stime), to tell its share
     local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' /proc/$pid/stat)
+    local pgc; pgc=$(pg_cpu "$db")
     stop_triaged
-    echo "$name (lanes ${TD_BENCH_LANES:-default}): kcat consumes $kr msg/s; triaged commits $tr msg/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; peak RSS ${rss} kB; triaged CPU ${cpu} s"
+    echo "$name (lanes ${TD_BENCH_LANES:-default}): kcat consumes $kr msg/s; triaged commits $tr msg/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; peak RSS ${rss} kB; triaged CPU ${cpu} s; PostgreSQL CPU ${pgc} s"
     psql "$pg" -qAtc "SELECT 'alerts ' || count(*) || ', occurrences ' || sum(occurrences) || ', incidents ' || (SELECT count(*) FROM triaged.incident) FROM triaged.alert"
 }
 

@@ -11,11 +11,20 @@
 # flapping marked by each) next to what stays row by row (several segments
 # of one fingerprint, a re-fire that reopens a resolved incident, stale
 # resolves), and checks that the fast paths were taken.
+#
+# sql/011's batch statement, ingest_arrays (the segments as typed arrays,
+# one engine function), is compared the same way: a third database gets
+# every batch through it, and its rows and state must be those of the
+# jsonb statement (ingest_all_arrays, as shipped). A second scenario, on
+# bound CIs, then covers what 011 does around the engine (correlation,
+# roles, CI descriptions, alerts leaving maintenance) and the batches it
+# hands to the jsonb statement (heartbeats, a CI in maintenance).
 source "$(dirname "$0")/lib.sh"
 
 fast=$(t_db_extra fast)
 ref=$(t_db_extra ref)
-for pg in "$fast" "$ref"; do
+arr=$(t_db_extra arr)
+for pg in "$fast" "$ref" "$arr"; do
     printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pg" > "$T_DIR/conf"
     "$TD_BUILD_DIR/triagectl" -c "$T_DIR/conf" migrate > "$T_DIR/migrate.log" 2>&1 \
         || t_fail "migrate: $(cat "$T_DIR/migrate.log")"
@@ -46,38 +55,74 @@ seg() {
 }
 opts() { printf '{"now":"2024-03-01T%sZ","actor":"t","reopen_window_ms":1800000,"flap_threshold":3,"flap_window_ms":1800000,"resolve_grace_ms":120000,"close_after_ms":86400000}' "$1"; }
 
+# (a statement failed: the test fails, unless EXPECT_ERR is set)
+failed() {
+    [ -n "${EXPECT_ERR:-}" ] && return 1
+    t_fail "step $step ($1): $(cat "$T_DIR/err")"
+}
+# ingest_into DB NOW BATCH: the jsonb statement (as the daemon sent it
+# until 011) into fast and ref, the arrays statement into arr
+ingest_into() {
+    local which=$1 now=$2 b=$3 pg=$fast
+    [ "$which" = ref ] && pg=$ref
+    if [ "$which" = arr ]; then
+        psql "$arr" -qAtX -v ON_ERROR_STOP=1 -v b="$b" -v o="$(opts "$now")" \
+            > "$T_DIR/out.$which" 2> "$T_DIR/err" <<'SQL' || failed "$which"
+SELECT r.kind || '|' || coalesce(r.key, '') || '|' || r.payload
+  FROM (SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg(e->>'source' ORDER BY o) src,
+               array_agg(e->>'resource' ORDER BY o) res, array_agg(e->>'check' ORDER BY o) chk,
+               array_agg(e->>'dedup_key' ORDER BY o) dk, array_agg((e->>'ci_id')::bigint ORDER BY o) ci,
+               array_agg(e->>'summary' ORDER BY o) sm, array_agg(e->'labels' ORDER BY o) lab,
+               array_agg(e->>'severity' ORDER BY o) sev, array_agg(e->>'status' ORDER BY o) st,
+               array_agg((e->>'n')::bigint ORDER BY o) n,
+               array_agg((e->>'first')::timestamptz ORDER BY o) t0,
+               array_agg((e->>'last')::timestamptz ORDER BY o) t1,
+               jsonb_agg(jsonb_build_object('ci_id', e->'ci_id', 'up', e->'up', 'svc', e->'svc')
+                         ORDER BY o) FILTER (WHERE e ? 'up' OR e ? 'svc') cis
+          FROM jsonb_array_elements(:'b'::jsonb) WITH ORDINALITY t(e, o)) x,
+       triaged.ingest_arrays(x.fp, x.src, x.res, x.chk, x.dk, x.ci, x.sm, x.lab, x.sev, x.st,
+                             x.n, x.t0, x.t1, x.cis, NULL, :'o'::jsonb) r;
+SQL
+    else
+        psql "$pg" -qAtX -v ON_ERROR_STOP=1 -v b="$b" -v o="$(opts "$now")" \
+            > "$T_DIR/out.$which" 2> "$T_DIR/err" <<'SQL' || failed "$which"
+SELECT kind || '|' || coalesce(key, '') || '|' || payload FROM triaged.ingest_all_arrays(
+  :'b'::jsonb, NULL, NULL, NULL, NULL, NULL, NULL, NULL, :'o'::jsonb);
+SQL
+    fi
+}
 step=0
-# ingest NOW SEG...: the batch into both databases, published rows compared
+# ingest NOW SEG...: the batch into the three databases, published rows compared
 ingest() {
     local now=$1 b
     shift
     b="[$(IFS=,; echo "$*")]"
     step=$((step + 1))
-    for which in fast ref; do
-        local pg=$fast
-        [ $which = ref ] && pg=$ref
-        psql "$pg" -qAtX -v ON_ERROR_STOP=1 -v b="$b" -v o="$(opts "$now")" \
-            > "$T_DIR/out.$which" 2> "$T_DIR/err" <<'SQL' || t_fail "step $step ($which): $(cat "$T_DIR/err")"
-SELECT kind || '|' || coalesce(key, '') || '|' || payload FROM triaged.ingest_all_arrays(
-  :'b'::jsonb, NULL, NULL, NULL, NULL, NULL, NULL, NULL, :'o'::jsonb);
-SQL
+    for which in fast ref arr; do
+        ingest_into $which "$now" "$b"
     done
     diff "$T_DIR/out.ref" "$T_DIR/out.fast" > "$T_DIR/diff" \
         || t_fail "step $step: published rows differ (< reference, > fast):
+$(cat "$T_DIR/diff")"
+    diff "$T_DIR/out.fast" "$T_DIR/out.arr" > "$T_DIR/diff" \
+        || t_fail "step $step: published rows differ (< jsonb statement, > arrays statement):
 $(cat "$T_DIR/diff")"
     cat "$T_DIR/out.fast" >> "$T_DIR/all.out"
 }
 tick() {
     step=$((step + 1))
-    for which in fast ref; do
+    for which in fast ref arr; do
         local pg=$fast
         [ $which = ref ] && pg=$ref
+        [ $which = arr ] && pg=$arr
         echo "SELECT kind || '|' || coalesce(key, '') || '|' || payload FROM triaged.tick(:'o'::jsonb);" \
             | psql "$pg" -qAtX -v ON_ERROR_STOP=1 -v o="$(opts "$1")" > "$T_DIR/out.$which" \
             || t_fail "tick at step $step ($which)"
     done
     diff "$T_DIR/out.ref" "$T_DIR/out.fast" > "$T_DIR/diff" \
         || t_fail "tick at step $step: rows differ: $(cat "$T_DIR/diff")"
+    diff "$T_DIR/out.fast" "$T_DIR/out.arr" > "$T_DIR/diff" \
+        || t_fail "tick at step $step: rows differ (< jsonb, > arrays): $(cat "$T_DIR/diff")"
 }
 
 ingest 10:00:05 "$(seg a1 r1 major firing 10:00:00)" "$(seg a2 r1 major firing 10:00:00)" \
@@ -137,8 +182,12 @@ SQL
 }
 dump "$fast" > "$T_DIR/state.fast"
 dump "$ref" > "$T_DIR/state.ref"
+dump "$arr" > "$T_DIR/state.arr"
 diff "$T_DIR/state.ref" "$T_DIR/state.fast" > "$T_DIR/diff" \
     || t_fail "stored state differs (< reference, > fast):
+$(cat "$T_DIR/diff")"
+diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
+    || t_fail "stored state differs (< jsonb statement, > arrays statement):
 $(cat "$T_DIR/diff")"
 t_log "$(wc -l < "$T_DIR/all.out") published rows and $(wc -l < "$T_DIR/state.fast") stored rows identical"
 
@@ -160,4 +209,88 @@ calls() { psql "$1" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || call
 # (the reference's _ingest_loop is SQL, which track_functions = pl ignores)
 want "batches with state changes, all row by row (reference)" "$(calls "$ref")" "_ingest_loop_rows=8"
 want "batches with state changes, those with some row by row (shipped)" "$(calls "$fast")" "_ingest_loop=8 _ingest_loop_rows=4"
+
+# ---- 011 on bound CIs: the jsonb statement (fast) against the arrays one (arr)
+cat > "$T_DIR/cmdb.json" <<'JSON'
+{"cis": [{"name": "db-01"}, {"name": "web-01"}, {"name": "web-02"}, {"name": "app-01"}],
+ "relations": [{"child": "web-01", "parent": "db-01"}, {"child": "web-02", "parent": "db-01"}],
+ "services": [{"name": "Shop", "tier": 1, "cis": ["web-01", "web-02"]}]}
+JSON
+for pg in "$fast" "$arr"; do
+    printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pg" > "$T_DIR/conf"
+    "$TD_BUILD_DIR/triagectl" -c "$T_DIR/conf" cmdb import "$T_DIR/cmdb.json" > "$T_DIR/imp.log" 2>&1 \
+        || t_fail "cmdb import: $(cat "$T_DIR/imp.log")"
+    "$TD_BUILD_DIR/triagectl" -c "$T_DIR/conf" maintenance add --ci app-01 \
+        --from 2024-03-01T12:00:00Z --to 2024-03-01T12:30:00Z > "$T_DIR/imp.log" 2>&1 \
+        || t_fail "maintenance add: $(cat "$T_DIR/imp.log")"
+done
+ci() { psql "$fast" -qAtX -c "SELECT id FROM triaged.ci WHERE name = '$1'"; }
+[ "$(ci db-01)" = "$(psql "$arr" -qAtX -c "SELECT id FROM triaged.ci WHERE name = 'db-01'")" ] \
+    || t_fail "the two databases gave the CIs different ids"
+db=$(ci db-01) web1=$(ci web-01) web2=$(ci web-02) app=$(ci app-01)
+# bseg FP CI_ID RESOURCE SEVERITY STATUS FIRST [EXTRA]: a bound segment
+bseg() {
+    local n=1
+    [ "$5" = resolved ] && n=0
+    printf '{"fp":"%s","source":"test","resource":"%s","check":"%s","dedup_key":null,"ci_id":%s,"summary":null,"labels":{"env":"b"},"severity":"%s","status":"%s","n":%s,"first":"2024-03-01T%sZ","last":"2024-03-01T%sZ"%s}' \
+        "$1" "$3" "${8:-c-$1}" "$2" "$4" "$5" "$n" "$6" "$6" "${7:-}"
+}
+ingest2() {
+    local now=$1 b
+    shift
+    b="[$(IFS=,; echo "$*")]"
+    step=$((step + 1))
+    for which in fast arr; do
+        ingest_into $which "$now" "$b"
+    done
+    diff "$T_DIR/out.fast" "$T_DIR/out.arr" > "$T_DIR/diff" \
+        || t_fail "step $step: published rows differ (< jsonb statement, > arrays statement):
+$(cat "$T_DIR/diff")"
+    cat "$T_DIR/out.fast" >> "$T_DIR/all2.out"
+}
+# web-01 and web-02 first (their CI descriptions sent), then db-01: its
+# incident absorbs theirs (correlation, merge, roles)
+ingest2 11:00:05 "$(bseg b1 "$web1" web-01 major firing 11:00:00 ",\"up\":[$db],\"svc\":[1]")" \
+    "$(bseg b2 "$web2" web-02 minor firing 11:00:00)" "$(bseg b3 null host-9 warning firing 11:00:00)"
+ingest2 11:01:05 "$(bseg b4 "$db" db-01 critical firing 11:01:00)" "$(bseg b1 "$web1" web-01 major firing 11:01:00)"
+# a heartbeat (the jsonb path), a resolve on the merged incident
+ingest2 11:02:05 "$(bseg h1 "$app" app-01 info firing 11:02:00 '' heartbeat)" \
+    "$(bseg b2 "$web2" web-02 minor resolved 11:02:00)"
+# app-01 in maintenance: suppressed (the jsonb path); then out of it, its
+# alert fires again: no longer suppressed, it gets its incident (arrays)
+ingest2 12:05:05 "$(bseg m1 "$app" app-01 major firing 12:05:00)" "$(bseg b4 "$db" db-01 critical firing 12:05:00)"
+ingest2 12:40:05 "$(bseg m1 "$app" app-01 major firing 12:40:00)" "$(bseg b1 "$web1" web-01 critical firing 12:40:00)"
+dump "$fast" > "$T_DIR/state.fast"
+dump "$arr" > "$T_DIR/state.arr"
+diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
+    || t_fail "bound CIs: stored state differs (< jsonb statement, > arrays statement):
+$(cat "$T_DIR/diff")"
+q2() { psql "$arr" -qAtX -c "$1"; }
+want "bound: an incident merged" "$(q2 "SELECT count(*) FROM triaged.incident WHERE merged_into IS NOT NULL")" "2"
+want "bound: symptoms" "$(q2 "SELECT count(*) FROM triaged.incident_alert WHERE role = 'symptom'")" "2"
+want "bound: the heartbeat stored" "$(q2 "SELECT count(*) FROM triaged.heartbeat")" "1"
+want "bound: m1 suppressed, then not" "$(q2 "SELECT string_agg(coalesce(h.detail->>'suppressed', '-'), ',' ORDER BY h.id) || ' ' || a.suppressed FROM triaged.alert a JOIN triaged.alert_history h ON h.alert_id = a.id WHERE a.fingerprint = 'm1' GROUP BY a.suppressed")" "true false"
+want "bound: m1 has its incident" "$(q2 "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'm1'")" "1"
+# 011's paths: every batch through _ingest_batch but the two with a
+# heartbeat or a CI in maintenance, handed to the jsonb statement
+want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=12 ingest_all_arrays=2"
+# malformed batches: the same error (22023, same message) from both
+# statements, nothing applied
+for bad in "$(bseg x1 null r major firing 12:50:00 ',"n":0')" \
+    "$(bseg b1 null r major firing 12:50:00 ',"labels":[1]')" \
+    "$(bseg x2 null r bad firing 12:50:00)" \
+    "$(bseg x3 null r major firing 12:50:00 ',"last":"2024-03-01T12:00:00Z"')"; do
+    step=$((step + 1))
+    b="[$(bseg x0 null r major firing 12:50:00),$bad]"
+    for which in fast arr; do
+        EXPECT_ERR=1 ingest_into $which 12:50:00 "$b" && t_fail "step $step ($which): no error"
+        sed -n 's/^ERROR: *//p' "$T_DIR/err" | head -1 > "$T_DIR/err.$which"
+    done
+    grep -q '^triaged.ingest: bad segment #2 ' "$T_DIR/err.arr" \
+        || t_fail "step $step: arrays statement: $(cat "$T_DIR/err.arr")"
+    diff "$T_DIR/err.fast" "$T_DIR/err.arr" > "$T_DIR/diff" \
+        || t_fail "step $step: errors differ (< jsonb, > arrays): $(cat "$T_DIR/diff")"
+done
+want "malformed batches applied nothing" "$(q2 "SELECT count(*) FROM triaged.alert WHERE fingerprint LIKE 'x%'")" "0"
+t_log "$(wc -l < "$T_DIR/all2.out") published rows and $(wc -l < "$T_DIR/state.arr") stored rows identical (bound CIs)"
 echo "test_engine_fastpaths: passed"
