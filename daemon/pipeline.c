@@ -4,8 +4,9 @@
  * into the open batch of their lane; a batch is sealed when it holds
  * batch_size messages or batch_time has passed. Each lane has its own
  * PostgreSQL connection and one active batch at a time: folded into segments
- * (batcher.c), classified by Redis (dedup.c), then applied by one call of
- * triaged.ingest() (store.c), which is the judge and the incident engine, and
+ * (batcher.c), classified by Redis (dedup.c) alongside, and applied by one
+ * call of triaged.ingest_arrays() (store.c; sql/011: the segments as typed
+ * arrays, pgarray.c), which is the judge and the incident engine, and
  * which commits the batch's Kafka offsets in the same transaction
  * (compare-and-set on triaged.kafka_offset). Only then are the batch's
  * messages acked, in submit order, and its events published.
@@ -17,7 +18,7 @@
  * commits), samples by their CI; so a partition's messages, and an alert's
  * from syslog or HTTP, are applied in the order they came. Batches of
  * different lanes that touch the same rows are settled by PostgreSQL:
- * ingest() locks rows in a fixed order, and a deadlock or serialization
+ * the engine locks rows in a fixed order, and a deadlock or serialization
  * failure retries the batch like any error.
  *
  * Exactly once in effect: a partition's offsets only advance with the
