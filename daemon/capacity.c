@@ -10,6 +10,7 @@
 
 #include "internal/alert.h"
 #include "internal/errors.h"
+#include "internal/pgarray.h"
 #include "internal/util.h"
 
 #define MAX_NAME 1024
@@ -131,113 +132,49 @@ td_capacity_decode(const char *buf, size_t len, size_t max_size, int64_t now_us,
     return TD_OK;
 }
 
-/* ---- binary arrays (PostgreSQL's array_send/array_recv format) ----------
- * int32 ndim (1), int32 has-nulls flag, uint32 element type OID, int32
- * length, int32 lower bound (1); then per element an int32 byte length (-1:
- * NULL) and the element's own binary form. All integers big-endian. */
-
-enum { OID_INT8 = 20, OID_TEXT = 25, OID_FLOAT8 = 701, OID_TIMESTAMPTZ = 1184 };
+/* ---- binary arrays (pgarray.c) ------------------------------------------ */
 
 #define PG_EPOCH_US INT64_C(946684800000000) /* 2000-01-01 in Unix microseconds */
-#define PG_MAX_VALUE ((size_t)1 << 30)       /* PostgreSQL's 1 GB per value */
-
-static unsigned char *
-put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-    return p + 4;
-}
-
-static unsigned char *
-put64(unsigned char *p, uint64_t v)
-{
-    return put32(put32(p, (uint32_t)(v >> 32)), (uint32_t)v);
-}
-
-static unsigned char *
-array_header(unsigned char *p, bool nulls, uint32_t oid, size_t n)
-{
-    p = put32(p, 1);
-    p = put32(p, nulls ? 1 : 0);
-    p = put32(p, oid);
-    p = put32(p, (uint32_t)n);
-    return put32(p, 1);
-}
-
-/* An 8-byte element (int8, float8, timestamptz) or NULL. */
-static unsigned char *
-put_elem8(unsigned char *p, bool null, uint64_t v)
-{
-    if (null)
-        return put32(p, UINT32_MAX); /* -1 */
-    return put64(put32(p, 8), v);
-}
-
-static unsigned char *
-put_text(unsigned char *p, const char *s)
-{
-    if (!s)
-        return put32(p, UINT32_MAX);
-    size_t l = strlen(s);
-    p = put32(p, (uint32_t)l);
-    memcpy(p, s, l);
-    return p + l;
-}
-
-static uint64_t
-bits_of(double d)
-{
-    uint64_t u;
-    memcpy(&u, &d, sizeof(u));
-    return u;
-}
 
 int
 td_samples_arrays(const td_sample *const *samples, const int64_t *ci_ids, size_t n,
                   char *out[TD_SAMPLE_ARRAYS], int len[TD_SAMPLE_ARRAYS])
 {
-    size_t size[TD_SAMPLE_ARRAYS];
-    bool nulls[TD_SAMPLE_ARRAYS] = {false, false, false, false, false, false};
+    static const uint32_t oids[TD_SAMPLE_ARRAYS] = {
+        TD_OID_INT8, TD_OID_TEXT, TD_OID_TEXT, TD_OID_TIMESTAMPTZ, TD_OID_FLOAT8, TD_OID_FLOAT8};
+    td_pgarray a[TD_SAMPLE_ARRAYS];
     for (int k = 0; k < TD_SAMPLE_ARRAYS; k++)
-        size[k] = 20;
+        td_pgarray_init(&a[k], oids[k]);
     for (size_t i = 0; i < n; i++) {
         const td_sample *s = samples[i];
-        bool bound = ci_ids[i] != 0;
-        size[0] += bound ? 12 : 4;
-        size[1] += bound ? 4 : 4 + strlen(s->ci);
-        size[2] += 4 + strlen(s->metric);
-        size[3] += 12;
-        size[4] += 12;
-        size[5] += isnan(s->limit) ? 4 : 12;
-        nulls[0] |= !bound;
-        nulls[1] |= bound;
-        nulls[5] |= isnan(s->limit) != 0;
+        if (ci_ids[i] != 0) { /* bound: the id, no name */
+            td_pgarray_int8(&a[0], ci_ids[i]);
+            td_pgarray_null(&a[1]);
+        } else {
+            td_pgarray_null(&a[0]);
+            td_pgarray_text(&a[1], s->ci);
+        }
+        td_pgarray_text(&a[2], s->metric);
+        td_pgarray_timestamptz(&a[3], s->ts_us);
+        td_pgarray_float8(&a[4], s->value);
+        if (isnan(s->limit))
+            td_pgarray_null(&a[5]);
+        else
+            td_pgarray_float8(&a[5], s->limit);
     }
-    for (int k = 0; k < TD_SAMPLE_ARRAYS; k++)
-        if (size[k] >= PG_MAX_VALUE)
-            return TD_ERR;
-    unsigned char *p[TD_SAMPLE_ARRAYS];
-    static const uint32_t oids[TD_SAMPLE_ARRAYS] = {OID_INT8,        OID_TEXT,   OID_TEXT,
-                                                    OID_TIMESTAMPTZ, OID_FLOAT8, OID_FLOAT8};
+    int rc = TD_OK;
     for (int k = 0; k < TD_SAMPLE_ARRAYS; k++) {
-        out[k] = td_malloc(size[k]);
-        len[k] = (int)size[k];
-        p[k] = array_header((unsigned char *)out[k], nulls[k], oids[k], n);
+        out[k] = NULL;
+        if (rc == TD_OK && td_pgarray_finish(&a[k], &out[k], &len[k]) != TD_OK)
+            rc = TD_ERR;
+        td_pgarray_reset(&a[k]);
     }
-    for (size_t i = 0; i < n; i++) {
-        const td_sample *s = samples[i];
-        bool bound = ci_ids[i] != 0;
-        p[0] = put_elem8(p[0], !bound, (uint64_t)ci_ids[i]);
-        p[1] = put_text(p[1], bound ? NULL : s->ci);
-        p[2] = put_text(p[2], s->metric);
-        p[3] = put_elem8(p[3], false, (uint64_t)(s->ts_us - PG_EPOCH_US));
-        p[4] = put_elem8(p[4], false, bits_of(s->value));
-        p[5] = put_elem8(p[5], isnan(s->limit) != 0, bits_of(s->limit));
-    }
-    return TD_OK;
+    if (rc != TD_OK)
+        for (int k = 0; k < TD_SAMPLE_ARRAYS; k++) {
+            free(out[k]);
+            out[k] = NULL;
+        }
+    return rc;
 }
 
 void

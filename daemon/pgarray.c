@@ -105,6 +105,14 @@ td_pgarray_int8(td_pgarray *a, int64_t v)
 }
 
 void
+td_pgarray_float8(td_pgarray *a, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, sizeof(u));
+    td_pgarray_int8(a, (int64_t)u); /* the same 8 bytes, big-endian */
+}
+
+void
 td_pgarray_timestamptz(td_pgarray *a, int64_t unix_us)
 {
     td_pgarray_int8(a, unix_us - PG_EPOCH_US);

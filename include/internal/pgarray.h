@@ -49,6 +49,7 @@ void td_pgarray_null(td_pgarray *a);
 void td_pgarray_text(td_pgarray *a, const char *s);      /* NULL: a NULL element */
 void td_pgarray_jsonb(td_pgarray *a, const char *json); /* JSON text; NULL: NULL */
 void td_pgarray_int8(td_pgarray *a, int64_t v);
+void td_pgarray_float8(td_pgarray *a, double v);
 /* Unix microseconds. */
 void td_pgarray_timestamptz(td_pgarray *a, int64_t unix_us);
 
