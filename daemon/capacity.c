@@ -209,10 +209,10 @@ td_samples_summary(const td_sample *const *samples, size_t n, char **hours, int 
     *len = 0;
     if (too_many)
         return;
-    unsigned char *p = td_malloc(20 + nh * 12);
-    *hours = (char *)p;
-    *len = (int)(20 + nh * 12);
-    p = array_header(p, false, OID_TIMESTAMPTZ, nh);
+    td_pgarray a;
+    td_pgarray_init(&a, TD_OID_TIMESTAMPTZ);
     for (size_t j = 0; j < nh; j++)
-        p = put_elem8(p, false, (uint64_t)(h[j] * INT64_C(3600000000)));
+        td_pgarray_timestamptz(&a, h[j] * INT64_C(3600000000) + PG_EPOCH_US);
+    if (td_pgarray_finish(&a, hours, len) != TD_OK) /* (at most 1,024 elements) */
+        *hours = NULL;
 }
