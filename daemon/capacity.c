@@ -134,8 +134,6 @@ td_capacity_decode(const char *buf, size_t len, size_t max_size, int64_t now_us,
 
 /* ---- binary arrays (pgarray.c) ------------------------------------------ */
 
-#define PG_EPOCH_US INT64_C(946684800000000) /* 2000-01-01 in Unix microseconds */
-
 int
 td_samples_arrays(const td_sample *const *samples, const int64_t *ci_ids, size_t n,
                   char *out[TD_SAMPLE_ARRAYS], int len[TD_SAMPLE_ARRAYS])
@@ -162,19 +160,7 @@ td_samples_arrays(const td_sample *const *samples, const int64_t *ci_ids, size_t
         else
             td_pgarray_float8(&a[5], s->limit);
     }
-    int rc = TD_OK;
-    for (int k = 0; k < TD_SAMPLE_ARRAYS; k++) {
-        out[k] = NULL;
-        if (rc == TD_OK && td_pgarray_finish(&a[k], &out[k], &len[k]) != TD_OK)
-            rc = TD_ERR;
-        td_pgarray_reset(&a[k]);
-    }
-    if (rc != TD_OK)
-        for (int k = 0; k < TD_SAMPLE_ARRAYS; k++) {
-            free(out[k]);
-            out[k] = NULL;
-        }
-    return rc;
+    return td_pgarray_finish_all(a, TD_SAMPLE_ARRAYS, out, len);
 }
 
 void
@@ -192,8 +178,8 @@ td_samples_summary(const td_sample *const *samples, size_t n, char **hours, int 
         if (too_many)
             continue;
         /* the hour, floored also before 1970 */
-        int64_t t = s->ts_us - PG_EPOCH_US, hour = t / INT64_C(3600000000);
-        if (t < 0 && t % INT64_C(3600000000))
+        int64_t hour = s->ts_us / INT64_C(3600000000);
+        if (s->ts_us < 0 && s->ts_us % INT64_C(3600000000))
             hour--;
         size_t j = 0;
         while (j < nh && h[j] != hour)
@@ -212,7 +198,7 @@ td_samples_summary(const td_sample *const *samples, size_t n, char **hours, int 
     td_pgarray a;
     td_pgarray_init(&a, TD_OID_TIMESTAMPTZ);
     for (size_t j = 0; j < nh; j++)
-        td_pgarray_timestamptz(&a, h[j] * INT64_C(3600000000) + PG_EPOCH_US);
+        td_pgarray_timestamptz(&a, h[j] * INT64_C(3600000000));
     if (td_pgarray_finish(&a, hours, len) != TD_OK) /* (at most 1,024 elements) */
         *hours = NULL;
 }

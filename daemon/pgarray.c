@@ -137,3 +137,21 @@ td_pgarray_finish(td_pgarray *a, char **out, int *len)
     memset(a, 0, sizeof(*a));
     return TD_OK;
 }
+
+int
+td_pgarray_finish_all(td_pgarray *a, size_t n, char **out, int *len)
+{
+    int rc = TD_OK;
+    for (size_t k = 0; k < n; k++)
+        if (rc == TD_OK)
+            rc = td_pgarray_finish(&a[k], &out[k], &len[k]);
+        else
+            td_pgarray_reset(&a[k]);
+    if (rc != TD_OK)
+        for (size_t k = 0; k < n; k++) {
+            free(out[k]);
+            out[k] = NULL;
+            len[k] = 0;
+        }
+    return rc;
+}

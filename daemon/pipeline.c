@@ -645,12 +645,15 @@ segments_arrays(const td_pipeline *p, const batch *b, char **values, int *length
     for (size_t i = 0; i < b->nsegs; i++) {
         const td_segment *s = &b->segs[i];
         const td_alert *al = s->rep;
-        json_t *labels = json_object();
-        for (size_t j = 0; j < al->n_labels; j++)
-            json_object_set_new(labels, al->labels[j].name,
-                                json_string(al->labels[j].value));
-        char *labels_text = json_dumps(labels, JSON_COMPACT);
-        json_decref(labels);
+        char *labels_text = NULL; /* (none: "{}", without building it) */
+        if (al->n_labels) {
+            json_t *labels = json_object();
+            for (size_t j = 0; j < al->n_labels; j++)
+                json_object_set_new(labels, al->labels[j].name,
+                                    json_string(al->labels[j].value));
+            labels_text = json_dumps(labels, JSON_COMPACT);
+            json_decref(labels);
+        }
         int64_t ci_id = td_cmdb_bind(p->cmdb, al);
         if (ci_id && ci_set_add(described, cap, ci_id)) {
             json_t *o = json_object();
@@ -677,18 +680,7 @@ segments_arrays(const td_pipeline *p, const batch *b, char **values, int *length
         td_pgarray_timestamptz(&a[12], s->last_us);
     }
     free(described);
-    int rc = TD_OK;
-    for (int k = 0; k < INGEST_SEG_ARRAYS; k++)
-        if (rc == TD_OK)
-            rc = td_pgarray_finish(&a[k], &values[k], &lengths[k]);
-        else
-            td_pgarray_reset(&a[k]);
-    if (rc != TD_OK) {
-        for (int k = 0; k < INGEST_SEG_ARRAYS; k++) {
-            free(values[k]);
-            values[k] = NULL;
-            lengths[k] = 0;
-        }
+    if (td_pgarray_finish_all(a, INGEST_SEG_ARRAYS, values, lengths) != TD_OK) {
         json_decref(cis);
         return TD_ERR;
     }
@@ -1137,17 +1129,18 @@ on_ingest(void *arg, const PGresult *res, const char *err)
         else
             publish_row(p, res, r);
     }
+    /* what was applied: the partitions' stored positions, each alert's
+     * delay since its occurred_at; then the acks */
+    int64_t now_us = td_now_ms() * 1000;
+    size_t n = b->n, bytes = 0;
     for (size_t i = 0; i < b->n; i++) {
         item *it = &b->items[i];
-        if (it->part && !it->retry && !it->skip && it->epoch == it->part->epoch &&
-            it->offset + 1 > it->part->known_next)
-            it->part->known_next = it->offset + 1;
-    }
-    int64_t now_us = td_now_ms() * 1000;
-    for (size_t i = 0; i < b->n; i++) {
-        const item *it = &b->items[i];
+        bytes += it->bytes;
         if (it->retry)
             continue;
+        if (it->part && !it->skip && it->epoch == it->part->epoch &&
+            it->offset + 1 > it->part->known_next)
+            it->part->known_next = it->offset + 1;
         for (size_t j = 0; j < it->n_alerts; j++) {
             int64_t d = now_us - it->alerts[j].occurred_at_us;
             td_metric_observe(p->m_alert_delay, d > 0 ? (double)d / 1e6 : 0);
@@ -1156,9 +1149,6 @@ on_ingest(void *arg, const PGresult *res, const char *err)
     for (size_t i = 0; i < b->n; i++)
         ack_item(&b->items[i], b->items[i].retry ? TD_ACK_RETRY : TD_ACK_OK);
     td_metric_observe(p->m_batch_latency, (double)(td_mono_ms() - b->sealed_ms) / 1e3);
-    size_t n = b->n, bytes = 0;
-    for (size_t i = 0; i < b->n; i++)
-        bytes += b->items[i].bytes;
     l->active = NULL;
     batch_free(b);
     release(p, n, bytes);

@@ -57,5 +57,8 @@ void td_pgarray_timestamptz(td_pgarray *a, int64_t unix_us);
  * empty. TD_ERR (nothing returned, *a emptied) when the array passes
  * PostgreSQL's 1 GB limit on a value. */
 int td_pgarray_finish(td_pgarray *a, char **out, int *len);
+/* td_pgarray_finish of a[0..n) into out[k], len[k]: all of them, or TD_ERR
+ * with none (every array emptied, out[k] NULL). */
+int td_pgarray_finish_all(td_pgarray *a, size_t n, char **out, int *len);
 
 #endif
