@@ -218,9 +218,12 @@ const td_option td_options[] = {
             "Most messages applied together in one batch (one Redis round "
             "trip, one PostgreSQL transaction). Batches grow by themselves "
             "while PostgreSQL is busy with the previous one."),
-    OPT_DUR("pipeline", "batch_time", "20ms", MSEC(1), SEC(10), 0,
+    OPT_DUR("pipeline", "batch_time", "0ms", 0, SEC(10), 0,
             batch_time_ms,
-            "Longest time a batch waits to fill up while PostgreSQL is idle; "
+            "Longest time a batch waits to fill up while its lane is idle. "
+            "0: it goes as soon as the input that filled it yields (one "
+            "Kafka fetch, one HTTP body), so an idle lane adds no delay; "
+            "while PostgreSQL is busy the next batch fills up anyway, and "
             "when a batch commits, the next one starts at once."),
     OPT_INT("pipeline", "lanes", "2", 1, 64, 0, lanes,
             "Batches applied at once, each on its own PostgreSQL connection "

@@ -2,7 +2,8 @@
  *
  * The design is simple: messages are decoded as they are submitted and go
  * into the open batch of their lane; a batch is sealed when it holds
- * batch_size messages or batch_time has passed. Each lane has its own
+ * batch_size messages or batch_time has passed (0, the default: as soon as
+ * the submitting callback returns, when the lane is idle). Each lane has its own
  * PostgreSQL connection and one active batch at a time: folded into segments
  * (batcher.c), classified by Redis (dedup.c) alongside, and applied by one
  * call of triaged.ingest_arrays() (store.c; sql/011: the segments as typed
@@ -37,7 +38,8 @@
  * half.
  * PostgreSQL errors retry the same batch with backoff while the queue fills
  * and the inputs pause: nothing is dropped. Timers (resolve after grace,
- * close after quiet, flapping) run as triaged.tick() once a second. */
+ * close after quiet, flapping), capacity rollups and SLA events are
+ * ticks.c's statements, on connections of their own. */
 #include "internal/pipeline.h"
 
 #include <jansson.h>
@@ -55,6 +57,7 @@
 #include "internal/metrics.h"
 #include "internal/pgarray.h"
 #include "internal/store.h"
+#include "internal/ticks.h"
 #include "internal/util.h"
 
 enum { STMT_INGEST, STMT_TICK, STMT_POSITIONS, STMT_CAPACITY_TICK, STMT_SLA_TICK };
@@ -175,23 +178,18 @@ struct td_pipeline {
     size_t queued_bytes; /* their items' bytes */
     bool full;     /* told an input FULL; resume below half */
     bool intake_stopped;
-    bool tick_running;
-    bool capacity_tick_running;
-    int64_t capacity_tick_due; /* monotonic ms */
-    bool sla_tick_running;     /* on the capacity connection too, after it */
-    int64_t sla_tick_due;      /* monotonic ms */
     bool shutting_down;
     partition *parts;
 
-    struct event *ev_tick;
+    td_ticks *ticks; /* tick, capacity and SLA statements (ticks.c) */
     td_ratelimit rl_store, rl_invalid;
 
     td_metric *m_received, *m_alerts, *m_batches, *m_batch_msgs, *m_queue,
         *m_dups, *m_new, *m_refired, *m_resolved, *m_stale, *m_unknown_resolves,
         *m_opened, *m_reopened, *m_inc_resolved, *m_inc_closed, *m_retries,
         *m_fenced, *m_segments, *m_batch_latency, *m_alert_delay, *m_events, *m_samples,
-        *m_samples_stored, *m_samples_dup, *m_samples_unknown_ci, *m_cap_warnings,
-        *m_hint[3], *m_hints_skipped, *m_sla_tick_errors, *m_queue_bytes, *m_full_bytes;
+        *m_samples_stored, *m_samples_dup, *m_samples_unknown_ci,
+        *m_hint[3], *m_hints_skipped, *m_queue_bytes, *m_full_bytes;
     td_ratelimit rl_capacity;
 };
 
@@ -352,9 +350,15 @@ add_item(lane *l, const item *it)
     const td_config *cfg = l->p->cfg;
     if (!l->open) {
         l->open = td_calloc(1, sizeof(batch));
-        struct timeval tv = {(time_t)(cfg->batch_time_ms / 1000),
-                             (suseconds_t)(cfg->batch_time_ms % 1000) * 1000};
-        event_add(l->ev_batch, &tv);
+        if (cfg->batch_time_ms > 0) {
+            struct timeval tv = {(time_t)(cfg->batch_time_ms / 1000),
+                                 (suseconds_t)(cfg->batch_time_ms % 1000) * 1000};
+            event_add(l->ev_batch, &tv);
+        } else {
+            /* after the callback that is submitting returns: the rest of
+             * its burst (a fetch, a body split over lanes) joins the batch */
+            event_active(l->ev_batch, EV_TIMEOUT, 1);
+        }
     }
     batch *b = l->open;
     if (b->n == b->cap) {
@@ -724,30 +728,6 @@ offsets_json(const td_pipeline *p, const batch *b)
     return s;
 }
 
-static char *
-opts_json(const td_pipeline *p, int tick)
-{
-    char now[32];
-    td_format_rfc3339(td_now_ms() * 1000, now);
-    json_t *o = json_object();
-    json_object_set_new(o, "now", json_string(now));
-    json_object_set_new(o, "actor", json_string(p->actor));
-    json_object_set_new(o, "reopen_window_ms", json_integer(p->cfg->reopen_window_ms));
-    json_object_set_new(o, "flap_threshold", json_integer(p->cfg->flap_threshold));
-    json_object_set_new(o, "flap_window_ms", json_integer(p->cfg->flap_window_ms));
-    json_object_set_new(o, "correlation_window_ms",
-                        json_integer(p->cfg->correlation_window_ms));
-    json_object_set_new(o, "priority_matrix", json_string(p->cfg->priority_matrix));
-    json_object_set_new(o, "impact_many_services", json_integer(p->cfg->impact_many_services));
-    if (tick) {
-        json_object_set_new(o, "resolve_grace_ms", json_integer(p->cfg->resolve_grace_ms));
-        json_object_set_new(o, "close_after_ms", json_integer(p->cfg->close_after_ms));
-    }
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return s;
-}
-
 static void on_ingest(void *arg, const PGresult *res, const char *err);
 
 static void retry_later(lane *l, const char *why);
@@ -792,7 +772,7 @@ send_ingest(lane *l)
     for (int k = 0; k < INGEST_SEG_ARRAYS; k++)
         formats[k] = 1;
     values[INGEST_OFFSETS] = offsets_json(p, b);
-    values[INGEST_OPTS] = opts_json(p, 0);
+    values[INGEST_OPTS] = td_engine_opts(p->cfg, p->actor, false);
     td_store_exec_owned(l->store, STMT_INGEST, values, lengths, formats, on_ingest, l);
 }
 
@@ -998,8 +978,9 @@ apply_stats(td_pipeline *p, const char *payload, uint64_t firing_msgs)
 }
 
 static void
-publish_row(td_pipeline *p, const PGresult *res, int row)
+publish_row(void *arg, const PGresult *res, int row)
 {
+    td_pipeline *p = arg;
     td_event ev = {
         .kind = PQgetvalue(res, row, 0),
         .key = PQgetisnull(res, row, 1) ? NULL : PQgetvalue(res, row, 1),
@@ -1155,154 +1136,6 @@ on_ingest(void *arg, const PGresult *res, const char *err)
     kick(l);
 }
 
-/* ---- timers ---------------------------------------------------------- */
-
-static void
-on_tick_result(void *arg, const PGresult *res, const char *err)
-{
-    td_pipeline *p = arg;
-    p->tick_running = false;
-    if (!res) {
-        td_debug("tick skipped", "error=\"%s\"", err ? err : "");
-        return;
-    }
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        uint32_t suppressed;
-        const char *e = PQresultErrorMessage(res);
-        if (td_ratelimit_allow(&p->rl_store, 5, &suppressed))
-            td_warn("tick failed", "error=\"%.*s\"", (int)strcspn(e, "\n"), e);
-        return;
-    }
-    for (int r = 0; r < PQntuples(res); r++)
-        if (strcmp(PQgetvalue(res, r, 0), "stats") != 0)
-            publish_row(p, res, r);
-}
-
-static void
-on_capacity_tick_result(void *arg, const PGresult *res, const char *err)
-{
-    td_pipeline *p = arg;
-    p->capacity_tick_running = false;
-    if (!res) {
-        td_debug("capacity tick skipped", "error=\"%s\"", err ? err : "");
-        return;
-    }
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        uint32_t suppressed;
-        const char *e = PQresultErrorMessage(res);
-        if (td_ratelimit_allow(&p->rl_store, 5, &suppressed))
-            td_warn("capacity tick failed", "error=\"%.*s\"", (int)strcspn(e, "\n"), e);
-        return;
-    }
-    for (int r = 0; r < PQntuples(res); r++) {
-        const char *kind = PQgetvalue(res, r, 0);
-        if (strcmp(kind, "capacity.tick") == 0) {
-            td_debug("capacity tick", "result=%s", PQgetvalue(res, r, 2));
-            continue;
-        }
-        if (strcmp(kind, "capacity.warning") == 0)
-            td_metric_add(p->m_cap_warnings, 1);
-        publish_row(p, res, r);
-    }
-}
-
-static void
-capacity_tick(td_pipeline *p)
-{
-    int64_t now = td_mono_ms();
-    if (p->capacity_tick_running || now < p->capacity_tick_due)
-        return;
-    p->capacity_tick_due = now + p->cfg->capacity_rollup_interval_ms;
-    p->capacity_tick_running = true;
-    char ts[32];
-    td_format_rfc3339(td_now_ms() * 1000, ts);
-    char *opts = td_asprintf(
-        "{\"now\":\"%s\",\"window_ms\":%lld,\"horizon_ms\":%lld,\"retention_ms\":%lld,"
-        "\"min_points\":%d,\"min_r2\":%.2f,\"max_hours\":24,\"open_hour_ms\":%lld}",
-        ts, (long long)p->cfg->capacity_window_ms, (long long)p->cfg->capacity_horizon_ms,
-        (long long)p->cfg->capacity_retention_ms, p->cfg->capacity_min_points,
-        p->cfg->capacity_min_r2_pct / 100.0,
-        (long long)(5 * p->cfg->capacity_rollup_interval_ms)); /* the open hour: 1 tick in 5 */
-    const char *params[1] = {opts};
-    td_store_exec(p->cap_store, STMT_CAPACITY_TICK, params, on_capacity_tick_result, p);
-    free(opts);
-}
-
-/* ---- SLA events ---------------------------------------------------------- */
-
-static void
-on_sla_tick_result(void *arg, const PGresult *res, const char *err)
-{
-    td_pipeline *p = arg;
-    p->sla_tick_running = false;
-    if (!res) {
-        td_debug("sla tick skipped", "error=\"%s\"", err ? err : "");
-        return;
-    }
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        uint32_t suppressed;
-        const char *e = PQresultErrorMessage(res);
-        td_metric_add(p->m_sla_tick_errors, 1);
-        if (td_ratelimit_allow(&p->rl_store, 5, &suppressed))
-            td_warn("sla tick failed", "error=\"%.*s\"", (int)strcspn(e, "\n"), e);
-        return;
-    }
-    for (int r = 0; r < PQntuples(res); r++) {
-        const char *kind = PQgetvalue(res, r, 0);
-        if (strcmp(kind, "sla.tick") == 0) {
-            td_debug("sla tick", "result=%s", PQgetvalue(res, r, 2));
-            continue;
-        }
-        char labels[64];
-        snprintf(labels, sizeof(labels), "kind=\"%s\"", kind);
-        td_metric_add(td_counter("sla_events", "SLA events raised, by kind", labels), 1);
-        publish_row(p, res, r);
-    }
-}
-
-/* sla.breached / sla.burn_rate events: triaged.sla_tick every
- * [sla] tick_interval, with the burn-rate rule from [sla]. */
-static void
-sla_tick(td_pipeline *p)
-{
-    int64_t now = td_mono_ms();
-    if (!p->cfg->sla_events || p->sla_tick_running || now < p->sla_tick_due)
-        return;
-    p->sla_tick_due = now + p->cfg->sla_tick_interval_ms;
-    p->sla_tick_running = true;
-    char ts[32];
-    td_format_rfc3339(td_now_ms() * 1000, ts);
-    char *opts = td_asprintf(
-        "{\"now\":\"%s\",\"fast_budget_pct\":%d,\"fast_window_ms\":%lld,"
-        "\"fast_short_ms\":%lld,\"slow_budget_pct\":%d,\"slow_window_ms\":%lld,"
-        "\"slow_short_ms\":%lld}",
-        ts, p->cfg->sla_fast_budget_pct, (long long)p->cfg->sla_fast_window_ms,
-        (long long)p->cfg->sla_fast_short_window_ms, p->cfg->sla_slow_budget_pct,
-        (long long)p->cfg->sla_slow_window_ms, (long long)p->cfg->sla_slow_short_window_ms);
-    const char *params[1] = {opts};
-    td_store_exec(p->cap_store, STMT_SLA_TICK, params, on_sla_tick_result, p);
-    free(opts);
-}
-
-static void
-on_tick(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    td_pipeline *p = arg;
-    if (td_store_connected(p->cap_store)) {
-        capacity_tick(p);
-        sla_tick(p);
-    }
-    if (p->tick_running || !td_store_connected(p->tick_store))
-        return;
-    p->tick_running = true;
-    char *opts = opts_json(p, 1);
-    const char *params[1] = {opts};
-    td_store_exec(p->tick_store, STMT_TICK, params, on_tick_result, p);
-    free(opts);
-}
-
 /* ---- positions --------------------------------------------------------- */
 
 static void
@@ -1405,9 +1238,12 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
         }
         free(copy);
     }
-    p->ev_tick = event_new(base, -1, EV_PERSIST, on_tick, p);
-    struct timeval one = {1, 0};
-    event_add(p->ev_tick, &one);
+    td_ticks_conf tc = {
+        .tick_store = p->tick_store, .cap_store = p->cap_store,
+        .stmt_tick = STMT_TICK, .stmt_capacity = STMT_CAPACITY_TICK, .stmt_sla = STMT_SLA_TICK,
+        .actor = p->actor, .publish = publish_row, .arg = p,
+    };
+    p->ticks = td_ticks_new(cfg, base, &tc);
 
     COUNTER(m_received, "messages_received", "Messages submitted by inputs");
     COUNTER(m_alerts, "alerts_received", "Alerts decoded from valid messages");
@@ -1433,7 +1269,6 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
             "Capacity samples already stored (same ci, metric and ts): ignored");
     COUNTER(m_samples_unknown_ci, "capacity_samples_unknown_ci",
             "Capacity samples whose ci matches no CI: not stored, logged");
-    COUNTER(m_cap_warnings, "capacity_warnings", "capacity_warning events raised");
     static const char *hint_labels[3] = {"hint=\"dup\"", "hint=\"change\"", "hint=\"new\""};
     for (int i = 0; i < 3; i++)
         p->m_hint[i] = td_counter("dedup_hints",
@@ -1441,7 +1276,6 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
                                   hint_labels[i]);
     COUNTER(m_hints_skipped, "dedup_batches_skipped",
             "Batches not sent to Redis because it lagged 8 batches behind");
-    COUNTER(m_sla_tick_errors, "sla_tick_errors", "Failed runs of triaged.sla_tick");
     p->m_queue = td_gauge("queue_messages", "Messages taken and not yet acked", NULL);
     p->m_queue_bytes = td_gauge("queue_bytes",
                                 "Memory held by the decoded alerts and samples of the "
@@ -1486,6 +1320,7 @@ void
 td_pipeline_reload(td_pipeline *p, const td_config *cfg)
 {
     p->cfg = cfg;
+    td_ticks_reload(p->ticks, cfg);
     td_cmdb_refresh(p->cmdb, cfg->cmdb_bind_labels);
 }
 
@@ -1521,10 +1356,10 @@ td_pipeline_free(td_pipeline *p)
         event_free(p->lanes[i].ev_retry);
     }
     free(p->lanes);
-    td_store_free(p->tick_store);
+    td_store_free(p->tick_store); /* their callbacks still see the ticks */
     td_store_free(p->cap_store);
+    td_ticks_free(p->ticks);
     td_cmdb_free(p->cmdb);
-    event_free(p->ev_tick);
     for (partition *x = p->parts, *n; x; x = n) {
         n = x->next;
         free(x->topic);

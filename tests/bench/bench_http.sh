@@ -63,6 +63,8 @@ migrate = yes
 url = $TD_TEST_REDIS_URL
 [plugins]
 dir = $build/plugins
+[pipeline]
+${BATCH_TIME:+batch_time = $BATCH_TIME}
 [http]
 listen = 127.0.0.1:$tp
 tokens = $work/tokens
@@ -83,17 +85,33 @@ YML
 prometheus-alertmanager --config.file="$work/am.yml" --storage.path="$work/am" \
     --web.listen-address="127.0.0.1:$ap" --cluster.listen-address= --log.level=error \
     > "$work/am.log" 2>&1 &
-pids+=("$!")
+apid=$!
+pids+=("$apid")
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ap/-/ready" >/dev/null && break; sleep 0.1; done
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU seconds of the PostgreSQL backends connected to database $1
+pg_cpu() {
+    local pm; pm=$(head -1 "$TD_TEST_DIR/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    for c in $(ps --ppid "$pm" -o pid=); do
+        tr '\0' ' ' < "/proc/$c/cmdline" 2>/dev/null | grep -q " $1 " && cat "/proc/$c/stat"
+    done | awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.2f", t / hz}'
+}
+# CPU seconds the whole machine spent busy (all cores), from /proc/stat
+busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {printf "%.2f", ($2 + $3 + $4 + $7 + $8) / hz}' /proc/stat; }
+redis_pid=$(head -1 "$TD_TEST_DIR/redis.pid" 2>/dev/null || pgrep -f "redis-server.*:$TD_TEST_REDIS_PORT" | head -1)
 echo "bench_http: $N alerts in batches of 100, $((N / 10)) distinct (90 % duplicates), $C connections"
-c0=$(cpu "$tpid")
+c0=$(cpu "$tpid"); p0=$(pg_cpu "$db"); r0=$(cpu "$redis_pid"); b0=$(busy)
 td=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$tp/api/v1/alerts" "$work/td.batches" "$C" "Authorization: Bearer $tok")
-c1=$(cpu "$tpid")
+c1=$(cpu "$tpid"); p1=$(pg_cpu "$db"); r1=$(cpu "$redis_pid"); b1=$(busy)
+a0=$(cpu "$apid"); ab0=$(busy)
 am=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$ap/api/v2/alerts" "$work/am.batches" "$C")
-echo "triaged      $td  (triaged CPU $(( (c1 - c0) ))0 ms)"
+a1=$(cpu "$apid"); ab1=$(busy)
+hz=$(getconf CLK_TCK)
+echo "triaged      $td"
+echo "  CPU-s: triaged $(python3 -c "print(f'{($c1 - $c0) / $hz:.2f}')"), PostgreSQL $(python3 -c "print(f'{$p1 - $p0:.2f}')"), redis $(python3 -c "print(f'{($r1 - $r0) / $hz:.2f}')"), machine $(python3 -c "print(f'{$b1 - $b0:.2f}')")"
 echo "alertmanager $am"
+echo "  CPU-s: alertmanager $(python3 -c "print(f'{($a1 - $a0) / $hz:.2f}')"), machine $(python3 -c "print(f'{$ab1 - $ab0:.2f}')")"
 occ=$(psql "$pg" -qAtc "SELECT count(*), sum(occurrences) FROM triaged.alert")
 echo "triaged stored: alerts|occurrences = $occ (expected $((N / 10)) distinct at most, $N occurrences)"
 python3 - "$td" "$am" <<'PY'
@@ -102,4 +120,5 @@ t = float(sys.argv[1].split()[7]); a = float(sys.argv[2].split()[7])
 print("ratio triaged / alertmanager: %.2fx" % (t / a))
 PY
 curl -s -H "Authorization: Bearer $tok" "http://127.0.0.1:$tp/metrics" > "$work/metrics" || true
+[ -z "${METRICS_OUT:-}" ] || cp "$work/metrics" "$METRICS_OUT"
 psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"

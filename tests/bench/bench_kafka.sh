@@ -70,8 +70,13 @@ ${TD_BENCH_KAFKA_EXTRA:-}
 ${TD_BENCH_INCIDENTS_TOPIC:+incidents_topic = $TD_BENCH_INCIDENTS_TOPIC}
 [plugins]
 dir = $build/plugins
-load = in_kafka${TD_BENCH_INCIDENTS_TOPIC:+, out_kafka}
+load = in_kafka${TD_BENCH_INCIDENTS_TOPIC:+, out_kafka}${TD_BENCH_METRICS:+, in_http}
 CONF
+    if [ -n "${TD_BENCH_METRICS:-}" ]; then
+        mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        echo "bench read $(printf bench-metrics | sha256sum | cut -d' ' -f1)" > "$work/tokens"
+        printf '[http]\nlisten = 127.0.0.1:%s\ntokens = %s\n' "$mport" "$work/tokens" >> "$work/triaged.conf"
+    fi
     printf '[pipeline]\n%s\n%s\n' "${TD_BENCH_LANES:+lanes = $TD_BENCH_LANES}" \
         "${TD_BENCH_PIPELINE_EXTRA:-}" >> "$work/triaged.conf"
     redis-cli -u "$TD_TEST_REDIS_URL" flushdb >/dev/null
@@ -79,7 +84,12 @@ CONF
     pid=$!
 }
 
+# TD_BENCH_METRICS=FILE: triaged also serves /metrics (in_http), saved to
+# FILE.<run> right before it stops
 stop_triaged() {
+    [ -z "${TD_BENCH_METRICS:-}" ] ||
+        curl -s -H "Authorization: Bearer bench-metrics" "http://127.0.0.1:$mport/metrics" \
+            > "$TD_BENCH_METRICS.$db" || true
     kill -TERM "$pid"; wait "$pid" || true; pid=""
 }
 

@@ -242,7 +242,7 @@ ParameterizedTestParameters(config, each_mistake_is_reported_with_its_line)
         { BASE "[pipeline]\nbatch_size = 0\n",
           ":6: value '0' out of range for pipeline.batch_size (1..1000000)" },
         { BASE "[pipeline]\nbatch_time = 11s\n",
-          ":6: value '11s' out of range for pipeline.batch_time (1ms..10s)" },
+          ":6: value '11s' out of range for pipeline.batch_time (0ms..10s)" },
         { BASE "[http]\nmax_body = 65M\n",
           ":6: value '65M' out of range for http.max_body (1KiB..64MiB)" },
         { BASE "[pipeline]\nqueue_limit = lots\n",
