@@ -25,6 +25,8 @@
 #
 # Settings (environment): STACK_TIMEOUT (seconds per wait, default 30),
 # TD_KEEP_STACK=1 (keep the folder at stack_down), TD_STACK_MAX_LIFETIME,
+# TD_STACK_PG_DURABLE=1 (fsync, synchronous_commit and full_page_writes on;
+# off by default: the data is thrown away),
 # TD_STACK_KAFKA_BROKERS (default 1), TD_STACK_KAFKA_PARTITIONS (default 8),
 # TD_MOCKBROKER (binary; else $BUILD_DIR, $TD_BUILD_DIR or build/, plus
 # /tests/td-mockbroker), TD_PG_BINDIR (default /usr/lib/postgresql/15/bin).
@@ -242,15 +244,18 @@ _stack_pg_init() {
 }
 
 _stack_pg_write_conf() {
-    local dir=$1 port=$2
+    local dir=$1 port=$2 durable=off
+    # throwaway data need not survive a power cut; TD_STACK_PG_DURABLE=1
+    # makes every commit reach the disk, as in production (benchmarks)
+    [ "${TD_STACK_PG_DURABLE:-0}" = 1 ] && durable=on
     cat >"$dir/pg/data/stack.conf" <<EOF || return 1
 # written by tests/stack/stack.sh: a loopback-only throwaway server
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir/pg/run'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+fsync = $durable
+synchronous_commit = $durable
+full_page_writes = $durable
 max_connections = 100
 EOF
     if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$dir/pg/data/stack.conf" || return 1; fi
