@@ -5,6 +5,14 @@
 #
 #   bash tests/bench/bench_http.sh [ALERTS (100000)] [CONNECTIONS (8)]
 #
+# ROUNDS=N (default 3): triaged then Alertmanager, N times, each round with
+# alerts of its own (a round label), so every round has the same shape; a
+# ratio per round (the two measured back to back) and their median. The
+# machine's other load moves both sides of a round alike.
+# BATCH_TIME sets triaged's [pipeline] batch_time; METRICS_OUT=FILE keeps
+# triaged's /metrics. TD_STACK_PG_DURABLE=1 on the stack makes PostgreSQL
+# flush every commit to disk (fsync, synchronous_commit on) as in production.
+#
 # Batches of 100 alerts, 90 % duplicates (ALERTS/10 distinct alerts, each
 # batch drawn at random from them), sent over CONNECTIONS keep-alive
 # connections by tests/bench/http_load.py, each waiting for its answer:
@@ -28,22 +36,24 @@ cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done;
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-python3 - "$N" "$work" <<'PY'
+ROUNDS=${ROUNDS:-3}
+python3 - "$N" "$work" "$ROUNDS" <<'PY'
 import json, random, sys
-n, work = int(sys.argv[1]), sys.argv[2]
-rnd = random.Random(42)
+n, work, rounds = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 distinct = n // 10
 ts = "2026-11-25T21:40:00Z"
-with open(work + "/td.batches", "w") as td, open(work + "/am.batches", "w") as am:
-    for b in range(n // 100):
-        ids = [rnd.randrange(distinct) for _ in range(100)]
-        td.write(json.dumps([{"source": "bench", "resource": "host-%d" % (i // 10),
-                              "check": "check-%d" % (i % 10), "severity": "major",
-                              "occurred_at": ts} for i in ids]) + "\n")
-        am.write(json.dumps([{"labels": {"alertname": "check-%d" % (i % 10),
-                                         "instance": "host-%d" % (i // 10),
-                                         "severity": "major"},
-                              "startsAt": ts} for i in ids]) + "\n")
+for r in range(1, rounds + 1):
+    rnd = random.Random(42)  # the same draw each round, new identities
+    with open(work + "/td.%d" % r, "w") as td, open(work + "/am.%d" % r, "w") as am:
+        for b in range(n // 100):
+            ids = [rnd.randrange(distinct) for _ in range(100)]
+            td.write(json.dumps([{"source": "bench-r%d" % r, "resource": "host-%d" % (i // 10),
+                                  "check": "check-%d" % (i % 10), "severity": "major",
+                                  "occurred_at": ts} for i in ids]) + "\n")
+            am.write(json.dumps([{"labels": {"alertname": "check-%d" % (i % 10),
+                                             "instance": "host-%d" % (i // 10),
+                                             "severity": "major", "round": str(r)},
+                                  "startsAt": ts} for i in ids]) + "\n")
 PY
 
 db="bench_http_$$"
@@ -97,28 +107,28 @@ pg_cpu() {
         tr '\0' ' ' < "/proc/$c/cmdline" 2>/dev/null | grep -q " $1 " && cat "/proc/$c/stat"
     done | awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.2f", t / hz}'
 }
-# CPU seconds the whole machine spent busy (all cores), from /proc/stat
-busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {printf "%.2f", ($2 + $3 + $4 + $7 + $8) / hz}' /proc/stat; }
 redis_pid=$(head -1 "$TD_TEST_DIR/redis.pid" 2>/dev/null || pgrep -f "redis-server.*:$TD_TEST_REDIS_PORT" | head -1)
-echo "bench_http: $N alerts in batches of 100, $((N / 10)) distinct (90 % duplicates), $C connections"
-c0=$(cpu "$tpid"); p0=$(pg_cpu "$db"); r0=$(cpu "$redis_pid"); b0=$(busy)
-td=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$tp/api/v1/alerts" "$work/td.batches" "$C" "Authorization: Bearer $tok")
-c1=$(cpu "$tpid"); p1=$(pg_cpu "$db"); r1=$(cpu "$redis_pid"); b1=$(busy)
-a0=$(cpu "$apid"); ab0=$(busy)
-am=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$ap/api/v2/alerts" "$work/am.batches" "$C")
-a1=$(cpu "$apid"); ab1=$(busy)
 hz=$(getconf CLK_TCK)
-echo "triaged      $td"
-echo "  CPU-s: triaged $(python3 -c "print(f'{($c1 - $c0) / $hz:.2f}')"), PostgreSQL $(python3 -c "print(f'{$p1 - $p0:.2f}')"), redis $(python3 -c "print(f'{($r1 - $r0) / $hz:.2f}')"), machine $(python3 -c "print(f'{$b1 - $b0:.2f}')")"
-echo "alertmanager $am"
-echo "  CPU-s: alertmanager $(python3 -c "print(f'{($a1 - $a0) / $hz:.2f}')"), machine $(python3 -c "print(f'{$ab1 - $ab0:.2f}')")"
+secs() { python3 -c "print(f'{$1:.2f}')"; }
+rate() { echo "$1" | awk '{print $8}'; }
+durable=$(psql "$pg" -qAtc "SHOW synchronous_commit")/$(psql "$pg" -qAtc "SHOW fsync")
+echo "bench_http: $N alerts in batches of 100, $((N / 10)) distinct (90 % duplicates), $C connections, $ROUNDS rounds; PostgreSQL synchronous_commit/fsync $durable"
+ratios=()
+for r in $(seq "$ROUNDS"); do
+    c0=$(cpu "$tpid"); p0=$(pg_cpu "$db"); r0=$(cpu "$redis_pid")
+    td=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$tp/api/v1/alerts" "$work/td.$r" "$C" "Authorization: Bearer $tok")
+    c1=$(cpu "$tpid"); p1=$(pg_cpu "$db"); r1=$(cpu "$redis_pid")
+    a0=$(cpu "$apid")
+    am=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$ap/api/v2/alerts" "$work/am.$r" "$C")
+    a1=$(cpu "$apid")
+    ratio=$(python3 -c "print(f'{$(rate "$td") / $(rate "$am"):.2f}')")
+    ratios+=("$ratio")
+    echo "round $r: triaged $(rate "$td") alerts/s (errors $(echo "$td" | awk '{print $10}')), CPU-s triaged $(secs "($c1 - $c0) / $hz") PostgreSQL $(secs "$p1 - $p0") redis $(secs "($r1 - $r0) / $hz");" \
+         "alertmanager $(rate "$am") alerts/s (errors $(echo "$am" | awk '{print $10}')), CPU-s $(secs "($a1 - $a0) / $hz"); ratio ${ratio}x"
+done
 occ=$(psql "$pg" -qAtc "SELECT count(*), sum(occurrences) FROM triaged.alert")
-echo "triaged stored: alerts|occurrences = $occ (expected $((N / 10)) distinct at most, $N occurrences)"
-python3 - "$td" "$am" <<'PY'
-import sys
-t = float(sys.argv[1].split()[7]); a = float(sys.argv[2].split()[7])
-print("ratio triaged / alertmanager: %.2fx" % (t / a))
-PY
+echo "triaged stored: alerts|occurrences = $occ (expected $((ROUNDS * N / 10)) distinct at most, $((ROUNDS * N)) occurrences)"
+echo "ratio triaged / alertmanager: median $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}')x of ${ratios[*]}"
 curl -s -H "Authorization: Bearer $tok" "http://127.0.0.1:$tp/metrics" > "$work/metrics" || true
 [ -z "${METRICS_OUT:-}" ] || cp "$work/metrics" "$METRICS_OUT"
 psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
