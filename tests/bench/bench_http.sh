@@ -104,7 +104,9 @@ cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 pg_cpu() {
     local pm; pm=$(head -1 "$TD_TEST_DIR/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
     for c in $(ps --ppid "$pm" -o pid=); do
-        tr '\0' ' ' < "/proc/$c/cmdline" 2>/dev/null | grep -q " $1 " && cat "/proc/$c/stat"
+        if tr '\0' ' ' < "/proc/$c/cmdline" 2>/dev/null | grep -q " $1 "; then
+            cat "/proc/$c/stat" 2>/dev/null || true
+        fi
     done | awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.2f", t / hz}'
 }
 redis_pid=$(head -1 "$TD_TEST_DIR/redis.pid" 2>/dev/null || pgrep -f "redis-server.*:$TD_TEST_REDIS_PORT" | head -1)
