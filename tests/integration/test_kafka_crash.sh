@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Exactly once in effect through crashes (DESIGN §4 Delivery): a 50,000-message
 # stream (5,000 fingerprints over 500 resources, with a seq label) is produced
-# in chunks of 1,000; triaged is killed with SIGKILL twice in the middle of
-# it (once some but not all of the produced messages are committed), more
-# of the stream is produced while it is dead, and it is restarted with the
-# same config each time. Afterwards: occurrences sum to
+# in chunks of 1,000, each part while triaged is not running (so that it
+# meets a backlog of several batches); triaged is killed with SIGKILL twice
+# in the middle of a backlog (as soon as it has committed something, but not
+# all), and it is restarted with the same config each time. Afterwards: occurrences sum to
 # exactly the firing messages sent, one alert per fingerprint, one incident
 # per resource, no resource with two open incidents, an intact audit chain.
 source "$(dirname "$0")/lib.sh"
@@ -15,12 +15,11 @@ t_topic 16
 # (t_conf sets a 6 s session timeout: a SIGKILLed consumer keeps its
 # partitions in the group until then, and the restarted one waits that long.)
 t_conf
-# Batches of 2,000 messages: the restarted triaged's backlog of ~40,000 takes
-# a score of batches (two lanes at once), so the second SIGKILL, as soon as
-# anything commits, lands in the middle of it.
+# Batches of 2,000 messages: a backlog of 20,000 takes ten batches (two lanes
+# at once), so a SIGKILL as soon as anything commits lands in the middle of
+# it. (Produced while triaged runs, the stream was committed as fast as it
+# came, and a crash "at 5,000" could find all of it committed.)
 export TRIAGED_PIPELINE_BATCH_SIZE=2000
-t_start
-t_wait_log "$T_DIR/triaged.log" 'consuming from the stored positions' 30
 t_gen "$T_DIR/msgs" $N --fingerprints $F --seq --source crash
 total=$(t_count_firing "$T_DIR/msgs")
 [ "$total" = $N ] || t_fail "generator wrote $total firing messages, not $N"
@@ -56,8 +55,10 @@ restart() { # same config; a log of its own, so t_start sees this start
     t_log "restarted triaged (pid $T_PID, log triaged-$starts.log)"
 }
 
-produce_upto 20000
-crash_at 5000
+produce_upto 20000          # before triaged starts: a backlog of ten batches
+t_start
+t_wait_log "$T_DIR/triaged.log" 'consuming from the stored positions' 30
+crash_at 1                  # as soon as it commits anything
 produce_upto 45000          # while triaged is dead: a backlog of several batches
 restart
 crash_at $(( $(occ) + 1 ))  # as soon as the restarted one commits anything
