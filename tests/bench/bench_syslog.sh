@@ -149,7 +149,7 @@ url = $TD_TEST_REDIS_URL
 tcp = 127.0.0.1:$TPORT
 rules = $work/rules.conf
 [pipeline]
-batch_time = ${BATCH_TIME:-20ms}
+${BATCH_TIME:+batch_time = $BATCH_TIME}
 [plugins]
 dir = $build/plugins
 load = in_syslog
@@ -172,6 +172,6 @@ kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 rate() { python3 -c "print(f'{$lines / ($2 - $1):.0f}')"; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 taken=$(rate "$t0" "$t_sent") committed=$(rate "$t0" "$t1")
-echo "triaged in_syslog:     $taken lines/s taken ($(secs "$t0" "$t_sent") s), $committed lines/s committed ($(secs "$t0" "$t1") s); $got; triaged ${td_cpu} CPU-s; batch_time ${BATCH_TIME:-20ms}"
+echo "triaged in_syslog:     $taken lines/s taken ($(secs "$t0" "$t_sent") s), $committed lines/s committed ($(secs "$t0" "$t1") s); $got; triaged ${td_cpu} CPU-s; batch_time ${BATCH_TIME:-0ms (default)}"
 echo "ratio triaged/rsyslog: taken $(python3 -c "print(f'{$taken / $rs_rate:.2f}')")x, committed $(python3 -c "print(f'{$committed / $rs_rate:.2f}')")x"
 psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
