@@ -96,6 +96,9 @@ static const td_store_stmt stmts[] = {
     {"td_sla_tick", "SELECT kind, key, payload::text FROM triaged.sla_tick($1::jsonb)", 1},
 };
 
+/* Why a batch was sealed: the batches_sealed metric's reasons. */
+enum { SEAL_FULL, SEAL_TIMER, SEAL_IDLE, SEAL_COMMIT, SEAL_STOP, SEAL_REASONS };
+
 typedef struct lane lane;
 
 typedef struct partition {
@@ -189,7 +192,8 @@ struct td_pipeline {
         *m_opened, *m_reopened, *m_inc_resolved, *m_inc_closed, *m_retries,
         *m_fenced, *m_segments, *m_batch_latency, *m_alert_delay, *m_events, *m_samples,
         *m_samples_stored, *m_samples_dup, *m_samples_unknown_ci,
-        *m_hint[3], *m_hints_skipped, *m_queue_bytes, *m_full_bytes;
+        *m_hint[3], *m_hints_skipped, *m_queue_bytes, *m_full_bytes,
+        *m_sealed[SEAL_REASONS];
     td_ratelimit rl_capacity;
 };
 
@@ -272,11 +276,12 @@ batch_free(batch *b)
 }
 
 static void
-seal(lane *l)
+seal(lane *l, int why)
 {
     batch *b = l->open;
     if (!b)
         return;
+    td_metric_add(l->p->m_sealed[why], 1);
     l->open = NULL;
     event_del(l->ev_batch);
     b->sealed_ms = td_mono_ms();
@@ -299,7 +304,7 @@ on_batch_timer(evutil_socket_t fd, short what, void *arg)
      * would queue many small batches, each costing a row per fingerprint. */
     if (l->active)
         return;
-    seal(l);
+    seal(l, l->p->cfg->batch_time_ms > 0 ? SEAL_TIMER : SEAL_IDLE);
 }
 
 static void
@@ -384,7 +389,7 @@ enqueue(td_pipeline *p, lane *l, const item *it)
     p->queued++;
     p->queued_bytes += it->bytes;
     if (add_item(l, it)->n >= (size_t)p->cfg->batch_size)
-        seal(l);
+        seal(l, SEAL_FULL);
 }
 
 /* Into its lane: a partition's; else the lanes of its alerts' resources
@@ -906,7 +911,7 @@ kick(lane *l)
     if (l->active)
         return;
     if (!l->sealed_head && l->open && l->open->n > 0) {
-        seal(l); /* calls kick() again */
+        seal(l, SEAL_COMMIT); /* calls kick() again */
         return;
     }
     if (!l->sealed_head)
@@ -1274,6 +1279,15 @@ td_pipeline_new(const td_config *cfg, struct event_base *base, td_hostctx *hc,
         p->m_hint[i] = td_counter("dedup_hints",
                                   "Redis's verdict per fingerprint of a batch (PostgreSQL decides)",
                                   hint_labels[i]);
+    static const char *seal_labels[SEAL_REASONS] = {
+        "reason=\"full\"", "reason=\"timer\"", "reason=\"idle\"", "reason=\"commit\"",
+        "reason=\"stop\""};
+    for (int i = 0; i < SEAL_REASONS; i++)
+        p->m_sealed[i] = td_counter("batches_sealed",
+                                    "Batches closed to new messages, by why: batch_size "
+                                    "reached, batch_time passed, the lane idle (batch_time "
+                                    "0), the previous batch committed, shutdown",
+                                    seal_labels[i]);
     COUNTER(m_hints_skipped, "dedup_batches_skipped",
             "Batches not sent to Redis because it lagged 8 batches behind");
     p->m_queue = td_gauge("queue_messages", "Messages taken and not yet acked", NULL);
@@ -1297,7 +1311,7 @@ td_pipeline_stop_intake(td_pipeline *p)
 {
     p->intake_stopped = true;
     for (int i = 0; i < p->n_lanes; i++)
-        seal(&p->lanes[i]);
+        seal(&p->lanes[i], SEAL_STOP);
 }
 
 size_t
