@@ -156,8 +156,53 @@ run_throughput() { # name n fingerprints order [gen_alerts options]
     psql "$pg" -qAtc "SELECT 'alerts ' || count(*) || ', occurrences ' || sum(occurrences) || ', incidents ' || (SELECT count(*) FROM triaged.incident) FROM triaged.alert"
 }
 
+# produce_paced TOPIC RATE SECS: new alerts at RATE a second (a resource's
+# ten checks in a row), each stamped with its occurred_at when written
+produce_paced() {
+    python3 - "$2" "$3" <<'PY' | kcat -P -b "$B" -t "$1" -K $'\t' -z none -X linger.ms=1
+import sys, time, datetime
+rate, secs = int(sys.argv[1]), int(sys.argv[2])
+t0 = time.time(); i = 0
+while i < rate * secs:
+    due = t0 + i / rate
+    d = due - time.time()
+    if d > 0: time.sleep(d)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    r = f"host-{i // 10:06d}"
+    sys.stdout.write(f'{r}\t{{"source":"lat","resource":"{r}","check":"c{i % 10}","occurred_at":"{now}"}}\n')
+    sys.stdout.flush()
+    i += 1
+PY
+}
+
+# The reference: kcat alone consuming the same paced stream from the same
+# broker with the same fetch wait, each message's arrival (stamped by a
+# reader on kcat's unbuffered output) minus its occurred_at.
+kcat_latency() { # rate secs
+    local topic="bench_lat_ref_$$"
+    stack_kafka_control "topic $topic 16" >/dev/null
+    kcat -C -b "$B" -t "$topic" -o end -u -q -f '%s\n' -X fetch.wait.max.ms=10 |
+        python3 -c '
+import sys, json, datetime, time
+lat = []
+for line in sys.stdin:
+    o = json.loads(line)
+    t = datetime.datetime.fromisoformat(o["occurred_at"].replace("Z", "+00:00")).timestamp()
+    lat.append((time.time() - t) * 1000)
+lat.sort()
+p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+print(f"kcat alone, produce -> consumed, over {len(lat)} messages: p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, max {lat[-1]:.1f} ms") if lat else print("kcat alone: nothing consumed")' &
+    local reader=$!
+    sleep 2 # kcat's assignment
+    produce_paced "$topic" "$1" "$2"
+    sleep 1
+    pkill -f "kcat -C -b $B -t $topic" || true
+    wait "$reader" || true
+}
+
 run_latency() {
     local topic="bench_lat_$$" rate=5000 secs=20
+    kcat_latency "$rate" 5
     stack_kafka_control "topic $topic 16" >/dev/null
     stack_kafka_control "topic bench_lat_inc_$$ 32" >/dev/null
     fresh_db latency
@@ -172,20 +217,7 @@ run_latency() {
     # early answer gives for this rate.
     TD_BENCH_KAFKA_EXTRA=${TD_BENCH_KAFKA_EXTRA:-rdkafka.fetch.wait.max.ms = 10} start_triaged "$topic"
     sleep 5 # group join
-    python3 - "$rate" "$secs" <<'PY' | kcat -P -b "$B" -t "$topic" -K $'\t' -z none -X linger.ms=1
-import sys, time, datetime
-rate, secs = int(sys.argv[1]), int(sys.argv[2])
-t0 = time.time(); i = 0
-while i < rate * secs:
-    due = t0 + i / rate
-    d = due - time.time()
-    if d > 0: time.sleep(d)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    r = f"host-{i // 10:06d}"
-    sys.stdout.write(f'{r}\t{{"source":"lat","resource":"{r}","check":"c{i % 10}","occurred_at":"{now}"}}\n')
-    sys.stdout.flush()
-    i += 1
-PY
+    produce_paced "$topic" "$rate" "$secs"
     local n=$((rate * secs)) got=0 deadline=$((SECONDS + 60))
     until [ "$got" -ge "$n" ] || [ $SECONDS -ge $deadline ]; do
         got=$(psql "$pg" -qAtc "SELECT count(*) FROM triaged.alert"); sleep 0.2
