@@ -9,6 +9,8 @@
 # alerts of its own (a round label), so every round has the same shape; a
 # ratio per round (the two measured back to back) and their median. The
 # machine's other load moves both sides of a round alike.
+# SAME=1: every round sends the same alerts (after the first round, all are
+# duplicates of firing alerts: the steady state of a storm).
 # BATCH_TIME sets triaged's [pipeline] batch_time; METRICS_OUT=FILE keeps
 # triaged's /metrics. TD_STACK_PG_DURABLE=1 on the stack makes PostgreSQL
 # flush every commit to disk (fsync, synchronous_commit on) as in production.
@@ -37,9 +39,9 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 ROUNDS=${ROUNDS:-3}
-python3 - "$N" "$work" "$ROUNDS" <<'PY'
+python3 - "$N" "$work" "$ROUNDS" "${SAME:-0}" <<'PY'
 import json, random, sys
-n, work, rounds = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+n, work, rounds, same = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 distinct = n // 10
 ts = "2026-11-25T21:40:00Z"
 for r in range(1, rounds + 1):
@@ -47,12 +49,12 @@ for r in range(1, rounds + 1):
     with open(work + "/td.%d" % r, "w") as td, open(work + "/am.%d" % r, "w") as am:
         for b in range(n // 100):
             ids = [rnd.randrange(distinct) for _ in range(100)]
-            td.write(json.dumps([{"source": "bench-r%d" % r, "resource": "host-%d" % (i // 10),
+            td.write(json.dumps([{"source": "bench-r%d" % (1 if same else r), "resource": "host-%d" % (i // 10),
                                   "check": "check-%d" % (i % 10), "severity": "major",
                                   "occurred_at": ts} for i in ids]) + "\n")
             am.write(json.dumps([{"labels": {"alertname": "check-%d" % (i % 10),
                                              "instance": "host-%d" % (i // 10),
-                                             "severity": "major", "round": str(r)},
+                                             "severity": "major", "round": str(1 if same else r)},
                                   "startsAt": ts} for i in ids]) + "\n")
 PY
 
@@ -129,7 +131,8 @@ for r in $(seq "$ROUNDS"); do
          "alertmanager $(rate "$am") alerts/s (errors $(echo "$am" | awk '{print $10}')), CPU-s $(secs "($a1 - $a0) / $hz"); ratio ${ratio}x"
 done
 occ=$(psql "$pg" -qAtc "SELECT count(*), sum(occurrences) FROM triaged.alert")
-echo "triaged stored: alerts|occurrences = $occ (expected $((ROUNDS * N / 10)) distinct at most, $((ROUNDS * N)) occurrences)"
+distinct=$((N / 10)); [ "${SAME:-0}" = 1 ] || distinct=$((ROUNDS * N / 10))
+echo "triaged stored: alerts|occurrences = $occ (expected $distinct distinct at most, $((ROUNDS * N)) occurrences)"
 echo "ratio triaged / alertmanager: median $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}')x of ${ratios[*]}"
 curl -s -H "Authorization: Bearer $tok" "http://127.0.0.1:$tp/metrics" > "$work/metrics" || true
 [ -z "${METRICS_OUT:-}" ] || cp "$work/metrics" "$METRICS_OUT"
