@@ -25,11 +25,11 @@ for pg in "$fast" "$ref"; do
         || t_fail "migrate: $(cat "$T_DIR/migrate.log")"
 done
 # 003's functions as they were, from its migration file
-for f in _batch_ci_prepare _find_or_open _route _open_incidents _correlate; do
+for f in _batch_ci_prepare _ci_up _ci_svc _find_or_open _route _open_incidents _fix_roles _correlate; do
     sed -n "/^CREATE \(OR REPLACE \)\?FUNCTION triaged\.$f(/,/^END \$\$;/p" "$TD_SOURCE_DIR/sql/003_cmdb.sql" \
         | sed '1s/^CREATE \(OR REPLACE \)\?FUNCTION/CREATE OR REPLACE FUNCTION/'
 done > "$T_DIR/ref.sql"
-[ "$(grep -c '^CREATE OR REPLACE FUNCTION' "$T_DIR/ref.sql")" = 5 ] || t_fail "003's functions not found"
+[ "$(grep -c '^CREATE OR REPLACE FUNCTION' "$T_DIR/ref.sql")" = 8 ] || t_fail "003's functions not found"
 echo "CREATE INDEX incident_up_idx ON triaged.incident USING gin (up_ci_ids) WITH (fastupdate = off);" \
     >> "$T_DIR/ref.sql"
 psql "$ref" -qAtX -v ON_ERROR_STOP=1 -f "$T_DIR/ref.sql" > /dev/null 2> "$T_DIR/err" \
