@@ -43,15 +43,17 @@
 -- ---------------------------------------------------------------------------
 -- the batch's CI descriptions
 
--- A list of CI ids as the daemon sends it: a JSON string holding an array
--- literal ("{3,1,7}"), or a JSON array of numbers; NULL (not given) for
--- anything else. (SQL: inlined where it is used.)
-CREATE FUNCTION triaged._id_list(p jsonb) RETURNS bigint[]
-LANGUAGE sql IMMUTABLE AS $$
-  SELECT CASE jsonb_typeof(p)
-           WHEN 'string' THEN
-             CASE WHEN p #>> '{}' ~ '^\{(-?[0-9]+(,-?[0-9]+)*)?\}$' THEN (p #>> '{}')::bigint[] END
-           WHEN 'array' THEN translate(p::text, '[]', '{}')::bigint[]
+-- A list of CI ids as jsonb_to_recordset gives a JSON value as text: an
+-- array literal (the daemon's strings, "{3,1,7}", "{}"), or a JSON array
+-- ("[3, 1, 7]"); NULL (not given) for anything else (a JSON object, a
+-- number, a string that is not a list). Like a JSON array with an element
+-- that is not an integer, a literal that is not a list of integers is an
+-- error. (SQL and STABLE, as array_in is: inlined where it is used.)
+CREATE FUNCTION triaged._id_list(p text) RETURNS bigint[]
+LANGUAGE sql STABLE AS $$
+  SELECT CASE left(p, 1)
+           WHEN '{' THEN CASE WHEN left(p, 2) <> '{"' THEN p::bigint[] END
+           WHEN '[' THEN translate(p, '[]', '{}')::bigint[]
          END
 $$;
 
@@ -88,7 +90,9 @@ BEGIN
 END $$;
 
 -- The descriptions the batch gave for the CIs of p_cis (those it described:
--- one row per CI, the latest description; a list not given is NULL).
+-- one row per CI, the latest description; a list not given is NULL). Only
+-- these CIs' lists are converted (~1 us a list of 25; reading the text of
+-- 1,000 descriptions ~4 us each).
 CREATE FUNCTION triaged._batch_known(p_cis bigint[]) RETURNS SETOF triaged._ci_desc
 LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_custom_plan   -- p_cis as a constant (hashed)
@@ -99,14 +103,24 @@ BEGIN
   IF coalesce(v, '') = '' OR coalesce(cardinality(p_cis), 0) = 0 THEN
     RETURN;
   END IF;
-  RETURN QUERY
-    SELECT DISTINCT ON (e.ci) e.ci, triaged._id_list(e.up), triaged._id_list(e.svc)
-      FROM (SELECT (t.j->>'ci_id')::bigint AS ci, t.j->'up' AS up, t.j->'svc' AS svc, t.o
-              FROM jsonb_array_elements(v::jsonb) WITH ORDINALITY t(j, o)
-             WHERE jsonb_typeof(t.j) = 'object' AND (t.j ? 'up' OR t.j ? 'svc')
-               AND t.j->>'ci_id' IS NOT NULL) e
-     WHERE e.ci = ANY (p_cis)
-     ORDER BY e.ci, e.o DESC;
+  BEGIN
+    RETURN QUERY
+      SELECT DISTINCT ON (x.ci_id) x.ci_id, triaged._id_list(x.up), triaged._id_list(x.svc)
+        FROM ROWS FROM (jsonb_to_recordset(v::jsonb) AS (ci_id bigint, up text, svc text))
+               WITH ORDINALITY x(ci_id, up, svc, o)
+       WHERE x.ci_id = ANY (p_cis) AND (x.up IS NOT NULL OR x.svc IS NOT NULL)
+       ORDER BY x.ci_id, x.o DESC;
+  EXCEPTION WHEN invalid_parameter_value THEN
+    -- an element that is not an object: the others, one by one
+    RETURN QUERY
+      SELECT DISTINCT ON (e.ci) e.ci, triaged._id_list(e.up), triaged._id_list(e.svc)
+        FROM (SELECT (t.j->>'ci_id')::bigint AS ci, t.j->>'up' AS up, t.j->>'svc' AS svc, t.o
+                FROM jsonb_array_elements(v::jsonb) WITH ORDINALITY t(j, o)
+               WHERE jsonb_typeof(t.j) = 'object' AND t.j->>'ci_id' IS NOT NULL
+              OFFSET 0) e
+       WHERE e.ci = ANY (p_cis) AND (e.up IS NOT NULL OR e.svc IS NOT NULL)
+       ORDER BY e.ci, e.o DESC;
+  END;
 END $$;
 
 -- The descriptions of the distinct CIs of p_cis: what the batch said, else
