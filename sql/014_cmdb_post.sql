@@ -534,3 +534,79 @@ BEGIN
   RETURN QUERY SELECT * FROM triaged._incident_rows('incident.merged', v_merged);
   RETURN QUERY SELECT * FROM triaged._incident_rows('incident.updated', v_surv);
 END $$;
+
+-- ---------------------------------------------------------------------------
+-- references to CIs, checked once a transaction
+
+-- As 010's, but a CI found once in a transaction is not looked up again in
+-- it (the setting triaged.ci_seen lists them): a batch's new incidents are
+-- on CIs its new alerts were checked on moments before (~1,000 probes of
+-- ~1.5 us for 1,000 new incidents on unrelated CIs). Sound because the
+-- check runs after its table's insert, under that table's ROW EXCLUSIVE
+-- lock, which a delete of a CI waits for (SHARE on alert and incident, see
+-- ci_refs_delete) until this transaction ends; a rollback to a savepoint
+-- takes the setting back with the rows.
+CREATE OR REPLACE FUNCTION triaged._check_refs(p_what text, p_ids bigint[], p_table text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_n       bigint;
+  v_missing bigint;
+  v_seen    text;
+  v_ids     bigint[] := p_ids;
+BEGIN
+  IF p_ids IS NULL OR cardinality(p_ids) = 0 THEN
+    RETURN;
+  END IF;
+  -- (a probe per id; the one missing is looked for only when one is)
+  IF p_what = 'ci' THEN
+    v_seen := current_setting('triaged.ci_seen', true);
+    IF coalesce(v_seen, '') <> '' THEN
+      v_ids := ARRAY(SELECT unnest(p_ids) EXCEPT SELECT unnest(v_seen::bigint[]));
+      IF cardinality(v_ids) = 0 THEN
+        RETURN;
+      END IF;
+    END IF;
+    SELECT count(*) INTO v_n FROM triaged.ci c WHERE c.id = ANY (v_ids);
+    IF v_n < cardinality(v_ids) THEN
+      SELECT min(x.id) INTO v_missing FROM unnest(v_ids) x(id)
+       WHERE NOT EXISTS (SELECT 1 FROM triaged.ci c WHERE c.id = x.id);
+    ELSE
+      PERFORM set_config('triaged.ci_seen',
+                         CASE WHEN coalesce(v_seen, '') = '' THEN v_ids::text
+                              ELSE (v_seen::bigint[] || v_ids)::text END, true);
+    END IF;
+  ELSE
+    SELECT count(*) INTO v_n FROM triaged.service s WHERE s.id = ANY (v_ids);
+    IF v_n < cardinality(v_ids) THEN
+      SELECT min(x.id) INTO v_missing FROM unnest(v_ids) x(id)
+       WHERE NOT EXISTS (SELECT 1 FROM triaged.service s WHERE s.id = x.id);
+    END IF;
+  END IF;
+  IF v_n < cardinality(v_ids) THEN
+    RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation',
+      MESSAGE = format('insert or update on table "%s" violates its reference to %s: '
+                       'no %s with id %s', p_table, p_what, p_what, v_missing);
+  END IF;
+END $$;
+
+-- (010's, forgetting the CIs seen: see _check_refs)
+CREATE OR REPLACE FUNCTION triaged.ci_refs_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_id bigint;
+BEGIN
+  LOCK TABLE triaged.alert, triaged.incident IN SHARE MODE;
+  -- (a CI deleted here may be written again in this transaction: checked
+  -- again from now on)
+  PERFORM set_config('triaged.ci_seen', '', true);
+  SELECT min(g.id) INTO v_id FROM gone g
+   WHERE EXISTS (SELECT 1 FROM triaged.alert a WHERE a.ci_id = g.id)
+      OR EXISTS (SELECT 1 FROM triaged.incident i WHERE i.ci_id = g.id);
+  IF v_id IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation',
+      MESSAGE = format('delete on table "ci" violates its references: CI %s is still '
+                       'referenced from alert or incident', v_id);
+  END IF;
+  RETURN NULL;
+END $$;
