@@ -286,8 +286,11 @@ BEGIN
            WHERE x.ci = ANY (v_cis)   -- (first: a constant, hashed)
              AND u.opened_at BETWEEN r.opened_at - p_window AND r.opened_at + p_window
            ORDER BY r.gkey, x.pos DESC) z
-   WHERE NOT EXISTS (SELECT 1 FROM triaged.incident o
-                      WHERE o.ci_id = z.own_ci AND o.status IN ('new', 'acknowledged') AND o.merged_into IS NULL);
+   -- (a probe per group: as an anti-join, the plan may hash every open
+   -- incident instead)
+   WHERE (SELECT o.id FROM triaged.incident o
+           WHERE o.ci_id = z.own_ci AND o.status IN ('new', 'acknowledged')
+             AND o.merged_into IS NULL) IS NULL;
   IF cardinality(v_res) = 0 THEN
     RETURN v_res;
   END IF;
@@ -295,8 +298,11 @@ BEGIN
   PERFORM 1 FROM triaged.incident i
     WHERE i.id IN (SELECT x.incident_id FROM unnest(v_res) x) ORDER BY i.id FOR UPDATE;
   SELECT coalesce(array_agg(x ORDER BY x.incident_id), '{}') INTO v_res
-    FROM unnest(v_res) x JOIN triaged.incident i ON i.id = x.incident_id
-   WHERE i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL;
+    FROM unnest(v_res) x
+   WHERE (SELECT i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
+            FROM triaged.incident i WHERE i.id = x.incident_id);   -- (a probe each: as a
+                         -- join, the plan may hash the whole table when its statistics are
+                         -- those of a young database)
   -- the caller links these groups' alerts to them as causes: _fix_roles
   -- has their roles to check
   INSERT INTO triaged.incident_role_check (incident_id)
