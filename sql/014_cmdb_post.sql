@@ -178,7 +178,7 @@ END $$;
 -- Incidents that alerts were routed into (by _route, in any transaction:
 -- a tick's too) whose roles _fix_roles has not checked since. Rows live
 -- from the routing to the next _fix_roles given the incident (in a batch:
--- the same transaction).
+-- the same transaction), or until a _fix_roles finds the incident closed.
 CREATE TABLE triaged.incident_role_check (
   incident_id bigint PRIMARY KEY
 );
@@ -216,10 +216,15 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM triaged.incident_role_check) THEN
       RETURN;
     END IF;
+    -- (rows of closed incidents go too: those never reopen)
     WITH d AS (
-      DELETE FROM triaged.incident_role_check c WHERE c.incident_id = ANY (p_ids)
+      DELETE FROM triaged.incident_role_check c
+       WHERE c.incident_id = ANY (p_ids)
+          OR NOT EXISTS (SELECT 1 FROM triaged.incident i
+                          WHERE i.id = c.incident_id AND i.status <> 'closed')
       RETURNING c.incident_id)
-    SELECT array_agg(d.incident_id) INTO v_ids FROM d;
+    SELECT array_agg(d.incident_id) FILTER (WHERE d.incident_id = ANY (p_ids)) INTO v_ids
+      FROM d;
     IF v_ids IS NULL THEN
       RETURN;
     END IF;
