@@ -237,4 +237,17 @@ SELECT format('%s the CMDB adds %s us per alert (bound median - unbound median),
               round((percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE bound)
                      / nullif(percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE NOT bound), 0))::numeric, 2))
   FROM runs GROUP BY scenario ORDER BY scenario DESC;
+-- each bound run against the unbound run just before it (same rep): less
+-- drift when the load of a shared machine changes between reps
+SELECT format('%s paired: the CMDB adds %s us per alert (median of %s pairs; each: %s); in CPU %s us (each: %s)',
+              rpad(scenario, 12),
+              round((percentile_cont(0.5) WITHIN GROUP (ORDER BY d_ms) * 1000 / max(alerts))::numeric, 1),
+              count(*),
+              string_agg(round((d_ms * 1000 / alerts)::numeric, 1)::text, ' ' ORDER BY rep),
+              round((percentile_cont(0.5) WITHIN GROUP (ORDER BY d_cpu) * 1000 / max(alerts))::numeric, 1),
+              string_agg(round((d_cpu * 1000 / alerts)::numeric, 1)::text, ' ' ORDER BY rep))
+  FROM (SELECT b.scenario, b.rep, b.alerts, b.ms - u.ms AS d_ms, b.cpu - u.cpu AS d_cpu
+          FROM runs b JOIN runs u ON u.scenario = b.scenario AND u.rep = b.rep AND NOT u.bound
+         WHERE b.bound) p
+ GROUP BY scenario ORDER BY scenario DESC;
 SQL
