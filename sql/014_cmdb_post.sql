@@ -231,13 +231,14 @@ BEGIN
   ELSE
     DELETE FROM triaged.incident_role_check c WHERE c.incident_id = ANY (p_ids);
   END IF;
-  -- (probes for the causes only: as a join, the plan may hash every alert
-  -- when the statistics are those of a young database)
+  -- (the links by key, and probes for the causes only: as joins, the plan
+  -- may read every link or hash every alert when the statistics are those
+  -- of a young database)
   UPDATE triaged.incident_alert ia SET role = 'symptom'
-    FROM (SELECT i.id, i.ci_id FROM triaged.incident i
-           WHERE i.id = ANY (v_ids) AND i.ci_id IS NOT NULL) i
-   WHERE ia.incident_id = i.id AND ia.role = 'cause'
-     AND (SELECT a.ci_id FROM triaged.alert a WHERE a.id = ia.alert_id) IS DISTINCT FROM i.ci_id;
+   WHERE ia.incident_id = ANY (v_ids) AND ia.role = 'cause'
+     AND (SELECT i.ci_id FROM triaged.incident i WHERE i.id = ia.incident_id) IS NOT NULL
+     AND (SELECT a.ci_id FROM triaged.alert a WHERE a.id = ia.alert_id)
+         IS DISTINCT FROM (SELECT i.ci_id FROM triaged.incident i WHERE i.id = ia.incident_id);
 END $$;
 
 -- ---------------------------------------------------------------------------
