@@ -20,14 +20,15 @@
 --   * the daemon writes a CI's "up" and "svc" as PostgreSQL array literals
 --     in JSON strings ("{3,1,7}"), which jsonb_in copies and array_in reads
 --     as bigint directly; JSON arrays of numbers (SQL callers, an older
---     daemon) are still read as before. A list that is neither (or a string
---     that is not a list of integers) counts as not given, as in 003.
+--     daemon) are still read. A list that is neither (a JSON object, a
+--     number, a string starting with neither "{" nor "[") counts as not
+--     given, as in 003; one that holds something else than integers is an
+--     error, as a JSON array of such was.
 --   * _batch_ci_prepare decodes nothing: it keeps the descriptions' text in
 --     a transaction-local setting (triaged.batch_ci; no temporary table, so
---     no truncation at commit), and the CIs a batch needs (those of groups
---     that may open an incident) are read from it when needed
---     (_batch_known). A batch whose alerts all join open incidents of their
---     own CI decodes nothing.
+--     no truncation at commit), and only the lists of the CIs asked for
+--     (those of groups that may open an incident) are converted, when asked
+--     (_batch_desc, _batch_known). A batch of duplicates converts nothing.
 --   * _correlate_locked: the candidate search reads the window's open
 --     incidents from the table (not through an array of composites), keeps
 --     only the pairs that concern the batch's incidents, and returns at
@@ -37,6 +38,10 @@
 --     tick's routing is checked by the next batch that touches the incident,
 --     as before), or all it is given when an alert changed CI in this
 --     transaction (a trigger notes it).
+--   * the reference checks look a CI up once a transaction (_check_refs):
+--     a batch's new incidents are on the CIs of its new alerts.
+--   * _route and _fix_roles probe by key where a join could hash a whole
+--     table when its statistics are those of a young database.
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
