@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1028,13 +1029,24 @@ td_cmdb_refresh(td_cmdb *c, const char *bind_labels)
         arm_timer(c, 0);
 }
 
+/* A list of CI ids as a JSON string holding a PostgreSQL array literal,
+ * "{3,1,7}": jsonb_in copies a string where it reads each number of a JSON
+ * array as numeric, and array_in reads the literal as bigint directly (about
+ * five times cheaper for SQL than a JSON array: sql/014). NULL when out of
+ * memory in jansson (the list is then left out: SQL walks the graph). */
 static json_t *
 id_array(const int64_t *ids, size_t n)
 {
-    json_t *a = json_array();
+    char *buf = td_malloc(2 + n * 21 + 1); /* (at most 20 characters and a comma each) */
+    size_t len = 0;
+    buf[len++] = '{';
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_integer((json_int_t)ids[i]));
-    return a;
+        len += (size_t)snprintf(buf + len, 22, i ? ",%lld" : "%lld", (long long)ids[i]);
+    buf[len++] = '}';
+    buf[len] = '\0';
+    json_t *s = json_stringn_nocheck(buf, len);
+    free(buf);
+    return s;
 }
 
 void

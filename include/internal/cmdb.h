@@ -81,10 +81,11 @@ bool td_cmdb_ready(const td_cmdb *c);
 /* The CI of an alert, or 0 (unbound). A memory lookup. */
 int64_t td_cmdb_bind(const td_cmdb *c, const td_alert *a);
 /* What the graph knows about ci_id, added to a batch segment for SQL's
- * correlation (sql/003_cmdb.sql, pg_temp.td_batch_ci): "up", its upstream
- * CIs nearest first, and "svc", the services it impacts (td_graph_describe,
- * remembered per CI). A list longer than the bounds is left out: SQL then
- * walks ci_relation itself. seg is a jansson object. */
+ * correlation (sql/003_cmdb.sql, read by sql/014's _batch_known): "up", its
+ * upstream CIs nearest first, and "svc", the services it impacts
+ * (td_graph_describe, remembered per CI), each a JSON string holding a
+ * PostgreSQL array literal ("{3,1,7}"). A list longer than the bounds is
+ * left out: SQL then walks ci_relation itself. seg is a jansson object. */
 struct json_t;
 void td_cmdb_describe(td_cmdb *c, int64_t ci_id, struct json_t *seg);
 /* Load again soon (SIGHUP), and take new bind labels (NULL: keep). */

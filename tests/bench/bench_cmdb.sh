@@ -77,83 +77,177 @@ echo "built in $(echo "$(date +%s.%N) - $t0" | bc) s: $(psql "$pg" -qAtX -c "SEL
 echo "== the daemon's graph (tests/bench_cmdb)"
 "$build/tests/bench_cmdb" "$pg" 1000000
 
-echo "== SQL: triaged.ingest() of 1,000 new alerts, bound vs unbound ($reps runs each, rolled back)"
-psql "$pg" -qAtX <<SQL
-CREATE TEMP TABLE runs (scenario text, bound boolean, rep int, ms float8, cpu float8);
+echo "== SQL: triaged.ingest_arrays() bound vs unbound ($reps runs each, rolled back)"
+psql "$pg" -qAtX -v ON_ERROR_STOP=1 <<SQL
+-- the CIs of each scenario, in order, with what the daemon would describe
+CREATE TEMP TABLE sc (scenario text, pos int, ci_id bigint);
+INSERT INTO sc   -- 1,000 application CIs spread over the graph
+SELECT 'unrelated', g, 10101 + (g * 89) % 89900 FROM generate_series(0, 999) g;
+INSERT INTO sc   -- core switch 1, 100 of its hosts, 899 applications on those hosts
+SELECT 'switch storm', row_number() OVER () - 1, x.id FROM (
+  SELECT 1::bigint AS id
+  UNION ALL (SELECT r.child_id FROM triaged.ci_relation r WHERE r.parent_id = 1
+              ORDER BY r.child_id LIMIT 100)
+  UNION ALL (SELECT r.child_id FROM triaged.ci_relation r
+              WHERE r.parent_id IN (SELECT r2.child_id FROM triaged.ci_relation r2
+                                     WHERE r2.parent_id = 1 ORDER BY r2.child_id LIMIT 100)
+              ORDER BY r.child_id LIMIT 899)) x;
+INSERT INTO sc   -- the mix's 100 CIs: four hosts with nine applications each
+                 -- on them (correlated groups), and 60 unrelated applications
+SELECT 'mix', row_number() OVER () - 1, x.id FROM (
+  SELECT h.id, 0 AS k FROM unnest('{1234,4321,6789,9876}'::bigint[]) h(id)
+  UNION ALL
+  SELECT a.child_id, 1 FROM unnest('{1234,4321,6789,9876}'::bigint[]) h(id)
+   CROSS JOIN LATERAL (SELECT r.child_id FROM triaged.ci_relation r
+                        WHERE r.parent_id = h.id AND r.kind = 'runs_on'
+                        ORDER BY r.child_id LIMIT 9) a
+  UNION ALL
+  SELECT 10105 + g * 1499, 2 FROM generate_series(0, 59) g
+  ORDER BY 2, 1) x;
+-- the build's daemon writes the lists as array literals in JSON strings
+-- when its SQL reads them (sql/014), else as JSON arrays
+CREATE TEMP TABLE descr AS
+SELECT DISTINCT ON (ci_id) ci_id, jsonb_build_object(
+         'ci_id', ci_id,
+         'up', CASE WHEN to_regprocedure('triaged._id_list(text)') IS NOT NULL
+                    THEN to_jsonb(triaged.ci_upstream(ci_id)::text)
+                    ELSE to_jsonb(triaged.ci_upstream(ci_id)) END,
+         'svc', CASE WHEN to_regprocedure('triaged._id_list(text)') IS NOT NULL
+                     THEN to_jsonb(triaged.ci_impacted_services(ci_id)::text)
+                     ELSE to_jsonb(triaged.ci_impacted_services(ci_id)) END) AS d
+  FROM sc ORDER BY ci_id;
+SELECT 'descriptions as ' || CASE WHEN to_regprocedure('triaged._id_list(text)') IS NOT NULL
+                                  THEN 'array literals in strings' ELSE 'JSON arrays' END;
+
+-- One batch as the daemon sends it (ingest_arrays, the descriptions as JSON
+-- text parsed in the call) with segments (fp, ci, check, n, first); its
+-- wall and backend CPU time in ms.
+CREATE FUNCTION pg_temp.batch(p_fp text[], p_ci bigint[], p_check text[], p_n bigint[],
+                              p_first timestamptz[], p_bound boolean,
+                              OUT ms float8, OUT cpu float8)
+LANGUAGE plpgsql AS \$\$
+DECLARE
+  v_k   int := cardinality(p_fp);
+  v_cis text;
+  v_t0  timestamptz;
+  v_c0  bigint;
+  v_n   bigint;
+BEGIN
+  IF p_bound THEN
+    SELECT jsonb_agg(d.d)::text INTO v_cis
+      FROM descr d WHERE d.ci_id IN (SELECT unnest(p_ci));
+  END IF;
+  BEGIN
+    v_c0 := split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint;
+  EXCEPTION WHEN OTHERS THEN
+    v_c0 := NULL;   -- (no CPU figure)
+  END;
+  v_t0 := clock_timestamp();
+  SELECT count(*) INTO v_n FROM triaged.ingest_arrays(
+    p_fp, array_fill('bench'::text, ARRAY[v_k]),
+    ARRAY(SELECT format('ci-%s', lpad(c::text, 6, '0')) FROM unnest(p_ci) c), p_check,
+    array_fill(NULL::text, ARRAY[v_k]),
+    CASE WHEN p_bound THEN p_ci ELSE array_fill(NULL::bigint, ARRAY[v_k]) END,
+    array_fill(NULL::text, ARRAY[v_k]), array_fill('{}'::jsonb, ARRAY[v_k]),
+    array_fill('critical'::text, ARRAY[v_k]), array_fill('firing'::text, ARRAY[v_k]),
+    p_n, p_first, p_first, v_cis::jsonb, NULL, '{}');
+  ms := extract(epoch FROM clock_timestamp() - v_t0) * 1000;
+  cpu := (split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint - v_c0) / 1e6;
+  -- (what a commit does: the transaction's descriptions are gone)
+  PERFORM set_config('triaged.batch_ci', '', true);
+  IF to_regclass('pg_temp.td_batch_ci') IS NOT NULL THEN
+    DELETE FROM pg_temp.td_batch_ci;
+  END IF;
+END \$\$;
+
+CREATE TEMP TABLE runs (scenario text, bound boolean, rep int, ms float8, cpu float8,
+                        alerts int);
 DO \$\$
 DECLARE
-  v_t0 timestamptz;
-  v_b  jsonb;
-  v_n  bigint;
   v_ids bigint[];
-  v_sc text;
+  v_sc  text;
   v_bound boolean;
-  v_ms float8;
-  v_c0 bigint;
+  v_ms  float8;
   v_cpu float8;
+  v_b   record;
+  v_t   timestamptz := date_trunc('second', now());
 BEGIN
   FOR v_rep IN 1..$reps LOOP
-    FOREACH v_sc IN ARRAY ARRAY['unrelated', 'switch storm'] LOOP
+    FOREACH v_sc IN ARRAY ARRAY['unrelated', 'switch storm', 'mix'] LOOP
       FOREACH v_bound IN ARRAY ARRAY[false, true] LOOP
-        IF v_sc = 'unrelated' THEN
-          -- 1,000 application CIs spread over the graph
-          v_ids := ARRAY(SELECT 10101 + (g * 89) % 89900 FROM generate_series(0, 999) g);
-        ELSE
-          -- core switch 1, 100 of its hosts, 899 applications on those hosts
-          v_ids := ARRAY[1::bigint]
-                   || ARRAY(SELECT r.child_id FROM triaged.ci_relation r WHERE r.parent_id = 1
-                             ORDER BY r.child_id LIMIT 100);
-          v_ids := v_ids || ARRAY(SELECT r.child_id FROM triaged.ci_relation r
-                                   WHERE r.parent_id = ANY (v_ids[2:]) ORDER BY r.child_id
-                                   LIMIT 1000 - cardinality(v_ids));
-        END IF;
-        SELECT jsonb_agg(jsonb_build_object(
-                 'fp', md5(v_sc || id || v_rep)::text, 'source', 'bench',
-                 'resource', format('ci-%s', lpad(id::text, 6, '0')), 'check', 'down',
-                 'dedup_key', NULL, 'ci_id', CASE WHEN v_bound THEN id END, 'summary', NULL,
-                 'labels', '{}'::jsonb, 'severity', 'critical', 'status', 'firing', 'n', 1,
-                 'first', now(), 'last', now(), 'hint', 'new')
-               -- what the daemon's graph adds to a bound segment
-               || CASE WHEN v_bound THEN jsonb_build_object(
-                    'up', to_jsonb(triaged.ci_upstream(id)),
-                    'svc', to_jsonb(triaged.ci_impacted_services(id))) ELSE '{}' END)
-          INTO v_b FROM unnest(v_ids) id;
+        v_ids := ARRAY(SELECT s.ci_id FROM sc s WHERE s.scenario = v_sc ORDER BY s.pos);
         BEGIN
-          v_c0 := split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint;
-        EXCEPTION WHEN OTHERS THEN
-          v_c0 := NULL;   -- (no CPU figure)
-        END;
-        BEGIN
-          v_t0 := clock_timestamp();
-          SELECT count(*) INTO v_n FROM triaged.ingest(v_b, '[]', '{}');
-          v_ms := extract(epoch FROM clock_timestamp() - v_t0) * 1000;
-          v_cpu := (split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint - v_c0) / 1e6;
+          IF v_sc <> 'mix' THEN
+            -- 1,000 new alerts in one batch, one per CI
+            v_b := pg_temp.batch(ARRAY(SELECT md5(v_sc || c || v_rep) FROM unnest(v_ids) c),
+                                 v_ids, array_fill('down'::text, ARRAY[1000]),
+                                 array_fill(1::bigint, ARRAY[1000]),
+                                 array_fill(v_t, ARRAY[1000]), v_bound);
+            v_ms := v_b.ms;
+            v_cpu := v_b.cpu;
+          ELSE
+            -- a storm like bench_kafka.sh's: 10,000 messages for 1,000
+            -- alerts (90 % duplicates), ten a CI; message j is for alert
+            -- j / 10 (its repeats together); batches of 1,000 messages
+            -- folded by the daemon's batcher: 200 segments of 5 messages;
+            -- batches 0-4 create the alerts (100 groups in batch 0), 5-9
+            -- repeat them (counted)
+            v_ms := 0;
+            v_cpu := 0;
+            FOR k IN 0..9 LOOP
+              v_b := pg_temp.batch(
+                ARRAY(SELECT md5('mix' || f || v_rep) FROM generate_series(200 * (k % 5), 200 * (k % 5) + 199) f),
+                ARRAY(SELECT v_ids[1 + f % 100] FROM generate_series(200 * (k % 5), 200 * (k % 5) + 199) f),
+                ARRAY(SELECT 'check-' || f / 100 FROM generate_series(200 * (k % 5), 200 * (k % 5) + 199) f),
+                array_fill(5::bigint, ARRAY[200]),
+                ARRAY(SELECT v_t + (f * 10 + 1000 * (k / 5)) * interval '1 ms'
+                        FROM generate_series(200 * (k % 5), 200 * (k % 5) + 199) f), v_bound);
+              v_ms := v_ms + v_b.ms;
+              v_cpu := v_cpu + v_b.cpu;
+            END LOOP;
+          END IF;
           RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = 'roll back';
         EXCEPTION WHEN no_data_found THEN
           NULL;   -- (variables keep their values; the rows are gone)
         END;
-        INSERT INTO runs VALUES (v_sc, v_bound, v_rep, v_ms, v_cpu);
+        INSERT INTO runs VALUES (v_sc, v_bound, v_rep, v_ms, v_cpu,
+                                 CASE WHEN v_sc = 'mix' THEN 10000 ELSE 1000 END);
       END LOOP;
     END LOOP;
   END LOOP;
 END \$\$;
-SELECT format('%s %s median %s ms per batch = %s us per alert (runs: %s ms); CPU median %s ms (runs: %s)',
+SELECT format('%s %s median %s ms = %s us per alert (runs: %s ms); CPU median %s ms (runs: %s)',
               rpad(scenario, 12), rpad(CASE WHEN bound THEN 'bound' ELSE 'unbound' END, 7),
               round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
-              round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+              round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) * 1000 / max(alerts))::numeric, 1),
               string_agg(round(ms::numeric, 1)::text, ' ' ORDER BY rep),
-              coalesce(round(percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu)::numeric, 1)::text, '-'),
-              coalesce(string_agg(round(cpu::numeric, 1)::text, ' ' ORDER BY rep), '-'))
+              round(percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu)::numeric, 1),
+              string_agg(round(cpu::numeric, 1)::text, ' ' ORDER BY rep))
   FROM runs GROUP BY scenario, bound ORDER BY scenario DESC, bound;
 SELECT format('%s the CMDB adds %s us per alert (bound median - unbound median), ratio %s; in CPU %s us, ratio %s',
               rpad(scenario, 12),
-              round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE bound)
-                     - percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE NOT bound))::numeric, 1),
+              round(((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE bound)
+                     - percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE NOT bound))
+                     * 1000 / max(alerts))::numeric, 1),
               round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE bound)
                      / percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE NOT bound))::numeric, 2),
-              coalesce(round((percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE bound)
-                     - percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE NOT bound))::numeric, 1)::text, '-'),
-              coalesce(round((percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE bound)
-                     / percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE NOT bound))::numeric, 2)::text, '-'))
+              round(((percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE bound)
+                     - percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE NOT bound))
+                     * 1000 / max(alerts))::numeric, 1),
+              round((percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE bound)
+                     / nullif(percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE NOT bound), 0))::numeric, 2))
   FROM runs GROUP BY scenario ORDER BY scenario DESC;
+-- each bound run against the unbound run just before it (same rep): less
+-- drift when the load of a shared machine changes between reps
+SELECT format('%s paired: the CMDB adds %s us per alert (median of %s pairs; each: %s); in CPU %s us (each: %s)',
+              rpad(scenario, 12),
+              round((percentile_cont(0.5) WITHIN GROUP (ORDER BY d_ms) * 1000 / max(alerts))::numeric, 1),
+              count(*),
+              string_agg(round((d_ms * 1000 / alerts)::numeric, 1)::text, ' ' ORDER BY rep),
+              round((percentile_cont(0.5) WITHIN GROUP (ORDER BY d_cpu) * 1000 / max(alerts))::numeric, 1),
+              string_agg(round((d_cpu * 1000 / alerts)::numeric, 1)::text, ' ' ORDER BY rep))
+  FROM (SELECT b.scenario, b.rep, b.alerts, b.ms - u.ms AS d_ms, b.cpu - u.cpu AS d_cpu
+          FROM runs b JOIN runs u ON u.scenario = b.scenario AND u.rep = b.rep AND NOT u.bound
+         WHERE b.bound) p
+ GROUP BY scenario ORDER BY scenario DESC;
 SQL

@@ -10,8 +10,10 @@
 # incidents first, then their upstream CI's (merged into it), a storm in one
 # batch (routed to the switch's incident), a CI on a dependency cycle, an
 # alert past the correlation window (its own incident), segments with and
-# without the daemon's descriptions ("up", "svc"), a resolve, a tick and a
-# re-fire that reopens (correlated again); then, with 1,100 other incidents
+# without the daemon's descriptions ("up", "svc": JSON arrays, and array
+# literals in strings as the daemon writes them), a resolve, a tick and a
+# re-fire that reopens (correlated again), an alert that re-fires bound to
+# another CI (its role fixed); then, with 1,100 other incidents
 # open in the window, the same kinds of merge again (so 010 takes its other
 # paths: a probe per upstream CI, and a walk down ci_relation instead of a
 # pass over the open incidents), checked to have happened.
@@ -25,11 +27,11 @@ for pg in "$fast" "$ref"; do
         || t_fail "migrate: $(cat "$T_DIR/migrate.log")"
 done
 # 003's functions as they were, from its migration file
-for f in _batch_ci_prepare _find_or_open _route _open_incidents _correlate; do
+for f in _batch_ci_prepare _ci_up _ci_svc _find_or_open _route _open_incidents _fix_roles _correlate; do
     sed -n "/^CREATE \(OR REPLACE \)\?FUNCTION triaged\.$f(/,/^END \$\$;/p" "$TD_SOURCE_DIR/sql/003_cmdb.sql" \
         | sed '1s/^CREATE \(OR REPLACE \)\?FUNCTION/CREATE OR REPLACE FUNCTION/'
 done > "$T_DIR/ref.sql"
-[ "$(grep -c '^CREATE OR REPLACE FUNCTION' "$T_DIR/ref.sql")" = 5 ] || t_fail "003's functions not found"
+[ "$(grep -c '^CREATE OR REPLACE FUNCTION' "$T_DIR/ref.sql")" = 8 ] || t_fail "003's functions not found"
 echo "CREATE INDEX incident_up_idx ON triaged.incident USING gin (up_ci_ids) WITH (fastupdate = off);" \
     >> "$T_DIR/ref.sql"
 psql "$ref" -qAtX -v ON_ERROR_STOP=1 -f "$T_DIR/ref.sql" > /dev/null 2> "$T_DIR/err" \
@@ -57,8 +59,10 @@ INSERT INTO triaged.service_ci (service_id, ci_id) VALUES (1, 4), (2, 5), (2, 6)
 SQL
 done
 
-# seg FP CI SEVERITY STATUS FIRST [d]: a segment on CI id CI (resource its
-# name; "-": unbound, resource FP); with d, the daemon's description too
+# seg FP CI SEVERITY STATUS FIRST [d|s]: a segment on CI id CI (resource its
+# name; "-": unbound, resource FP); with d, a description too ("up", "svc"
+# as JSON arrays), with s as the daemon writes it (array literals in
+# strings, "{3,1}")
 seg() {
     local n=1 ci=$2 res
     [ "$4" = resolved ] && n=0
@@ -67,6 +71,8 @@ seg() {
     local desc=""
     if [ "${6:-}" = d ]; then
         desc=$(psql "$fast" -qAtX -c "SELECT ',\"up\":' || to_jsonb(triaged.ci_upstream($ci))::text || ',\"svc\":' || to_jsonb(triaged.ci_impacted_services($ci))::text")
+    elif [ "${6:-}" = s ]; then   # as the daemon writes them: array literals in strings
+        desc=$(psql "$fast" -qAtX -c "SELECT ',\"up\":' || to_jsonb(triaged.ci_upstream($ci)::text)::text || ',\"svc\":' || to_jsonb(triaged.ci_impacted_services($ci)::text)::text")
     fi
     printf '{"fp":"%s","source":"test","resource":"%s","check":"down","dedup_key":null,"ci_id":%s,"summary":null,"labels":{},"severity":"%s","status":"%s","n":%s,"first":"2024-03-01T%sZ","last":"2024-03-01T%sZ"%s}' \
         "$1" "$res" "$ci" "$3" "$4" "$n" "$5" "$5" "$desc"
@@ -123,8 +129,8 @@ ingest 10:01:05 "$(seg f-h1 2 critical firing 10:01:00)"
 want "a2's incident merged into h1's" "$(q "SELECT m.ci_id FROM triaged.incident i JOIN triaged.incident m ON m.id = i.merged_into WHERE i.ci_id = 5")" "2"
 # one batch: the switch, h2 and x1 (on a cycle): routed to sw1's, which
 # absorbs h1's and a3's
-ingest 10:02:05 "$(seg f-x1 7 major firing 10:02:00 d)" "$(seg f-h2 3 major firing 10:02:00)" \
-    "$(seg f-sw1 1 critical firing 10:02:00 d)"
+ingest 10:02:05 "$(seg f-x1 7 major firing 10:02:00 s)" "$(seg f-h2 3 major firing 10:02:00)" \
+    "$(seg f-sw1 1 critical firing 10:02:00 s)"
 want "open incidents on sw1's side" "$(q "SELECT string_agg(c.name, ',' ORDER BY c.name) FROM triaged.incident i JOIN triaged.ci c ON c.id = i.ci_id WHERE i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL")" "sw1"
 want "alerts in sw1's incident (cause: sw1 only)" "$(q "SELECT string_agg(a.fingerprint || ':' || ia.role, ',' ORDER BY a.fingerprint) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id JOIN triaged.incident i ON i.id = ia.incident_id WHERE i.ci_id = 1")" "f-a2:symptom,f-a3:symptom,f-h1:symptom,f-h2:symptom,f-sw1:cause,f-x1:symptom"
 # x2 (cycle with x1): joins too; its description malformed ("up" not a
@@ -133,7 +139,7 @@ ingest 10:03:05 "$(seg f-x2 8 warning firing 10:03:00 | sed 's/}$/,"up":"junk","
 # the chain, a few incidents open (010 decides from one pass over them): d8;
 # then d4, which absorbs d8's; then d6, which joins d4's
 ingest 10:05:05 "$(seg f-d8 20 minor firing 10:05:00 d)"
-ingest 10:06:05 "$(seg f-d4 16 minor firing 10:06:00 d)"
+ingest 10:06:05 "$(seg f-d4 16 minor firing 10:06:00 s)"
 want "d8's incident merged into d4's" "$(q "SELECT m.ci_id FROM triaged.incident i JOIN triaged.incident m ON m.id = i.merged_into WHERE i.ci_id = 20")" "16"
 ingest 10:07:05 "$(seg f-d6 18 major firing 10:07:00 d)"
 want "d6's alert routed to d4's incident" "$(q "SELECT i.ci_id || ':' || ia.role FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id JOIN triaged.incident i ON i.id = ia.incident_id WHERE a.fingerprint = 'f-d6'")" "16:symptom"
@@ -156,11 +162,18 @@ want "open incidents in the window" "$(q "SELECT count(*) FROM triaged.incident 
 ingest 10:41:05 "$(seg f-a5 12 minor firing 10:41:00 d)"
 ingest 10:42:05 "$(seg f-a4 11 major firing 10:42:00)"
 want "a5's incident merged into a4's" "$(q "SELECT m.ci_id FROM triaged.incident i JOIN triaged.incident m ON m.id = i.merged_into WHERE i.ci_id = 12")" "11"
-ingest 10:43:05 "$(seg f-h3 10 major firing 10:43:00 d)"
+ingest 10:43:05 "$(seg f-h3 10 major firing 10:43:00 s)"
 ingest 10:44:05 "$(seg f-sw2 9 critical firing 10:44:00 d)" "$(seg u0001 - minor firing 10:44:00)"
 want "open incident of sw2's side" "$(q "SELECT string_agg(c.name, ',') FROM triaged.incident i JOIN triaged.ci c ON c.id = i.ci_id WHERE i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL AND c.id IN (9, 10, 11, 12)")" "sw2"
 want "sw2's incident: impact from S3 (tier 3), P3 with critical" "$(q "SELECT impact || '/' || priority FROM triaged.incident WHERE ci_id = 9 AND merged_into IS NULL")" "3/3"
+# an alert that re-fires on another CI while its incident is open stays in
+# it, now a symptom (bound to d2, in d1's incident)
+ingest 10:45:05 "$(seg f-rb 13 major firing 10:45:00 s)"
+ingest 10:45:35 "$(seg f-rb 13 major resolved 10:45:30)"
+ingest 10:46:05 "$(seg f-rb 14 major firing 10:46:00 s)"
+want "the rebound alert in d1's incident" "$(q "SELECT i.ci_id || ':' || a.ci_id || ':' || ia.role FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id JOIN triaged.incident i ON i.id = ia.incident_id WHERE a.fingerprint = 'f-rb'")" "13:14:symptom"
 tick 10:50:00
+want "incidents whose roles are still to check" "$(q "SELECT count(*) FROM triaged.incident_role_check")" "0"
 
 # the stored state, ids replaced by fingerprints and incident numbers
 dump() {
