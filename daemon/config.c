@@ -221,10 +221,11 @@ const td_option td_options[] = {
     OPT_DUR("pipeline", "batch_time", "0ms", 0, SEC(10), 0,
             batch_time_ms,
             "Longest time a batch waits to fill up while its lane is idle. "
-            "0: it goes as soon as the input that filled it yields (one "
-            "Kafka fetch, one HTTP body), so an idle lane adds no delay; "
-            "while PostgreSQL is busy the next batch fills up anyway, and "
-            "when a batch commits, the next one starts at once."),
+            "0: it goes as soon as the callbacks that filled it return (one "
+            "Kafka wake-up of up to 1,000 messages, one HTTP body), so an "
+            "idle lane adds no delay; while PostgreSQL is busy the next "
+            "batch fills up anyway, and when a batch commits, the next one "
+            "starts at once."),
     OPT_INT("pipeline", "lanes", "2", 1, 64, 0, lanes,
             "Batches applied at once, each on its own PostgreSQL connection "
             "(a lane). A Kafka partition always goes to the same lane and "
@@ -453,6 +454,10 @@ td_parse_duration(const char *s, int64_t *ms)
     int64_t n;
     if (!s || parse_digits(&s, &n) != TD_OK)
         return TD_ERR;
+    if (n == 0 && *s == '\0') {
+        *ms = 0; /* nothing is nothing in any unit */
+        return TD_OK;
+    }
     for (size_t i = 0; i < TD_ARRAY_LEN(units); i++)
         if (strcmp(s, units[i].unit) == 0)
             return scale(n, units[i].ms, ms);

@@ -190,7 +190,8 @@ void td_config_diff(const td_config *old, const td_config *new_,
  * others keep dst's. What SIGHUP applies. */
 void td_config_apply_reloadable(td_config *dst, const td_config *src);
 
-/* Value parsers, exposed for reuse and unit tests. Return TD_OK/TD_ERR. */
+/* Value parsers, exposed for reuse and unit tests. Return TD_OK/TD_ERR.
+ * A duration is digits and a unit (ms, s, m, h, d); a bare 0 is 0. */
 int td_parse_duration(const char *s, int64_t *ms);
 int td_parse_size(const char *s, int64_t *bytes);
 int td_parse_bool(const char *s, bool *b);

@@ -27,10 +27,13 @@ typedef struct td_ticks_conf {
     void *arg;
 } td_ticks_conf;
 
-/* Starts the once-a-second timer. */
+/* Starts the once-a-second timer. The stores and actor in conf are
+ * borrowed; the caller frees the result with td_ticks_free(). */
 td_ticks *td_ticks_new(const td_config *cfg, struct event_base *base,
                        const td_ticks_conf *conf);
 void td_ticks_reload(td_ticks *t, const td_config *cfg);
+/* Only after both stores are freed: a statement in flight calls back into
+ * the ticks (with NULL res) when its store is freed. */
 void td_ticks_free(td_ticks *t);
 
 /* The engine's options as triaged.ingest_arrays() and triaged.tick() take

@@ -34,7 +34,11 @@ source "$root/tests/stack/stack.sh"
 [ -n "${TD_TEST_REDIS_URL:-}" ] || stack_up
 work=$(mktemp -d "$TD_TEST_DIR/bench_http.XXXXXX")
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -z "${db:-}" ] || psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -101,7 +105,7 @@ apid=$!
 pids+=("$apid")
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ap/-/ready" >/dev/null && break; sleep 0.1; done
 
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # CPU seconds of the PostgreSQL backends connected to database $1
 pg_cpu() {
     local pm; pm=$(head -1 "$TD_TEST_DIR/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
@@ -111,7 +115,7 @@ pg_cpu() {
         fi
     done | awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.2f", t / hz}'
 }
-redis_pid=$(head -1 "$TD_TEST_DIR/redis.pid" 2>/dev/null || pgrep -f "redis-server.*:$TD_TEST_REDIS_PORT" | head -1)
+redis_pid=$(head -1 "$TD_TEST_DIR/redis.pid" 2>/dev/null) || redis_pid=""
 hz=$(getconf CLK_TCK)
 secs() { python3 -c "print(f'{$1:.2f}')"; }
 rate() { echo "$1" | awk '{print $8}'; }
@@ -125,7 +129,7 @@ for r in $(seq "$ROUNDS"); do
     a0=$(cpu "$apid")
     am=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$ap/api/v2/alerts" "$work/am.$r" "$C")
     a1=$(cpu "$apid")
-    ratio=$(python3 -c "print(f'{$(rate "$td") / $(rate "$am"):.2f}')")
+    ratio=$(python3 -c "a = $(rate "$am"); print(f'{$(rate "$td") / a:.2f}' if a else 'n/a')")
     ratios+=("$ratio")
     echo "round $r: triaged $(rate "$td") alerts/s (errors $(echo "$td" | awk '{print $10}')), CPU-s triaged $(secs "($c1 - $c0) / $hz") PostgreSQL $(secs "$p1 - $p0") redis $(secs "($r1 - $r0) / $hz");" \
          "alertmanager $(rate "$am") alerts/s (errors $(echo "$am" | awk '{print $10}')), CPU-s $(secs "($a1 - $a0) / $hz"); ratio ${ratio}x"
@@ -133,7 +137,8 @@ done
 occ=$(psql "$pg" -qAtc "SELECT count(*), sum(occurrences) FROM triaged.alert")
 distinct=$((N / 10)); [ "${SAME:-0}" = 1 ] || distinct=$((ROUNDS * N / 10))
 echo "triaged stored: alerts|occurrences = $occ (expected $distinct distinct at most, $((ROUNDS * N)) occurrences)"
-echo "ratio triaged / alertmanager: median $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}')x of ${ratios[*]}"
+echo "ratio triaged / alertmanager: median $(printf '%s\n' "${ratios[@]}" | grep -v n/a | sort -n |
+    awk '{a[NR]=$1} END {if (NR) printf "%.2f", NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')x of ${ratios[*]}"
 curl -s -H "Authorization: Bearer $tok" "http://127.0.0.1:$tp/metrics" > "$work/metrics" || true
 [ -z "${METRICS_OUT:-}" ] || cp "$work/metrics" "$METRICS_OUT"
 psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"

@@ -181,7 +181,8 @@ PY
 kcat_latency() { # rate secs
     local topic="bench_lat_ref_$$"
     stack_kafka_control "topic $topic 16" >/dev/null
-    kcat -C -b "$B" -t "$topic" -o end -u -q -f '%s\n' -X fetch.wait.max.ms=10 |
+    timeout $(( $2 + 15 )) kcat -C -b "$B" -t "$topic" -o beginning -u -q -c $(( $1 * $2 )) \
+        -f '%s\n' -X fetch.wait.max.ms="$fetch_wait" |
         python3 -c '
 import sys, json, datetime, time
 lat = []
@@ -195,13 +196,16 @@ print(f"kcat alone, produce -> consumed, over {len(lat)} messages: p50 {p(0.5):.
     local reader=$!
     sleep 2 # kcat's assignment
     produce_paced "$topic" "$1" "$2"
-    sleep 1
-    pkill -f "kcat -C -b $B -t $topic" || true
-    wait "$reader" || true
+    wait "$reader" || true # kcat stops after the messages produced (-c), or its timeout
 }
 
 run_latency() {
     local topic="bench_lat_$$" rate=5000 secs=20
+    # The mock broker holds every fetch for the full fetch.wait.max.ms
+    # (librdkafka's default 500 ms) where Kafka answers as soon as data is
+    # there; kcat alone sees ~250 ms p50 against it. 10 ms is what Kafka's
+    # early answer gives for this rate; kcat and triaged both use it.
+    fetch_wait=10
     kcat_latency "$rate" 5
     stack_kafka_control "topic $topic 16" >/dev/null
     stack_kafka_control "topic bench_lat_inc_$$ 32" >/dev/null
@@ -211,11 +215,8 @@ run_latency() {
     # opened_at (its first alert's occurred_at, set when it was produced) is
     # produce -> incident committed
     export TD_BENCH_INCIDENTS_TOPIC=bench_lat_inc_$$
-    # The mock broker holds every fetch for the full fetch.wait.max.ms
-    # (librdkafka's default 500 ms) where Kafka answers as soon as data is
-    # there; kcat alone sees ~250 ms p50 against it. 10 ms is what Kafka's
-    # early answer gives for this rate.
-    TD_BENCH_KAFKA_EXTRA=${TD_BENCH_KAFKA_EXTRA:-rdkafka.fetch.wait.max.ms = 10} start_triaged "$topic"
+    TD_BENCH_KAFKA_EXTRA="rdkafka.fetch.wait.max.ms = $fetch_wait
+${TD_BENCH_KAFKA_EXTRA:-}" start_triaged "$topic"
     sleep 5 # group join
     produce_paced "$topic" "$rate" "$secs"
     local n=$((rate * secs)) got=0 deadline=$((SECONDS + 60))

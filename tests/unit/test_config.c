@@ -158,6 +158,23 @@ Test(config, minimal_file_uses_every_default)
     cr_assert_eq(cfg->max_message_size, 1024 * 1024);
     cr_assert_eq(cfg->resolve_grace_ms, 2 * 60 * 1000);
     cr_assert_eq(cfg->flap_threshold, 6);
+    cr_assert_eq(cfg->batch_time_ms, 0); /* an idle lane's batch goes at once */
+    td_config_free(cfg);
+}
+
+Test(config, a_bare_zero_is_a_duration_and_other_bare_numbers_are_not)
+{
+    int64_t ms = -1;
+    cr_assert_eq(td_parse_duration("0", &ms), TD_OK);
+    cr_assert_eq(ms, 0);
+    cr_assert_eq(td_parse_duration("0ms", &ms), TD_OK);
+    cr_assert_eq(ms, 0);
+    cr_assert_eq(td_parse_duration("00", &ms), TD_OK);
+    cr_assert_eq(ms, 0);
+    cr_assert_eq(td_parse_duration("1", &ms), TD_ERR);
+    cr_assert_eq(td_parse_duration("0x", &ms), TD_ERR);
+    td_config *cfg = load_ok(BASE "[pipeline]\nbatch_time = 0\n");
+    cr_assert_eq(cfg->batch_time_ms, 0);
     td_config_free(cfg);
 }
 
