@@ -276,9 +276,52 @@ END $$;
 -- find-or-open (010's), the open incidents found first: in a storm nearly
 -- every new alert joins an incident an earlier batch opened, and each paid
 -- a speculative insertion that only found it (~14 us; see the header)
+-- The bound groups' new incidents (the INSERT of 010's _find_or_open): planned
+-- at each call, its two arrays joined as constants (hashed, sized).
+CREATE FUNCTION triaged._open_bound(p_reqs triaged._group_req[], p_desc triaged._ci_desc[],
+                                    p_matrix smallint[], p_many integer)
+RETURNS triaged._group_res[]
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+  v_new triaged._group_res[];
+BEGIN
+  WITH ins AS (
+    INSERT INTO triaged.incident AS i (title, status, priority, impact, urgency, severity,
+                                       ci_id, resource, opened_at, up_ci_ids)
+    SELECT coalesce(c.name || ': ', '') || r.title,
+           'new', p_matrix[(k.impact - 1) * 3 + triaged.severity_urgency(r.severity)], k.impact,
+           triaged.severity_urgency(r.severity), r.severity, r.ci_id, r.resource, r.opened_at,
+           d.up
+      FROM unnest(p_reqs) r
+      JOIN unnest(p_desc) d ON d.ci_id = r.ci_id
+      LEFT JOIN triaged.ci c ON c.id = r.ci_id
+     CROSS JOIN LATERAL (
+       SELECT (CASE WHEN count(*) = 0 THEN 3   -- as triaged._impact
+                    ELSE greatest(1, min(sv.tier) - CASE WHEN count(*) >= p_many THEN 1 ELSE 0 END)
+               END)::smallint AS impact
+         FROM triaged.service sv WHERE sv.id = ANY (d.svc)) k
+     WHERE r.ci_id IS NOT NULL
+     ORDER BY r.ci_id
+    ON CONFLICT (ci_id) WHERE ci_id IS NOT NULL AND status IN ('new', 'acknowledged')
+                              AND merged_into IS NULL
+    DO UPDATE SET updated_at = now() WHERE false
+    RETURNING i.id, i.ci_id, i.resource, i.number)
+  SELECT coalesce(array_agg(ROW(triaged._gkey(ins.ci_id, NULL), ins.ci_id, ins.resource,
+                                ins.id, true, ins.number)::triaged._group_res), '{}')
+    INTO v_new FROM ins;
+  RETURN v_new;
+END $$;
+
 CREATE OR REPLACE FUNCTION triaged._find_or_open(p_reqs triaged._group_req[], p_desc triaged._ci_desc[])
 RETURNS SETOF triaged._group_res
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- (its statements' plans do not depend on the arrays' sizes: the lookups go
+-- by key, one per group; planning them at each call, as _open_incidents'
+-- force_custom_plan did, cost ~1 ms a batch)
+SET plan_cache_mode = auto
+AS $$
 DECLARE
   v_new    triaged._group_res[] := '{}';
   v_old    triaged._group_res[] := '{}';
@@ -332,30 +375,7 @@ BEGIN
 
   -- the others: opened (INSERTs skipped when no group of theirs needs one)
   IF EXISTS (SELECT 1 FROM unnest(v_rest) r WHERE r.ci_id IS NOT NULL) THEN
-  WITH ins AS (
-    INSERT INTO triaged.incident AS i (title, status, priority, impact, urgency, severity,
-                                       ci_id, resource, opened_at, up_ci_ids)
-    SELECT coalesce(c.name || ': ', '') || r.title,
-           'new', v_matrix[(k.impact - 1) * 3 + triaged.severity_urgency(r.severity)], k.impact,
-           triaged.severity_urgency(r.severity), r.severity, r.ci_id, r.resource, r.opened_at,
-           d.up
-      FROM unnest(v_rest) r
-      JOIN unnest(p_desc) d ON d.ci_id = r.ci_id
-      LEFT JOIN triaged.ci c ON c.id = r.ci_id
-     CROSS JOIN LATERAL (
-       SELECT (CASE WHEN count(*) = 0 THEN 3   -- as triaged._impact
-                    ELSE greatest(1, min(sv.tier) - CASE WHEN count(*) >= v_many THEN 1 ELSE 0 END)
-               END)::smallint AS impact
-         FROM triaged.service sv WHERE sv.id = ANY (d.svc)) k
-     WHERE r.ci_id IS NOT NULL
-     ORDER BY r.ci_id
-    ON CONFLICT (ci_id) WHERE ci_id IS NOT NULL AND status IN ('new', 'acknowledged')
-                              AND merged_into IS NULL
-    DO UPDATE SET updated_at = now() WHERE false
-    RETURNING i.id, i.ci_id, i.resource, i.number)
-  SELECT coalesce(array_agg(ROW(triaged._gkey(ins.ci_id, NULL), ins.ci_id, ins.resource,
-                                ins.id, true, ins.number)::triaged._group_res), '{}')
-    INTO v_new FROM ins;
+    v_new := triaged._open_bound(v_rest, p_desc, v_matrix, v_many);
   END IF;
 
   IF EXISTS (SELECT 1 FROM unnest(v_rest) r WHERE r.ci_id IS NULL) THEN
