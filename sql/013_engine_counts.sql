@@ -186,23 +186,20 @@ CREATE TRIGGER alert_status_counts AFTER UPDATE OF status ON triaged.alert FOR E
 -- of one fingerprint...). Per link of each alert of the loop, as it is at
 -- the end of the engine: a link this batch made ('attached') adds one alert,
 -- firing if the alert fires now; an older link changes firing by the
--- alert's status now minus its status when step 0 locked it (p_known). An
--- 'attached' change of another alert (a new alert with one segment) adds a
--- firing alert. An older link of an alert step 0 did not lock (created by
--- another transaction during the batch: its earlier status is unknown here)
--- makes its incident counted again instead (recount). Aggregations and
--- index probes only: no join between two of the batch's arrays (their
--- estimates in a generic plan are 10 rows, whatever their size).
-CREATE FUNCTION triaged._count_deltas(p_changes triaged._change[], p_known triaged._known[],
-                                      p_loopsegs triaged._segment[])
+-- alert's status now minus its status when step 0 locked it (_ingest_batch
+-- puts that status in the loop segments' hint, unused on this path; NULL:
+-- not locked then). An 'attached' change of another alert (a new alert with
+-- one segment) adds a firing alert. An older link of an alert step 0 did
+-- not lock (created by another transaction during the batch: its earlier
+-- status is unknown here) makes its incident counted again instead
+-- (recount). Aggregations and index probes only: no join between two of
+-- the batch's arrays (their estimates in a generic plan are 10 rows,
+-- whatever their size).
+CREATE FUNCTION triaged._count_deltas(p_changes triaged._change[], p_loopsegs triaged._segment[])
 RETURNS TABLE (deltas triaged._count_delta[], recount bigint[])
 LANGUAGE sql STABLE AS $$
   WITH lf AS (   -- the loop's fingerprints, with their status at the lock
-    SELECT f.fp, min(f.status) AS s0
-      FROM (SELECT s.fp, NULL::text AS status, true AS looped FROM unnest(p_loopsegs) s
-            UNION ALL
-            SELECT k.fingerprint, k.status, false FROM unnest(p_known) k) f
-     GROUP BY f.fp HAVING bool_or(f.looped)),
+    SELECT s.fp, min(s.hint) AS s0 FROM unnest(p_loopsegs) s GROUP BY s.fp),
   l AS (         -- every link of their alerts now
     SELECT ia.incident_id, lf.fp, lf.s0, a.status AS s1
       FROM lf
@@ -441,6 +438,8 @@ AS $$
 DECLARE
   v_ids    bigint[];
   v_rows   triaged.ingest_row[];
+  v_need   bigint[];
+  v_maxres triaged._change[] := '{}';
   v_matrix smallint[] := triaged._matrix();
 BEGIN
   IF cardinality(p_changes) = 0 AND cardinality(p_delta) = 0 AND cardinality(p_recount) = 0 THEN
@@ -475,12 +474,39 @@ BEGIN
      WHERE i.id = x.incident_id AND (x.da <> 0 OR x.df <> 0);
   END IF;
 
+  -- the time the last alert resolved, of the open incidents none of whose
+  -- alerts fires now (one pass over their links; only when an alert of the
+  -- batch resolved)
+  IF EXISTS (SELECT 1 FROM unnest(p_changes) c WHERE c.what = 'resolved')
+     OR EXISTS (SELECT 1 FROM unnest(p_delta) d WHERE d.firing < 0) THEN
+    v_need := ARRAY(
+      SELECT x.id
+        FROM (SELECT u.id, sum(u.df) AS df
+                FROM (SELECT c.incident_id AS id, 0 AS df FROM unnest(p_changes) c
+                      UNION ALL SELECT d.incident_id, d.firing FROM unnest(p_delta) d) u
+               GROUP BY u.id) x
+       CROSS JOIN LATERAL (SELECT i.firing_count, i.status, i.merged_into
+                             FROM triaged.incident i WHERE i.id = x.id OFFSET 0) i
+       WHERE i.firing_count + x.df = 0 AND i.status IN ('new', 'acknowledged')
+         AND i.merged_into IS NULL);
+    IF cardinality(v_need) > 0 THEN
+      v_maxres := ARRAY(
+        SELECT ROW(ia.incident_id, 'maxres', NULL, max(a.resolved_at), NULL, NULL)::triaged._change
+          FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id
+         WHERE ia.incident_id = ANY (v_need)
+         GROUP BY ia.incident_id);
+    END IF;
+  END IF;
+
   WITH RECURSIVE
-  -- the changes, and the count deltas as changes of their own ('count')
+  -- the changes, and the count deltas and the last resolve times as changes
+  -- of their own ('count', 'maxres': joined so, no join of two arrays)
   c AS (SELECT ch.*, 0 AS da, 0 AS df FROM unnest(p_changes) ch
         UNION ALL
         SELECT d.incident_id, 'count', NULL, NULL, NULL, NULL, d.alerts, d.firing
-          FROM unnest(p_delta) d),
+          FROM unnest(p_delta) d
+        UNION ALL
+        SELECT m.*, 0, 0 FROM unnest(v_maxres) m),
   agg AS (
     SELECT c.incident_id AS inc_id,
            bool_or(c.what = 'opened') AS was_opened,
@@ -501,9 +527,10 @@ BEGIN
            -- opened by this batch and nothing resolved: its alerts are the
            -- ones attached by this batch, all firing (no need to count them)
            bool_or(c.what = 'opened') AND NOT bool_or(c.what = 'resolved') AS fresh,
-           sum(c.da) AS da, sum(c.df) AS df
+           sum(c.da) AS da, sum(c.df) AS df,
+           max(c.at) FILTER (WHERE c.what = 'maxres') AS max_resolved_at
     FROM c GROUP BY c.incident_id
-    HAVING bool_or(c.what <> 'count')),
+    HAVING bool_or(c.what NOT IN ('count', 'maxres'))),
   st AS (
     SELECT i.id, i.ctid AS tid, i.status, i.priority, i.impact, i.urgency, i.severity, i.title,
            i.ci_id,
@@ -514,12 +541,7 @@ BEGIN
            -- (013) kept on the incident, plus this batch's deltas
            i.alert_count + agg.da AS alert_count,
            i.firing_count + agg.df AS firing_count,
-           -- the time its last alert resolved: asked only when none fires
-           CASE WHEN i.firing_count + agg.df = 0
-                     AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
-                THEN (SELECT max(a.resolved_at)
-                        FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id
-                       WHERE ia.incident_id = i.id) END AS max_resolved_at,
+           -- (agg.max_resolved_at: the time its last alert resolved)
            (i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) AS is_open
     FROM agg
     JOIN triaged.incident i ON i.id = agg.inc_id),
@@ -909,7 +931,7 @@ BEGIN
                                labels, severity, status, n, "first", "last", o)
     WINDOW w AS (PARTITION BY j.fp ORDER BY j.o)),
   x AS (
-    SELECT s.*, k.id AS kid, k.tid AS ktid, k.fired_at AS kfired,
+    SELECT s.*, k.id AS kid, k.tid AS ktid, k.fired_at AS kfired, k.status AS kstatus,
            CASE WHEN k.id IS NULL THEN
                   CASE WHEN s.ord < coalesce(s.first_firing, 2147483647) THEN 'unknown'
                        WHEN s.ord = s.first_firing THEN 'new'
@@ -966,7 +988,7 @@ BEGIN
                     FILTER (WHERE x.c = 'new'), '{}'),
          coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
                                 x.summary, x.labels, x.severity, x.status, x.n, x."first",
-                                x."last", NULL, x.ord, x.first_of_fp, x.first_firing,
+                                x."last", x.kstatus, x.ord, x.first_of_fp, x.first_firing,
                                 x.fp_fires, x.c)::triaged._segment ORDER BY x.fp, x.ord)
                     FILTER (WHERE x.c = 'loop'), '{}'),
          coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
@@ -1134,7 +1156,7 @@ BEGIN
              WHERE c.what = 'attached' GROUP BY c.incident_id) x;
   ELSE
     SELECT d.deltas, d.recount INTO v_delta, v_recount
-      FROM triaged._count_deltas(v_changes, v_known, v_loopsegs) d;
+      FROM triaged._count_deltas(v_changes, v_loopsegs) d;
   END IF;
   v_inc := ARRAY(SELECT r FROM triaged._finish_counted(v_changes, v_now, v_actor, v_delta,
                                                         v_recount) r);
