@@ -69,7 +69,9 @@ CREATE TYPE triaged._older AS (alert_id bigint, at timestamptz, was timestamptz)
 -- links, or for the rare alert of a batch whose earlier state it does not
 -- know). Locks them in id order first, so the count is of committed links.
 CREATE FUNCTION triaged._recount(p_ids bigint[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off   -- by key, whatever the statistics say
+AS $$
 BEGIN
   IF p_ids IS NULL OR cardinality(p_ids) = 0 THEN
     RETURN;
@@ -105,7 +107,9 @@ $$;
 
 -- links inserted: their incidents gain them (a firing alert's as firing)
 CREATE FUNCTION triaged.incident_alert_counts_insert() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off   -- by key, whatever the statistics say (once a statement)
+AS $$
 BEGIN
   IF current_setting('triaged.counts_deferred', true) = 'on' THEN
     RETURN NULL;   -- the engine's batch counts them itself
