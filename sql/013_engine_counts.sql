@@ -190,27 +190,35 @@ CREATE TRIGGER alert_status_counts AFTER UPDATE OF status ON triaged.alert FOR E
 -- of one fingerprint...). Per link of each alert of the loop, as it is at
 -- the end of the engine: a link this batch made ('attached') adds one alert,
 -- firing if the alert fires now; an older link changes firing by the
--- alert's status now minus its status when step 0 locked it (_ingest_batch
--- puts that status in the loop segments' hint, unused on this path; NULL:
--- not locked then). An 'attached' change of another alert (a new alert with
+-- alert's status now minus its status when step 0 locked it (p_ids and
+-- p_s0; _ingest_batch also puts that status in the loop segments' hint,
+-- unused on this path: NULL, not locked then). An 'attached' change of another alert (a new alert with
 -- one segment) adds a firing alert. An older link of an alert step 0 did
 -- not lock (created by another transaction during the batch: its earlier
 -- status is unknown here) makes its incident counted again instead
 -- (recount). Aggregations and index probes only: no join between two of
 -- the batch's arrays (their estimates in a generic plan are 10 rows,
 -- whatever their size).
-CREATE FUNCTION triaged._count_deltas(p_changes triaged._change[], p_loopsegs triaged._segment[])
+CREATE FUNCTION triaged._count_deltas(p_changes triaged._change[], p_loopsegs triaged._segment[],
+                                      p_ids bigint[], p_s0 text[])
 RETURNS TABLE (deltas triaged._count_delta[], recount bigint[])
 LANGUAGE sql STABLE AS $$
-  WITH lf AS (   -- the loop's fingerprints, with their status at the lock
-    SELECT s.fp, min(s.hint) AS s0 FROM unnest(p_loopsegs) s GROUP BY s.fp),
-  l AS (         -- every link of their alerts now
-    SELECT ia.incident_id, lf.fp, lf.s0, a.status AS s1
-      FROM lf
-     CROSS JOIN LATERAL (SELECT a.id, a.status FROM triaged.alert a
-                          WHERE a.fingerprint = lf.fp OFFSET 0) a
+  WITH la AS (   -- the loop's alerts now: those step 0 locked (p_ids, with
+                 -- their status then), by id; the others by fingerprint
+    SELECT a.id, a.fingerprint, a.status AS s1, k.s0
+      FROM (SELECT DISTINCT k.id, k.s0 FROM unnest(p_ids, p_s0) k(id, s0)) k
+     CROSS JOIN LATERAL (SELECT a.id, a.fingerprint, a.status FROM triaged.alert a
+                          WHERE a.id = k.id OFFSET 0) a
+    UNION ALL
+    SELECT a.id, a.fingerprint, a.status, NULL
+      FROM (SELECT DISTINCT s.fp FROM unnest(p_loopsegs) s WHERE s.hint IS NULL) f
+     CROSS JOIN LATERAL (SELECT a.id, a.fingerprint, a.status FROM triaged.alert a
+                          WHERE a.fingerprint = f.fp OFFSET 0) a),
+  l AS (         -- every link of theirs now
+    SELECT ia.incident_id, la.fingerprint AS fp, la.s0, la.s1
+      FROM la
      CROSS JOIN LATERAL (SELECT ia.incident_id FROM triaged.incident_alert ia
-                          WHERE ia.alert_id = a.id OFFSET 0) ia),
+                          WHERE ia.alert_id = la.id OFFSET 0) ia),
   p AS (         -- per link: made by this batch? of an alert of the loop?
     SELECT u.incident_id, u.fp, bool_or(u.made) AS made, bool_or(NOT u.made) AS looped,
            min(u.s0) AS s0, min(u.s1) AS s1
@@ -747,6 +755,8 @@ DECLARE
   v_older     triaged._older[];
   v_delta     triaged._count_delta[] := '{}';
   v_recount   bigint[] := '{}';
+  v_loopids   bigint[];
+  v_loops0    text[];
 BEGIN
   -- options (002's, then 003's)
   IF p_opts IS NULL OR jsonb_typeof(p_opts) <> 'object' THEN
@@ -1004,8 +1014,11 @@ BEGIN
          count(*) FILTER (WHERE x.c IN ('count', 'older') AND NOT x.same),
          (SELECT coalesce(array_agg(ROW(u.kid, u."first", u.kfired)::triaged._older
                                     ORDER BY u.kid), '{}')
-            FROM u WHERE u.moves)
-    INTO v_counted, v_ncount, v_newsegs, v_loopsegs, v_unksegs, v_unknown, v_stale, v_older
+            FROM u WHERE u.moves),
+         coalesce(array_agg(x.kid) FILTER (WHERE x.c = 'loop' AND x.kid IS NOT NULL), '{}'),
+         coalesce(array_agg(x.kstatus) FILTER (WHERE x.c = 'loop' AND x.kid IS NOT NULL), '{}')
+    INTO v_counted, v_ncount, v_newsegs, v_loopsegs, v_unksegs, v_unknown, v_stale, v_older,
+         v_loopids, v_loops0
     FROM x;
   v_dups := 0;
   v_ndup_hint := 0;
@@ -1160,7 +1173,7 @@ BEGIN
              WHERE c.what = 'attached' GROUP BY c.incident_id) x;
   ELSE
     SELECT d.deltas, d.recount INTO v_delta, v_recount
-      FROM triaged._count_deltas(v_changes, v_loopsegs) d;
+      FROM triaged._count_deltas(v_changes, v_loopsegs, v_loopids, v_loops0) d;
   END IF;
   v_inc := ARRAY(SELECT r FROM triaged._finish_counted(v_changes, v_now, v_actor, v_delta,
                                                         v_recount) r);
