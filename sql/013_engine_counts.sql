@@ -202,7 +202,11 @@ CREATE TRIGGER alert_status_counts AFTER UPDATE OF status ON triaged.alert FOR E
 CREATE FUNCTION triaged._count_deltas(p_changes triaged._change[], p_loopsegs triaged._segment[],
                                       p_ids bigint[], p_s0 text[])
 RETURNS TABLE (deltas triaged._count_delta[], recount bigint[])
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+-- (planned at each call with the tables as they are, not inlined into the
+-- batch's cached plan, which may date from an empty database)
+SET plan_cache_mode = force_custom_plan
+AS $$
   WITH la AS (   -- the loop's alerts now: those step 0 locked (p_ids, with
                  -- their status then), by id; the others by fingerprint
     SELECT a.id, a.fingerprint, a.status AS s1, k.s0
@@ -247,7 +251,9 @@ $$;
 -- Older firings (see the header): the open incidents of their alerts opened
 -- after them open at the earliest of them instead. Locked in id order.
 CREATE FUNCTION triaged._move_opened(p_older triaged._older[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan   -- (see _find_or_open; rare, cheap to plan)
+AS $$
 DECLARE
   v_ids  bigint[];
   v_ats  timestamptz[];
@@ -285,51 +291,14 @@ END $$;
 -- find-or-open (010's), the open incidents found first: in a storm nearly
 -- every new alert joins an incident an earlier batch opened, and each paid
 -- a speculative insertion that only found it (~14 us; see the header)
--- The bound groups' new incidents (the INSERT of 010's _find_or_open): planned
--- at each call, its two arrays joined as constants (hashed, sized).
-CREATE FUNCTION triaged._open_bound(p_reqs triaged._group_req[], p_desc triaged._ci_desc[],
-                                    p_matrix smallint[], p_many integer)
-RETURNS triaged._group_res[]
-LANGUAGE plpgsql
-SET plan_cache_mode = force_custom_plan
-AS $$
-DECLARE
-  v_new triaged._group_res[];
-BEGIN
-  WITH ins AS (
-    INSERT INTO triaged.incident AS i (title, status, priority, impact, urgency, severity,
-                                       ci_id, resource, opened_at, up_ci_ids)
-    SELECT coalesce(c.name || ': ', '') || r.title,
-           'new', p_matrix[(k.impact - 1) * 3 + triaged.severity_urgency(r.severity)], k.impact,
-           triaged.severity_urgency(r.severity), r.severity, r.ci_id, r.resource, r.opened_at,
-           d.up
-      FROM unnest(p_reqs) r
-      JOIN unnest(p_desc) d ON d.ci_id = r.ci_id
-      LEFT JOIN triaged.ci c ON c.id = r.ci_id
-     CROSS JOIN LATERAL (
-       SELECT (CASE WHEN count(*) = 0 THEN 3   -- as triaged._impact
-                    ELSE greatest(1, min(sv.tier) - CASE WHEN count(*) >= p_many THEN 1 ELSE 0 END)
-               END)::smallint AS impact
-         FROM triaged.service sv WHERE sv.id = ANY (d.svc)) k
-     WHERE r.ci_id IS NOT NULL
-     ORDER BY r.ci_id
-    ON CONFLICT (ci_id) WHERE ci_id IS NOT NULL AND status IN ('new', 'acknowledged')
-                              AND merged_into IS NULL
-    DO UPDATE SET updated_at = now() WHERE false
-    RETURNING i.id, i.ci_id, i.resource, i.number)
-  SELECT coalesce(array_agg(ROW(triaged._gkey(ins.ci_id, NULL), ins.ci_id, ins.resource,
-                                ins.id, true, ins.number)::triaged._group_res), '{}')
-    INTO v_new FROM ins;
-  RETURN v_new;
-END $$;
-
 CREATE OR REPLACE FUNCTION triaged._find_or_open(p_reqs triaged._group_req[], p_desc triaged._ci_desc[])
 RETURNS SETOF triaged._group_res
 LANGUAGE plpgsql
--- (its statements' plans do not depend on the arrays' sizes: the lookups go
--- by key, one per group; planning them at each call, as _open_incidents'
--- force_custom_plan did, cost ~1 ms a batch)
-SET plan_cache_mode = auto
+-- (planned at each call, as under 010's _open_incidents: a generic plan of
+-- the lookups made while the incident table was empty probed the groups by
+-- a full scan of another index, 0.4 s a batch once the table had grown --
+-- seen in a latency run; ~1 ms a batch of planning instead)
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
   v_new    triaged._group_res[] := '{}';
@@ -384,7 +353,30 @@ BEGIN
 
   -- the others: opened (INSERTs skipped when no group of theirs needs one)
   IF EXISTS (SELECT 1 FROM unnest(v_rest) r WHERE r.ci_id IS NOT NULL) THEN
-    v_new := triaged._open_bound(v_rest, p_desc, v_matrix, v_many);
+  WITH ins AS (
+    INSERT INTO triaged.incident AS i (title, status, priority, impact, urgency, severity,
+                                       ci_id, resource, opened_at, up_ci_ids)
+    SELECT coalesce(c.name || ': ', '') || r.title,
+           'new', v_matrix[(k.impact - 1) * 3 + triaged.severity_urgency(r.severity)], k.impact,
+           triaged.severity_urgency(r.severity), r.severity, r.ci_id, r.resource, r.opened_at,
+           d.up
+      FROM unnest(v_rest) r
+      JOIN unnest(p_desc) d ON d.ci_id = r.ci_id
+      LEFT JOIN triaged.ci c ON c.id = r.ci_id
+     CROSS JOIN LATERAL (
+       SELECT (CASE WHEN count(*) = 0 THEN 3   -- as triaged._impact
+                    ELSE greatest(1, min(sv.tier) - CASE WHEN count(*) >= v_many THEN 1 ELSE 0 END)
+               END)::smallint AS impact
+         FROM triaged.service sv WHERE sv.id = ANY (d.svc)) k
+     WHERE r.ci_id IS NOT NULL
+     ORDER BY r.ci_id
+    ON CONFLICT (ci_id) WHERE ci_id IS NOT NULL AND status IN ('new', 'acknowledged')
+                              AND merged_into IS NULL
+    DO UPDATE SET updated_at = now() WHERE false
+    RETURNING i.id, i.ci_id, i.resource, i.number)
+  SELECT coalesce(array_agg(ROW(triaged._gkey(ins.ci_id, NULL), ins.ci_id, ins.resource,
+                                ins.id, true, ins.number)::triaged._group_res), '{}')
+    INTO v_new FROM ins;
   END IF;
 
   IF EXISTS (SELECT 1 FROM unnest(v_rest) r WHERE r.ci_id IS NULL) THEN
