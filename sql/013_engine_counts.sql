@@ -38,6 +38,19 @@
 --    classification counts it and moves the alert's start, and one
 --    statement per batch moves the history row and the open incidents'
 --    opened_at (_move_opened).
+-- 3. Find-or-open looks each group's open incident up by key (and locks it,
+--    in key order) before it inserts: in a storm nearly every new alert
+--    joins an open incident, and the INSERT ... ON CONFLICT that only found
+--    it cost ~3x a lookup. The INSERTs run only for the groups left.
+--
+-- For the CMDB post-steps (003/010/012, and 014 which replaces some of
+-- them): they keep working unchanged. Links they insert, move or delete
+-- and alert statuses they change are counted by the triggers, since they
+-- run after the engine turns triaged.counts_deferred off again. A function
+-- called inside the deferred window (_batch_ci_prepare, _open_incidents,
+-- _route, _find_or_open, _new_priority, _impact, ...) must not insert or
+-- delete links or change an alert's status itself: the batch's deltas
+-- would not see it (none does today).
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
