@@ -109,7 +109,9 @@ wait_done() {
 pg_cpu() {
     local pm; pm=$(head -1 "$TD_TEST_DIR/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
     for c in $(ps --ppid "$pm" -o pid=); do
-        tr '\0' ' ' < "/proc/$c/cmdline" 2>/dev/null | grep -q " $1 " && cat "/proc/$c/stat" || true  # (pipefail: a last backend not ours is no error)
+        if tr '\0' ' ' < "/proc/$c/cmdline" 2>/dev/null | grep -q " $1 "; then
+            cat "/proc/$c/stat" 2>/dev/null || true
+        fi
     done | awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.1f", t / hz}'
 }
 
