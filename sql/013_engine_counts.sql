@@ -1005,6 +1005,8 @@ BEGIN
                                 x."last", NULL, x.ord, x.first_of_fp, x.first_firing,
                                 x.fp_fires, x.c)::triaged._segment ORDER BY x.fp)
                     FILTER (WHERE x.c = 'new'), '{}'),
+         -- (the loop's segments carry their alert's status at the lock in
+         -- hint, which nothing reads on this path: _count_deltas does)
          coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
                                 x.summary, x.labels, x.severity, x.status, x.n, x."first",
                                 x."last", x.kstatus, x.ord, x.first_of_fp, x.first_firing,
