@@ -53,7 +53,7 @@ seg() {
     printf '{"fp":"%s","source":"test","resource":"%s","check":"c-%s","dedup_key":null,"ci_id":null,"summary":"%s %s","labels":{"env":"t"},"severity":"%s","status":"%s","n":%s,"first":"2024-03-01T%sZ","last":"2024-03-01T%sZ"}' \
         "$1" "$2" "$1" "$1" "$4" "$3" "$4" "$n" "$5" "$5"
 }
-opts() { printf '{"now":"2024-03-01T%sZ","actor":"t","reopen_window_ms":1800000,"flap_threshold":3,"flap_window_ms":1800000,"resolve_grace_ms":120000,"close_after_ms":86400000}' "$1"; }
+opts() { printf '{"now":"2024-03-01T%sZ","actor":"t","reopen_window_ms":1800000,"flap_threshold":3,"flap_window_ms":1800000,"resolve_grace_ms":120000,"close_after_ms":%s}' "$1" "${2:-86400000}"; }
 
 # (a statement failed: the test fails, unless EXPECT_ERR is set)
 failed() {
@@ -116,7 +116,7 @@ tick() {
         [ $which = ref ] && pg=$ref
         [ $which = arr ] && pg=$arr
         echo "SELECT kind || '|' || coalesce(key, '') || '|' || payload FROM triaged.tick(:'o'::jsonb);" \
-            | psql "$pg" -qAtX -v ON_ERROR_STOP=1 -v o="$(opts "$1")" > "$T_DIR/out.$which" \
+            | psql "$pg" -qAtX -v ON_ERROR_STOP=1 -v o="$(opts "$1" "${2:-}")" > "$T_DIR/out.$which" \
             || t_fail "tick at step $step ($which)"
     done
     diff "$T_DIR/out.ref" "$T_DIR/out.fast" > "$T_DIR/diff" \
@@ -168,7 +168,7 @@ SELECT 'history', a.fingerprint, row_number() OVER (PARTITION BY a.id ORDER BY h
  ORDER BY a.fingerprint, 3;
 SELECT 'incident', id, number, title, status, priority, impact, urgency, severity, opened_at,
        resolved_at, closed_at, reopen_count, resolve_pending_since, resolve_at,
-       resolved_decided_at, encode(last_event_hash, 'hex')
+       resolved_decided_at, encode(last_event_hash, 'hex'), alert_count, firing_count
   FROM triaged.incident ORDER BY id;
 SELECT 'link', i.number, a.fingerprint, ia.role
   FROM triaged.incident_alert ia JOIN triaged.incident i ON i.id = ia.incident_id
@@ -178,8 +178,16 @@ SELECT 'event', i.number, row_number() OVER (PARTITION BY e.incident_id ORDER BY
   FROM triaged.incident_event e JOIN triaged.incident i ON i.id = e.incident_id
  ORDER BY 2, 3;
 SELECT 'audit', count(*) FROM triaged.audit_verify();
+SELECT 'counts', count(*) FROM triaged.incident_counts_verify();
 SQL
 }
+# sql/013's kept counts: no incident whose counts differ from a recount
+counts_ok() { # DB WHAT
+    local bad
+    bad=$(psql "$1" -qAtX -c "SELECT string_agg(number || ' kept ' || alert_count || '/' || firing_count || ' counted ' || links || '/' || firing_links, '; ') FROM triaged.incident_counts_verify()")
+    [ -z "$bad" ] || t_fail "$2: kept counts differ from a recount: $bad"
+}
+for pg in "$fast" "$ref" "$arr"; do counts_ok "$pg" "scenario 1"; done
 dump "$fast" > "$T_DIR/state.fast"
 dump "$ref" > "$T_DIR/state.ref"
 dump "$arr" > "$T_DIR/state.arr"
@@ -209,6 +217,37 @@ calls() { psql "$1" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || call
 # (the reference's _ingest_loop is SQL, which track_functions = pl ignores)
 want "batches with state changes, all row by row (reference)" "$(calls "$ref")" "_ingest_loop_rows=8"
 want "batches with state changes, those with some row by row (shipped)" "$(calls "$fast")" "_ingest_loop=8 _ingest_loop_rows=4"
+
+# ---- sql/013: kept counts of incidents that are no longer open, and
+# firing segments older than their firing alert's start (set-based in the
+# arrays statement, row by row in the others). The incidents resolved above
+# are closed; a4 re-fires into a new incident (its closed one still counts
+# it: firing, then resolved); a4's older firing moves its new incident's
+# opened_at back (a severity that is stale too); a9's does not, as a9
+# resolved in between.
+tick 23:51:00 60000
+ingest 23:55:05 "$(seg a4 r2 major firing 23:55:00)" "$(seg a9 r5 major firing 23:55:00)"
+ingest 23:56:05 "$(seg a9 r5 major resolved 23:56:00)"
+ingest 23:57:05 "$(seg a9 r5 major firing 23:57:00)"
+ingest 23:58:05 "$(seg a4 r2 critical firing 23:54:00)" "$(seg a9 r5 major firing 23:55:30)"
+for pg in "$fast" "$ref" "$arr"; do counts_ok "$pg" "closed incidents, older firings"; done
+want "a4's closed incident counts it, firing" "$(psql "$arr" -qAtX -c "SELECT alert_count || '/' || firing_count FROM triaged.incident WHERE resource = 'r2' AND status = 'closed'")" "2/1"
+ingest 23:59:05 "$(seg a4 r2 critical resolved 23:59:00)"
+for pg in "$fast" "$ref" "$arr"; do counts_ok "$pg" "closed incidents, older firings"; done
+dump "$fast" > "$T_DIR/state.fast"
+dump "$ref" > "$T_DIR/state.ref"
+dump "$arr" > "$T_DIR/state.arr"
+diff "$T_DIR/state.ref" "$T_DIR/state.fast" > "$T_DIR/diff" \
+    || t_fail "closed incidents, older firings: stored state differs (< reference, > fast):
+$(cat "$T_DIR/diff")"
+diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
+    || t_fail "closed incidents, older firings: stored state differs (< jsonb statement, > arrays statement):
+$(cat "$T_DIR/diff")"
+want "a4's closed incident counts it, resolved" "$(psql "$arr" -qAtX -c "SELECT alert_count || '/' || firing_count FROM triaged.incident WHERE resource = 'r2' AND status = 'closed'")" "2/0"
+want "a4 in two incidents" "$(q "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'a4'")" "2"
+want "a4's new incident opened at its older firing" "$(psql "$arr" -qAtX -c "SELECT opened_at FROM triaged.incident WHERE resource = 'r2' AND status = 'new'")" "2024-03-01 23:54:00+00"
+want "a9's incident not moved (a resolve in between)" "$(psql "$arr" -qAtX -c "SELECT opened_at FROM triaged.incident WHERE resource = 'r5'")" "2024-03-01 23:55:00+00"
+want "older firings set-based (arrays statement)" "$(psql "$arr" -qAtX -c "SELECT calls FROM pg_stat_user_functions WHERE funcname = '_move_opened'")" "1"
 
 # ---- 011 on bound CIs: the jsonb statement (fast) against the arrays one (arr)
 cat > "$T_DIR/cmdb.json" <<'JSON'
@@ -260,6 +299,7 @@ ingest2 11:02:05 "$(bseg h1 "$app" app-01 info firing 11:02:00 '' heartbeat)" \
 # alert fires again: no longer suppressed, it gets its incident (arrays)
 ingest2 12:05:05 "$(bseg m1 "$app" app-01 major firing 12:05:00)" "$(bseg b4 "$db" db-01 critical firing 12:05:00)"
 ingest2 12:40:05 "$(bseg m1 "$app" app-01 major firing 12:40:00)" "$(bseg b1 "$web1" web-01 critical firing 12:40:00)"
+for pg in "$fast" "$arr"; do counts_ok "$pg" "bound CIs (merges)"; done
 dump "$fast" > "$T_DIR/state.fast"
 dump "$arr" > "$T_DIR/state.arr"
 diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
@@ -273,7 +313,7 @@ want "bound: m1 suppressed, then not" "$(q2 "SELECT string_agg(coalesce(h.detail
 want "bound: m1 has its incident" "$(q2 "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'm1'")" "1"
 # 011's paths: every batch through _ingest_batch but the two with a
 # heartbeat or a CI in maintenance, handed to the jsonb statement
-want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=12 ingest_all_arrays=2"
+want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=17 ingest_all_arrays=2"
 # malformed batches: the same error (22023, same message) from both
 # statements, nothing applied
 for bad in "$(bseg x1 null r major firing 12:50:00 ',"n":0')" \

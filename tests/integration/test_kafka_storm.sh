@@ -54,4 +54,7 @@ t_expect_sql "SELECT count(*) FROM triaged.incident i WHERE status = 'resolved'
 t_expect_sql "SELECT min(resolved_at) AT TIME ZONE 'UTC', max(resolved_at) AT TIME ZONE 'UTC' FROM triaged.incident" \
     "2026-01-01 02:00:09|2026-01-01 02:04:59"
 "$TD_BUILD_DIR/triagectl" -c "$T_DIR/triaged.conf" audit verify || t_fail "audit verify"
+# the counts kept on the incidents (sql/013) are those of a recount
+t_expect_sql "SELECT sum(alert_count), sum(firing_count) FROM triaged.incident" "2000|1700"
+t_expect_sql "SELECT count(*) FROM triaged.incident_counts_verify()" "0"
 t_log "passed"

@@ -139,4 +139,9 @@ if [ ${#differ[@]} -gt 0 ]; then
         "SELECT count(*) FROM triaged.alert WHERE status = 'firing' AND fired_at <> first_seen")" >&2
     t_fail "two instances made different $(IFS=,; echo "${differ[*]}") than one instance from the same $N messages"
 fi
+# the counts kept on the incidents (sql/013) are those of a recount, with two
+# instances writing as with one
+t_expect_sql "SELECT count(*) FROM triaged.incident_counts_verify()" "0"
+[ "$(psql "$ref_pg" -qAtX -c "SELECT count(*) FROM triaged.incident_counts_verify()")" = 0 ] \
+    || t_fail "one instance: kept counts differ from a recount"
 t_log "passed"
