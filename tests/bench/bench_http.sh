@@ -31,6 +31,7 @@ N=${1:-100000}
 C=${2:-8}
 export PGOPTIONS="-c client_min_messages=warning"
 source "$root/tests/stack/stack.sh"
+source "$root/tests/bench/bench_lib.sh"
 [ -n "${TD_TEST_REDIS_URL:-}" ] || stack_up
 work=$(mktemp -d "$TD_TEST_DIR/bench_http.XXXXXX")
 pids=()
@@ -106,15 +107,6 @@ pids+=("$apid")
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ap/-/ready" >/dev/null && break; sleep 0.1; done
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# CPU seconds of the PostgreSQL backends connected to database $1
-pg_cpu() {
-    local pm; pm=$(head -1 "$TD_TEST_DIR/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
-    for c in $(ps --ppid "$pm" -o pid=); do
-        if tr '\0' ' ' < "/proc/$c/cmdline" 2>/dev/null | grep -q " $1 "; then
-            cat "/proc/$c/stat" 2>/dev/null || true
-        fi
-    done | awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.2f", t / hz}'
-}
 redis_pid=$(head -1 "$TD_TEST_DIR/redis.pid" 2>/dev/null) || redis_pid=""
 hz=$(getconf CLK_TCK)
 secs() { python3 -c "print(f'{$1:.2f}')"; }
@@ -123,9 +115,9 @@ durable=$(psql "$pg" -qAtc "SHOW synchronous_commit")/$(psql "$pg" -qAtc "SHOW f
 echo "bench_http: $N alerts in batches of 100, $((N / 10)) distinct (90 % duplicates), $C connections, $ROUNDS rounds; PostgreSQL synchronous_commit/fsync $durable"
 ratios=()
 for r in $(seq "$ROUNDS"); do
-    c0=$(cpu "$tpid"); p0=$(pg_cpu "$db"); r0=$(cpu "$redis_pid")
+    c0=$(cpu "$tpid"); p0=$(pg_cpu "$db" 2); r0=$(cpu "$redis_pid")
     td=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$tp/api/v1/alerts" "$work/td.$r" "$C" "Authorization: Bearer $tok")
-    c1=$(cpu "$tpid"); p1=$(pg_cpu "$db"); r1=$(cpu "$redis_pid")
+    c1=$(cpu "$tpid"); p1=$(pg_cpu "$db" 2); r1=$(cpu "$redis_pid")
     a0=$(cpu "$apid")
     am=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$ap/api/v2/alerts" "$work/am.$r" "$C")
     a1=$(cpu "$apid")

@@ -25,6 +25,7 @@ build=${TD_BUILD_DIR:-$root/build}
 what=${1:-all}
 export PGOPTIONS="-c client_min_messages=warning"
 source "$root/tests/stack/stack.sh"
+source "$root/tests/bench/bench_lib.sh"
 if [ -z "${TD_TEST_KAFKA_BROKERS:-}" ]; then
     TD_STACK_KAFKA_PARTITIONS=16 stack_up
 fi
@@ -111,18 +112,6 @@ wait_done() {
     local occ; occ=$(psql "$pg" -qAtc "SELECT sum(occurrences) FROM triaged.alert")
     [ "$occ" -eq "$want" ] || { echo "occurrences $occ for $want messages" >&2; exit 1; }
     python3 -c "print(f'{($want - $first_got) / ($t_end - $t_first):.0f}')"
-}
-
-# CPU seconds the PostgreSQL backends of database $1 have used (utime +
-# stime of the server's live processes connected to it): read before
-# triaged stops, this is what its connections cost PostgreSQL in the run.
-pg_cpu() {
-    local pm; pm=$(head -1 "$TD_TEST_DIR/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
-    for c in $(ps --ppid "$pm" -o pid=); do
-        if tr '\0' ' ' < "/proc/$c/cmdline" 2>/dev/null | grep -q " $1 "; then
-            cat "/proc/$c/stat" 2>/dev/null || true
-        fi
-    done | awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.1f", t / hz}'
 }
 
 kcat_rate() { # topic n

@@ -8,7 +8,7 @@
 #   session A: the batch with db-01's alert, whose correlation merges web-01's
 #              incident into db-01's (x1's link moves); its transaction stays
 #              open for 3 s;
-#   session B: a second later, the batch that resolves x1.
+#   session B: once A sleeps, the batch that resolves x1.
 # B must not count x1's resolve against the incident x1 left, nor A count
 # x1 as firing in the incident it joined after B resolved it: afterwards
 # every incident's counts equal a recount, and db-01's open incident counts
@@ -69,7 +69,12 @@ batch_sql 11:00:05 "[$(seg x1 "$web" web-01 firing 11:00:00 ",\"up\":\"{$db}\",\
   echo "SELECT pg_sleep(3);"; } | { echo "BEGIN;"; cat; echo "COMMIT;"; } \
     | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 > "$T_DIR/a.out" 2> "$T_DIR/a.err" &
 a=$!
-sleep 1
+# A has merged and holds its transaction open: it sleeps
+a_sleeps() {
+    [ "$(t_sql "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                  AND pid <> pg_backend_pid() AND query LIKE 'SELECT pg_sleep(3)%'")" = 1 ]
+}
+t_wait_until 30 "session A in its pg_sleep" a_sleeps
 # B: x1 resolves while A's transaction is open
 batch_sql 11:00:45 "[$(seg x1 "$web" web-01 resolved 11:00:40)]" \
     | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 > "$T_DIR/b.out" 2> "$T_DIR/b.err"
