@@ -1,7 +1,8 @@
 /* dedup.h — Redis as the fast judge of "seen this already?".
  *
- * For each fingerprint of a batch, one EVALSHA of a small Lua script, all
- * sent at once (one round trip per batch). The script returns a hint per
+ * The fingerprints of a batch go to a small Lua script, up to 256 a call
+ * (one a call against a Redis Cluster node), all calls sent at once (one
+ * round trip per batch). The script returns a hint per
  * fingerprint and records the fingerprint's newest state. PostgreSQL stays
  * the judge: the pipeline sends a batch to Redis and to PostgreSQL at once
  * and only counts the hints, so a wrong one (Redis flushed, restarted, or

@@ -190,3 +190,40 @@ Test(dedup, a_lost_script_gives_safe_hints_and_is_loaded_again)
     }
     cr_assert_eq(h[0], TD_HINT_DUP);
 }
+
+/* Fingerprints number i of a batch: seen before when i % 3 != 0, resolved
+ * now when i % 7 == 0. */
+static void
+mixed_batch(td_segment *s, size_t n, uint64_t base_fp, int64_t t)
+{
+    for (size_t i = 0; i < n; i++)
+        s[i] = seg(base_fp + i, i % 7 != 0, TD_SEV_MAJOR, t, true);
+}
+
+static void
+assert_mixed_hints(const uint8_t *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t want = i % 3 == 0 ? TD_HINT_NEW : i % 7 == 0 ? TD_HINT_CHANGE : TD_HINT_DUP;
+        cr_assert_eq(h[i], want, "fingerprint %zu: hint %d, want %d", i, h[i], want);
+    }
+}
+
+Test(dedup, a_batch_larger_than_one_script_call_gets_every_hint_right)
+{
+    redis_cmd("FLUSHDB");
+    wait_ready();
+    enum { N = 1000 }; /* four script calls against a standalone Redis */
+    static td_segment s[N];
+    static uint8_t h[N];
+    size_t nseen = 0;
+    for (size_t i = 0; i < N; i++)
+        if (i % 3 != 0)
+            s[nseen++] = seg(0x10000 + i, true, TD_SEV_MAJOR, 100, true);
+    classify(s, nseen, h);
+    for (size_t i = 0; i < nseen; i++)
+        cr_assert_eq(h[i], TD_HINT_NEW);
+    mixed_batch(s, N, 0x10000, 200);
+    classify(s, N, h);
+    assert_mixed_hints(h, N);
+}
