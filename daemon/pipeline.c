@@ -131,6 +131,7 @@ typedef struct item {
 typedef struct batch {
     item *items;
     size_t n, cap;
+    size_t bytes; /* the items' decoded alerts and samples */
     const td_alert **alerts;
     const td_sample **samples;
     size_t nsamples;
@@ -371,6 +372,7 @@ add_item(lane *l, const item *it)
         b->items = td_realloc(b->items, b->cap * sizeof(*b->items));
     }
     b->items[b->n++] = *it;
+    b->bytes += it->bytes;
     return b;
 }
 
@@ -388,7 +390,10 @@ enqueue(td_pipeline *p, lane *l, const item *it)
 {
     p->queued++;
     p->queued_bytes += it->bytes;
-    if (add_item(l, it)->n >= (size_t)p->cfg->batch_size)
+    const batch *b = add_item(l, it);
+    /* (batch_max_bytes, at most 256 MiB, and messages of at most 16 MiB
+     * keep every array of the statement far below PostgreSQL's 1 GB) */
+    if (b->n >= (size_t)p->cfg->batch_size || b->bytes >= (size_t)p->cfg->batch_max_bytes)
         seal(l, SEAL_FULL);
 }
 

@@ -119,6 +119,7 @@ typedef struct td_config {
     int64_t max_message_size;
     int queue_limit;
     int64_t queue_max_bytes;
+    int64_t batch_max_bytes;
     char *identity_labels;
 
     /* [incident] */
