@@ -11,7 +11,7 @@
 # machine's other load moves both sides of a round alike.
 # SAME=1: every round sends the same alerts (after the first round, all are
 # duplicates of firing alerts: the steady state of a storm).
-# BATCH_TIME sets triaged's [pipeline] batch_time; METRICS_OUT=FILE keeps
+# BATCH_TIME sets triaged's [pipeline] batch_time, LANES its lanes; METRICS_OUT=FILE keeps
 # triaged's /metrics. TD_STACK_PG_DURABLE=1 on the stack makes PostgreSQL
 # flush every commit to disk (fsync, synchronous_commit on) as in production.
 #
@@ -82,6 +82,7 @@ url = $TD_TEST_REDIS_URL
 dir = $build/plugins
 [pipeline]
 ${BATCH_TIME:+batch_time = $BATCH_TIME}
+${LANES:+lanes = $LANES}
 [http]
 listen = 127.0.0.1:$tp
 tokens = $work/tokens
