@@ -152,7 +152,7 @@ on_hup(evutil_socket_t fd, short what, void *arg)
     if (td_config_load(d->cfg->path, &fresh, &errs) != TD_OK) {
         for (size_t i = 0; i < errs.n; i++)
             td_error("reload: config error; nothing changed", "error=\"%s\"",
-                     errs.msgs[i]);
+                     TD_LOG_VALUE(errs.msgs[i]));
         td_errors_clear(&errs);
         notify("READY=1\nSTATUS=running (last reload failed)");
         return;
@@ -180,14 +180,14 @@ run_migrations(const td_config *cfg)
     PGconn *conn = PQconnectdb(cfg->pg_conninfo);
     if (PQstatus(conn) != CONNECTION_OK) {
         td_error("migrate: cannot connect to PostgreSQL", "error=\"%s\"",
-                 strtok(PQerrorMessage(conn), "\n"));
+                 TD_LOG_VALUE(PQerrorMessage(conn)));
         PQfinish(conn);
         return TD_ERR;
     }
     int rc = td_migrate(conn, td_migrations, 0, &res, err, sizeof(err));
     PQfinish(conn);
     if (rc != TD_OK) {
-        td_error("migrate failed", "error=\"%s\"", err);
+        td_error("migrate failed", "error=\"%s\"", TD_LOG_VALUE(err));
         return TD_ERR;
     }
     td_info("schema ready", "from=%d to=%d applied=%d", res.from_version,
@@ -214,22 +214,22 @@ td_daemon_run(td_config *cfg, const char *plugin_dir)
     d.host = td_hostctx_new(cfg, d.base, plugin_dir, &errs);
     if (!d.host) {
         for (size_t i = 0; i < errs.n; i++)
-            td_error("cannot load plugin", "error=\"%s\"", errs.msgs[i]);
+            td_error("cannot load plugin", "error=\"%s\"", TD_LOG_VALUE(errs.msgs[i]));
         goto out;
     }
     d.pipeline = td_pipeline_new(cfg, d.base, d.host, err, sizeof(err));
     if (!d.pipeline) {
-        td_error("cannot start the pipeline", "error=\"%s\"", err);
+        td_error("cannot start the pipeline", "error=\"%s\"", TD_LOG_VALUE(err));
         goto out;
     }
     if (td_host_start(d.host, err, sizeof(err)) != TD_OK) {
-        td_error("cannot start plugins", "error=\"%s\"", err);
+        td_error("cannot start plugins", "error=\"%s\"", TD_LOG_VALUE(err));
         goto out;
     }
     if (td_host_wants_http(d.host)) {
         d.http = td_http_new(cfg, d.base, d.host, d.pipeline, err, sizeof(err));
         if (!d.http) {
-            td_error("cannot start the HTTP server", "error=\"%s\"", err);
+            td_error("cannot start the HTTP server", "error=\"%s\"", TD_LOG_VALUE(err));
             goto out;
         }
     }

@@ -578,7 +578,7 @@ load_tokens(td_http *h, const td_config *cfg, char *err, size_t errlen)
     } else if (td_tokens_load(cfg->http_tokens, &t, &errs) != TD_OK) {
         snprintf(err, errlen, "%s", errs.n ? errs.msgs[0] : "tokens file not valid");
         for (size_t i = 0; i < errs.n; i++)
-            td_error("http: tokens file error", "error=\"%s\"", errs.msgs[i]);
+            td_error("http: tokens file error", "error=\"%s\"", TD_LOG_VALUE(errs.msgs[i]));
         td_errors_clear(&errs);
         return TD_ERR;
     }
@@ -805,10 +805,12 @@ td_http_reload(td_http *h, const td_config *cfg)
     if (load_tokens(h, cfg, err, sizeof(err)) == TD_OK)
         td_info("http: tokens loaded", "tokens=%zu", td_tokens_count(h->tokens));
     else
-        td_warn("http: tokens file not valid; keeping the old tokens", "error=\"%s\"", err);
+        td_warn("http: tokens file not valid; keeping the old tokens", "error=\"%s\"",
+                TD_LOG_VALUE(err));
     SSL_CTX *tls = NULL;
     if (tls_load(cfg, &tls, err, sizeof(err)) != TD_OK) {
-        td_warn("http: TLS files not valid; keeping the old ones", "error=\"%s\"", err);
+        td_warn("http: TLS files not valid; keeping the old ones", "error=\"%s\"",
+                TD_LOG_VALUE(err));
     } else if (!tls != !h->tls) {
         /* evhttp's bevcb is set (or not) for the server's life. */
         td_warn("http: turning TLS on or off needs a restart; keeping the current mode",

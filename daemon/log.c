@@ -42,14 +42,12 @@ td_log_level_name(int level)
                                                           : "?";
 }
 
-/* Append s to buf at *off, quoted with \" and \\ and control characters
- * escaped, so msg="..." is always one line. */
+/* Append s to buf at *off with \" and \\ escaped and control characters
+ * made harmless (\n as "\n", others as a space), stopping short of cap. */
 static void
-append_quoted(char *buf, size_t cap, size_t *off, const char *s)
+append_escaped(char *buf, size_t cap, size_t *off, const char *s, size_t len)
 {
-    if (*off < cap)
-        buf[(*off)++] = '"';
-    for (; *s && *off + 4 < cap; s++) {
+    for (const char *end = s + len; s < end && *off + 4 < cap; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\') {
             buf[(*off)++] = '\\';
@@ -63,8 +61,32 @@ append_quoted(char *buf, size_t cap, size_t *off, const char *s)
             buf[(*off)++] = (char)c;
         }
     }
+}
+
+/* Append s to buf at *off, quoted and escaped, so msg="..." is always one
+ * line. */
+static void
+append_quoted(char *buf, size_t cap, size_t *off, const char *s)
+{
     if (*off < cap)
         buf[(*off)++] = '"';
+    append_escaped(buf, cap, off, s, strlen(s));
+    if (*off < cap)
+        buf[(*off)++] = '"';
+}
+
+const char *
+td_log_value(const char *s, char *buf, size_t cap)
+{
+    size_t off = 0;
+    if (cap == 0)
+        return "";
+    size_t len = s ? strlen(s) : 0;
+    while (len && (s[len - 1] == '\n' || s[len - 1] == '\r' || s[len - 1] == ' '))
+        len--; /* (libpq's messages end in a newline) */
+    append_escaped(buf, cap, &off, s ? s : "", len);
+    buf[off < cap ? off : cap - 1] = '\0';
+    return buf;
 }
 
 void

@@ -66,8 +66,9 @@ td_engine_opts(const td_config *cfg, const char *actor, bool tick)
 static bool
 result_ok(td_ticks *t, const char *what, const PGresult *res, const char *err)
 {
+    char q[512];
     if (!res) {
-        td_debug("tick skipped", "what=%s error=\"%s\"", what, err ? err : "");
+        td_debug("tick skipped", "what=%s error=\"%s\"", what, td_log_value(err, q, sizeof(q)));
         return false;
     }
     if (PQresultStatus(res) == PGRES_TUPLES_OK)
@@ -75,8 +76,8 @@ result_ok(td_ticks *t, const char *what, const PGresult *res, const char *err)
     uint32_t suppressed;
     const char *e = PQresultErrorMessage(res);
     if (td_ratelimit_allow(&t->rl, 5, &suppressed))
-        td_warn("tick failed", "what=%s error=\"%.*s\" suppressed=%u", what,
-                (int)strcspn(e, "\n"), e, suppressed);
+        td_warn("tick failed", "what=%s error=\"%s\" suppressed=%u", what,
+                td_log_value(e, q, sizeof(q)), suppressed);
     return false;
 }
 

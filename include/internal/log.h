@@ -28,6 +28,15 @@ void td_logf(int level, const char *component, const char *msg,
 void td_vlogf(int level, const char *component, const char *msg,
               const char *fields_fmt, va_list ap);
 
+/* s made safe inside a quoted field (field="%s"): \" and \\ escaped, a
+ * newline as \n (trailing ones dropped), other control characters as a
+ * space, cut to fit cap (at least 5) bytes with its NUL. Returns buf. For
+ * any text a peer or a backend chose (libpq's and Redis's errors quote
+ * values). */
+const char *td_log_value(const char *s, char *buf, size_t cap);
+/* The same in a 512-byte buffer living as long as the enclosing block. */
+#define TD_LOG_VALUE(s) td_log_value((s), (char[512]){0}, 512)
+
 #define td_log(level, msg, ...)                                              \
     do {                                                                     \
         if ((level) >= td_log_level)                                         \
