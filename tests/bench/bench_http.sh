@@ -11,6 +11,8 @@
 # machine's other load moves both sides of a round alike.
 # SAME=1: every round sends the same alerts (after the first round, all are
 # duplicates of firing alerts: the steady state of a storm).
+# Each round also prints triaged's batches (from /metrics): how many, their
+# segments, their time in PostgreSQL, and PostgreSQL's CPU a segment.
 # BATCH_TIME sets triaged's [pipeline] batch_time, LANES its lanes; METRICS_OUT=FILE keeps
 # triaged's /metrics. TD_STACK_PG_DURABLE=1 on the stack makes PostgreSQL
 # flush every commit to disk (fsync, synchronous_commit on) as in production.
@@ -108,6 +110,14 @@ pids+=("$apid")
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ap/-/ready" >/dev/null && break; sleep 0.1; done
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# batches, segments and the lanes' PostgreSQL seconds so far, from /metrics
+batch_stats() {
+    curl -s -H "Authorization: Bearer $tok" "http://127.0.0.1:$tp/metrics" | awk '
+        /^triaged_batches_total / {b = $2}
+        /^triaged_segments_total / {s = $2}
+        /^triaged_postgres_latency_seconds_sum\{conn="pipeline-/ {t += $2}
+        END {print b + 0, s + 0, t + 0}'
+}
 redis_pid=$(head -1 "$TD_TEST_DIR/redis.pid" 2>/dev/null) || redis_pid=""
 hz=$(getconf CLK_TCK)
 secs() { python3 -c "print(f'{$1:.2f}')"; }
@@ -116,9 +126,11 @@ durable=$(psql "$pg" -qAtc "SHOW synchronous_commit")/$(psql "$pg" -qAtc "SHOW f
 echo "bench_http: $N alerts in batches of 100, $((N / 10)) distinct (90 % duplicates), $C connections, $ROUNDS rounds; PostgreSQL synchronous_commit/fsync $durable"
 ratios=()
 for r in $(seq "$ROUNDS"); do
+    read -r b0 s0 t0 < <(batch_stats)
     c0=$(cpu "$tpid"); p0=$(pg_cpu "$db" 2); r0=$(cpu "$redis_pid")
     td=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$tp/api/v1/alerts" "$work/td.$r" "$C" "Authorization: Bearer $tok")
     c1=$(cpu "$tpid"); p1=$(pg_cpu "$db" 2); r1=$(cpu "$redis_pid")
+    read -r b1 s1 t1 < <(batch_stats)
     a0=$(cpu "$apid")
     am=$(python3 "$root/tests/bench/http_load.py" "http://127.0.0.1:$ap/api/v2/alerts" "$work/am.$r" "$C")
     a1=$(cpu "$apid")
@@ -126,6 +138,7 @@ for r in $(seq "$ROUNDS"); do
     ratios+=("$ratio")
     echo "round $r: triaged $(rate "$td") alerts/s (errors $(echo "$td" | awk '{print $10}')), CPU-s triaged $(secs "($c1 - $c0) / $hz") PostgreSQL $(secs "$p1 - $p0") redis $(secs "($r1 - $r0) / $hz");" \
          "alertmanager $(rate "$am") alerts/s (errors $(echo "$am" | awk '{print $10}')), CPU-s $(secs "($a1 - $a0) / $hz"); ratio ${ratio}x"
+    python3 -c "b = $b1 - $b0; s = $s1 - $s0; t = $t1 - $t0; print(f'  triaged batches: {b:.0f}, {s / b:.0f} segments and {1000 * t / b:.1f} ms in PostgreSQL a batch, PostgreSQL CPU {1e6 * ($p1 - $p0) / s:.0f} us a segment' if b and s else '  triaged batches: none')"
 done
 occ=$(psql "$pg" -qAtc "SELECT count(*), sum(occurrences) FROM triaged.alert")
 distinct=$((N / 10)); [ "${SAME:-0}" = 1 ] || distinct=$((ROUNDS * N / 10))
