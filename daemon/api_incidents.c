@@ -89,9 +89,8 @@ result_ok(td_req *r, const PGresult *res, const char *err)
     unsigned suppressed = 0;
     if (!res) {
         if (td_ratelimit_allow(&rl, 5, &suppressed))
-            td_warn("api: PostgreSQL not reachable", "route=%s error=\"%.*s\" suppressed=%u",
-                    r->route, err ? (int)strcspn(err, "\n") : 9, err ? err : "no result",
-                    suppressed);
+            td_warn("api: PostgreSQL not reachable", "route=%s error=\"%s\" suppressed=%u",
+                    r->route, TD_LOG_VALUE(err ? err : "no result"), suppressed);
         td_req_header(r, "Retry-After", "1");
         td_req_error(r, 503, "unavailable", "PostgreSQL is not reachable; retry");
         return -1;
@@ -104,9 +103,8 @@ result_ok(td_req *r, const PGresult *res, const char *err)
             td_req_error(r, 400, "bad_request", "%.*s", (int)strcspn(msg, "\n"), msg);
         } else {
             if (td_ratelimit_allow(&rl, 5, &suppressed))
-                td_error("api: query failed", "route=%s sqlstate=%s error=\"%.*s\" suppressed=%u",
-                         r->route, state ? state : "?", (int)strcspn(msg, "\n"), msg,
-                         suppressed);
+                td_error("api: query failed", "route=%s sqlstate=%s error=\"%s\" suppressed=%u",
+                         r->route, state ? state : "?", TD_LOG_VALUE(msg), suppressed);
             td_req_error(r, 500, "internal", "the query failed (SQLSTATE %s); the log says why",
                          state ? state : "?");
         }

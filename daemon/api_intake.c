@@ -152,8 +152,7 @@ on_pd_acknowledged(void *arg, const char *err)
     pd_ack_ctx *c = arg;
     if (err) {
         /* PostgreSQL's words (hosts, functions) go to the log only. */
-        td_warn("pagerduty: acknowledge not applied", "error=\"%.*s\"",
-                (int)strcspn(err, "\n"), err);
+        td_warn("pagerduty: acknowledge not applied", "error=\"%s\"", TD_LOG_VALUE(err));
         td_req_header(c->r, "Retry-After", "1");
         td_req_error(c->r, 503, "unavailable", "acknowledge not applied; retry");
     } else {

@@ -218,11 +218,11 @@ const td_option td_options[] = {
             "Most messages applied together in one batch (one Redis round "
             "trip, one PostgreSQL transaction). Batches grow by themselves "
             "while PostgreSQL is busy with the previous one."),
-    OPT_SIZE("pipeline", "batch_max_bytes", "64MiB", MIB(1), MIB(256), 0,
+    OPT_SIZE("pipeline", "batch_max_bytes", "64MiB", MIB(1), MIB(128), 0,
              batch_max_bytes,
              "A batch is also sealed once its decoded alerts and samples "
-             "hold this much memory, so no value of its statement comes "
-             "near PostgreSQL's 1 GB limit."),
+             "hold this much memory, so its statement stays far below "
+             "PostgreSQL's 1 GB limit for a message."),
     OPT_DUR("pipeline", "batch_time", "0ms", 0, SEC(10), 0,
             batch_time_ms,
             "Longest time a batch waits to fill up while its lane is idle. "

@@ -1,11 +1,13 @@
 /* dedup.c — the Redis side of deduplication (see dedup.h).
  *
  * Keys are "triaged:{<fingerprint>}": the braces are a Redis Cluster hash
- * tag, so a fingerprint's key lives on one shard. Against a standalone Redis
- * one script call classifies up to KEYS_PER_CALL fingerprints; against a
- * cluster node (INFO cluster, asked on connect) each call touches one key,
- * as a cluster requires. A key holds the newest known state (s = f|r, t = its time in µs,
- * v = severity) and expires after a week without news, so Redis memory is
+ * tag, so a fingerprint's key lives on one shard. Against a standalone
+ * Redis one script call classifies up to KEYS_PER_CALL fingerprints;
+ * against a cluster node (INFO cluster, asked on connect, or a CROSSSLOT
+ * answer) each call touches one key. Only one node is spoken to: keys
+ * another node holds come back MOVED, counted as errors ("change" hints).
+ * A key holds the newest known state (s = f|r, t = its time in µs, v =
+ * severity) and expires after a week without news, so Redis memory is
  * bounded by the alerts of the last week, whatever the storm. The script is
  * loaded with SCRIPT LOAD on every (re)connect; a NOSCRIPT reply (Redis
  * restarted and lost it) turns into a "change" hint and a reload. */
@@ -84,7 +86,7 @@ struct td_dedup {
     int64_t backoff_ms;
     request *requests; /* outstanding, for cancellation */
     td_metric *m_latency, *m_errors, *m_disconnects, *m_noscript;
-    td_ratelimit rl;
+    td_ratelimit rl, rl_eval;
 };
 
 static void connect_now(td_dedup *d);
@@ -316,15 +318,30 @@ on_eval(redisAsyncContext *ac, void *r, void *priv)
         ok = e->type == REDIS_REPLY_INTEGER && e->integer >= 0 && e->integer <= 2;
     }
     if (!ok && !q->cancelled && q->d) {
-        td_metric_add(q->d->m_errors, c->n);
-        if (reply && reply->type == REDIS_REPLY_ERROR &&
-            strncmp(reply->str, "NOSCRIPT", 8) == 0 && q->d->script_loaded) {
-            td_metric_add(q->d->m_noscript, 1);
-            q->d->script_loaded = false;
-            redisAsyncCommand(q->d->ac, on_script_loaded, q->d, "SCRIPT LOAD %s", script);
+        td_dedup *d = q->d;
+        const char *e = reply && reply->type == REDIS_REPLY_ERROR ? reply->str : NULL;
+        uint32_t suppressed;
+        td_metric_add(d->m_errors, c->n);
+        if (e && strncmp(e, "NOSCRIPT", 8) == 0) {
+            if (d->script_loaded) {
+                td_metric_add(d->m_noscript, 1);
+                d->script_loaded = false;
+                redisAsyncCommand(d->ac, on_script_loaded, d, "SCRIPT LOAD %s", script);
+            }
+        } else if (e && strncmp(e, "CROSSSLOT", 9) == 0 && !d->cluster) {
+            /* a proxy that says cluster_enabled:0 and still wants one slot
+             * a call: from now on one fingerprint a call */
+            d->cluster = true;
+            td_warn("redis: keys of several slots refused; one fingerprint a script call",
+                    "error=\"%s\"", TD_LOG_VALUE(e));
+        } else if (reply && td_ratelimit_allow(&d->rl_eval, 5, &suppressed)) {
+            /* (no reply: the connection went, which is logged already) */
+            td_warn("redis: script call failed; hints 'change' (PostgreSQL decides)",
+                    "fingerprints=%zu error=\"%s\" suppressed=%u", c->n,
+                    TD_LOG_VALUE(e ? e : "unexpected reply"), suppressed);
         }
     }
-    /* (not ok: the CHANGE hints classify set stay) */
+    /* (on failure the hints stay "change", as classify set them) */
     if (ok && !q->cancelled)
         for (size_t k = 0; k < c->n; k++)
             memset(q->hints + c->keys[k].first, (int)reply->element[k]->integer,

@@ -47,7 +47,9 @@ td_log_level_name(int level)
 static void
 append_escaped(char *buf, size_t cap, size_t *off, const char *s, size_t len)
 {
-    for (const char *end = s + len; s < end && *off + 4 < cap; s++) {
+    size_t start = *off;
+    const char *end = s + len;
+    for (; s < end && *off + 4 < cap; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\') {
             buf[(*off)++] = '\\';
@@ -60,6 +62,14 @@ append_escaped(char *buf, size_t cap, size_t *off, const char *s, size_t len)
         } else {
             buf[(*off)++] = (char)c;
         }
+    }
+    /* cut inside a UTF-8 character: drop its first bytes too (half a
+     * character makes journald show the whole line as a blob) */
+    if (s < end && ((unsigned char)*s & 0xC0) == 0x80) {
+        while (*off > start && ((unsigned char)buf[*off - 1] & 0xC0) == 0x80)
+            (*off)--;
+        if (*off > start && (unsigned char)buf[*off - 1] >= 0xC0)
+            (*off)--;
     }
 }
 

@@ -392,8 +392,9 @@ enqueue(td_pipeline *p, lane *l, const item *it)
     p->queued++;
     p->queued_bytes += it->bytes;
     const batch *b = add_item(l, it);
-    /* (batch_max_bytes, at most 256 MiB, and messages of at most 16 MiB
-     * keep every array of the statement far below PostgreSQL's 1 GB) */
+    /* (batch_max_bytes, at most 128 MiB, and messages of at most 16 MiB
+     * keep the statement's parameters, together, below PostgreSQL's 1 GB
+     * for a message, even with labels escaped as \u00XX in JSON) */
     if (b->n >= (size_t)p->cfg->batch_size || b->bytes >= (size_t)p->cfg->batch_max_bytes)
         seal(l, SEAL_FULL);
 }

@@ -145,8 +145,7 @@ static void
 notice(void *arg, const char *message)
 {
     td_store *s = arg;
-    td_debug("postgres: notice", "store=%s notice=\"%.*s\"", s->name,
-             (int)strcspn(message, "\n"), message);
+    td_debug("postgres: notice", "store=%s notice=\"%s\"", s->name, TD_LOG_VALUE(message));
 }
 
 static void

@@ -28,7 +28,8 @@ typedef void (*td_dedup_cb)(void *arg);
 td_dedup *td_dedup_new(struct event_base *base, const char *url, char *err,
                        size_t errlen);
 /* Fill hints[i] for every segment (all segments of one fingerprint get the
- * hint of its first). hints must stay valid until cb. */
+ * hint of its first). A fingerprint's segments must be next to each other
+ * (td_fold sorts them so). hints must stay valid until cb. */
 void td_dedup_classify(td_dedup *d, const td_segment *segs, size_t n,
                        uint8_t *hints, td_dedup_cb cb, void *arg);
 bool td_dedup_connected(const td_dedup *d);

@@ -29,8 +29,9 @@ void td_vlogf(int level, const char *component, const char *msg,
               const char *fields_fmt, va_list ap);
 
 /* s made safe inside a quoted field (field="%s"): \" and \\ escaped, a
- * newline as \n (trailing ones dropped), other control characters as a
- * space, cut to fit cap (at least 5) bytes with its NUL. Returns buf. For
+ * newline as \n, other control characters as a space, trailing newlines and
+ * spaces dropped, cut (never inside an escape or a UTF-8 character) to fit
+ * cap (at least 5) bytes with its NUL. Returns buf. For
  * any text a peer or a backend chose (libpq's and Redis's errors quote
  * values). */
 const char *td_log_value(const char *s, char *buf, size_t cap);

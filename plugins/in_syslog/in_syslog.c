@@ -445,6 +445,9 @@ _reload(void *state)
         return;
     }
     if (load_rules(s, path, err, sizeof(err)) != 0) {
+        for (char *q = err; *q; q++) /* (the file's text: kept inside its quotes) */
+            if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
+                *q = *q == '"' ? '\'' : *q == '\\' ? '/' : ' ';
         s->host->log(s->host, TD_LOG_ERROR, "syslog: reload: rules file has an "
                      "error; keeping the rules in force", "error=\"%s\"", err);
         s->host->count(s->host, "syslog_rules_reloads", "result=\"error\"", 1);

@@ -227,3 +227,44 @@ Test(dedup, a_batch_larger_than_one_script_call_gets_every_hint_right)
     classify(s, N, h);
     assert_mixed_hints(h, N);
 }
+
+/* 600 fingerprints, those numbered 250-260 with three segments each (fire,
+ * resolve, fire), so runs of one fingerprint's segments straddle the
+ * 256-key boundary between two script calls: each segment gets its own
+ * fingerprint's hint. */
+static size_t
+runs_batch(td_segment *s, int64_t t)
+{
+    size_t n = 0;
+    for (uint64_t f = 0; f < 600; f++) {
+        bool multi = f >= 250 && f <= 260;
+        for (int k = 0; k < (multi ? 3 : 1); k++) {
+            s[n] = seg(0x90000 + f, k != 1, TD_SEV_MAJOR, t + k, !multi);
+            s[n].fp_first = k == 0;
+            n++;
+        }
+    }
+    return n;
+}
+
+Test(dedup, runs_of_one_fingerprint_across_a_call_boundary_share_its_hint)
+{
+    redis_cmd("FLUSHDB");
+    wait_ready();
+    static td_segment s[700];
+    static uint8_t h[700];
+    size_t n = runs_batch(s, 100);
+    cr_assert_eq(n, 622);
+    classify(s, n, h);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(h[i], TD_HINT_NEW, "segment %zu (fingerprint %llx): hint %d", i,
+                     (unsigned long long)s[i].fp, h[i]);
+    runs_batch(s, 200);
+    classify(s, n, h);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t f = s[i].fp - 0x90000;
+        uint8_t want = f >= 250 && f <= 260 ? TD_HINT_CHANGE : TD_HINT_DUP;
+        cr_assert_eq(h[i], want, "segment %zu (fingerprint %llu): hint %d, want %d", i,
+                     (unsigned long long)f, h[i], want);
+    }
+}

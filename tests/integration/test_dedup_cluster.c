@@ -52,15 +52,21 @@ start_cluster_node(void)
 {
     cr_assert_not_null(mkdtemp(dir));
     port = free_port();
-    char portstr[16];
+    /* (the bus port given: by default it is port + 10000, which may be
+     * taken or past 65535) */
+    int bus = free_port();
+    char portstr[16], busstr[16], logfile[sizeof(dir) + 16];
     snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(busstr, sizeof(busstr), "%d", bus);
+    snprintf(logfile, sizeof(logfile), "%s/redis.log", dir);
     server = fork();
     cr_assert(server >= 0);
     if (server == 0) {
         prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlives the test */
         execlp("redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1",
-               "--cluster-enabled", "yes", "--dir", dir, "--save", "", "--appendonly", "no",
-               "--logfile", "", "--loglevel", "warning", (char *)NULL);
+               "--cluster-enabled", "yes", "--cluster-port", busstr, "--dir", dir, "--save",
+               "", "--appendonly", "no", "--logfile", logfile, "--loglevel", "warning",
+               (char *)NULL);
         _exit(127);
     }
     redisReply *r = NULL;
@@ -91,6 +97,8 @@ stop_cluster_node(void)
     }
     char path[sizeof(dir) + 16];
     snprintf(path, sizeof(path), "%s/nodes.conf", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/redis.log", dir);
     unlink(path);
     rmdir(dir);
 }

@@ -1,5 +1,6 @@
 /* The log line format's one promise: a line is one line, and a quoted
- * field holds exactly the text it was given, whatever a peer put in it. */
+ * field holds the text it was given (escaped, trailing newlines dropped),
+ * whatever a peer put in it. */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <string.h>
@@ -29,6 +30,15 @@ Test(log_value, a_long_value_is_cut_within_its_buffer)
     cr_assert_lt(strlen(v), sizeof(q));
     /* never half an escape: an even number of backslashes before each quote */
     cr_assert_eq(strlen(v) % 2, 0, "%s", v);
+}
+
+Test(log_value, a_cut_never_splits_a_utf8_character)
+{
+    char q[16];
+    /* room for 12 bytes: 9 'a' and two 2-byte characters keep one of them,
+     * 11 'a' none (its first byte would fit, not its second) */
+    cr_assert_str_eq(td_log_value("aaaaaaaaa\xc3\xa9\xc3\xa9", q, sizeof(q)), "aaaaaaaaa\xc3\xa9");
+    cr_assert_str_eq(td_log_value("aaaaaaaaaaa\xc3\xa9\xc3\xa9", q, sizeof(q)), "aaaaaaaaaaa");
 }
 
 static void
