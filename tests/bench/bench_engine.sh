@@ -22,7 +22,8 @@
 # need its alerts). KEEP=1: keep the databases (bench_engine_*).
 # PROFILE=1: also the top statements of each phase from pg_stat_statements
 # (the server needs shared_preload_libraries = 'pg_stat_statements' and
-# pg_stat_statements.track = all).
+# pg_stat_statements.track = all; planning time is 0 unless
+# pg_stat_statements.track_planning = on).
 # Uses a running stack when TD_TEST_* is set, else starts one.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -93,10 +94,11 @@ SQL
         function mn(x,  i, m) {m = x[1]; for (i in x) if (x[i] < m) m = x[i]; return m}
         function mx(x,  i, m) {m = x[1]; for (i in x) if (x[i] > m) m = x[i]; return m}' "$work/$phase"
     if [ "${PROFILE:-0}" = 1 ]; then
-        psql "$pg" -qAtXF ' | ' -c "SELECT round(total_exec_time)::text || ' ms', calls,
+        psql "$pg" -qAtXF ' | ' -c "SELECT round(total_exec_time)::text || ' ms',
+              round(total_plan_time)::text || ' ms planning', calls,
               regexp_replace(left(query, 110), '\s+', ' ', 'g')
               FROM pg_stat_statements WHERE query !~* 'generate_series|ingest_arrays|_ingest_batch\(p_fp|pg_stat'
-              ORDER BY total_exec_time DESC LIMIT ${PROFILE_TOP:-10}" | sed 's/^/    /'
+              ORDER BY total_exec_time + total_plan_time DESC LIMIT ${PROFILE_TOP:-10}" | sed 's/^/    /'
     fi
 }
 
