@@ -56,17 +56,15 @@ END $$;
 CREATE OR REPLACE FUNCTION triaged._find_or_open(p_reqs triaged._group_req[], p_desc triaged._ci_desc[])
 RETURNS SETOF triaged._group_res
 LANGUAGE plpgsql
--- (013 planned it at each call: a generic plan of 010's lookups made while
--- the incident table was empty probed the groups by a full scan of another
--- index, 0.4 s a batch once the table had grown; but planning cost ~0.6 ms a
--- batch, half a small batch's find-or-open. 016: generic plans, which its
--- statements can keep -- each probe is a LATERAL subquery with FOR UPDATE,
--- so a nested loop over the groups, by key, and no sequential scan; the
--- INSERT joined to the CMDB is _open_bound's, planned at each call -- and
--- generic always: with the default mode, a small batch's arrays made each
--- custom plan look cheaper than the generic one, so it was planned anyway)
-SET enable_seqscan = off
-SET plan_cache_mode = force_generic_plan
+-- (planned at each call, as under 010's _open_incidents: a generic plan of
+-- the lookups made while the incident table was empty probed the groups by
+-- a full scan of another index, 0.4 s a batch once the table had grown --
+-- seen in a latency run. 016: only the statements that read the incident
+-- table are; the unbound groups' INSERT and the answers, which read only
+-- the arrays, keep a generic plan: see v_mode. With the default mode the
+-- arrays of a small batch made each custom plan look cheaper than the
+-- generic one, so they were planned at every call anyway, ~0.3 ms a batch.)
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
   v_new    triaged._group_res[] := '{}';
@@ -75,6 +73,8 @@ DECLARE
   v_rest   triaged._group_req[] := '{}';
   v_nbound bigint;
   v_nfree  bigint;
+  v_mode   text;   -- (016) the plan mode switched for the statements after
+                   -- it (a SET LOCAL, undone when the function returns)
 BEGIN
   -- (013) first the groups' open incidents, each by its key (the partial
   -- unique indexes), locked in key order: an INSERT ... ON CONFLICT that
@@ -108,6 +108,8 @@ BEGIN
          AND i.resource = r.resource AND i.ci_id IS NULL
          AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
       OFFSET 0 FOR UPDATE OF i) ou ON true;
+  -- (016) from here to the fallback below, statements over the arrays only
+  v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
   IF cardinality(v_rest) = 0 THEN
     RETURN QUERY SELECT * FROM unnest(v_found);
     RETURN;
@@ -136,6 +138,7 @@ BEGIN
   END IF;
 
   IF cardinality(v_new) < cardinality(v_rest) THEN
+    v_mode := set_config('plan_cache_mode', 'force_custom_plan', true);
     SELECT coalesce(array_agg(ROW(m.gkey, o.ci_id, o.resource, o.id, false, o.number)
                               ::triaged._group_res), '{}')
       INTO v_old
