@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/bench/bench_engine.sh — PostgreSQL's cost per alert in the incident
-# engine, as backend CPU time (utime + stime of the backend, read from
-# /proc/<pid>/stat before and after each batch statement): robust on a
+# engine, as backend CPU time (the backend's time on a CPU in ns, read from
+# /proc/<pid>/schedstat before and after each batch statement; utime + stime
+# from /proc/<pid>/stat, in clock ticks, where there is no schedstat): robust on a
 # shared machine, where wall time is not. Prints figures; asserts nothing.
 #
 #   bash tests/bench/bench_engine.sh [N [BATCH]]     (default 100000 10000)
@@ -58,6 +59,16 @@ fresh_db() { # name
     "$build/triagectl" -c "$work/conf" migrate >/dev/null
 }
 
+# the backend's CPU time so far (run by psql's \!, where $BPID is set), and
+# the milliseconds of one unit of it
+if [ -r /proc/self/schedstat ]; then
+    cpu_now="awk '{print \$1}' /proc/\$BPID/schedstat"
+    cpu_ms=0.000001
+else
+    cpu_now="awk '{print \$14+\$15}' /proc/\$BPID/stat"
+    cpu_ms=$(awk -v hz="$(getconf CLK_TCK)" 'BEGIN {print 1000 / hz}')
+fi
+
 # run PHASE KEYEXPR STATUS N_PER_MSG FIRST: NB batches of B segments; alert
 # number kk of segment k (0 <= k < N) is KEYEXPR; prints the backend CPU.
 run() {
@@ -83,16 +94,15 @@ SELECT array_agg('a' || lpad(to_hex(kk), 15, '0') ORDER BY kk) AS fp,
        array_agg('$first'::timestamptz ORDER BY kk) AS t0, array_agg('$first'::timestamptz ORDER BY kk) AS t1
 FROM generate_series($((b * B)), $((b * B + B - 1))) k, LATERAL (SELECT $kexpr AS kk) x \\gset
 SQL
-            echo "\\! awk '{print \$14+\$15}' /proc/\$BPID/stat > $work/c0"
+            echo "\\! $cpu_now > $work/c0"
             echo "SELECT count(*) AS rows FROM triaged.ingest_arrays(:'fp'::text[], :'src'::text[], :'res'::text[], :'chk'::text[], :'dk'::text[], :'ci'::int8[], :'sum'::text[], :'lab'::jsonb[], :'sev'::text[], :'st'::text[], :'n'::int8[], :'t0'::timestamptz[], :'t1'::timestamptz[], NULL, NULL, '{\"actor\":\"bench\"}') \\gset"
-            echo "\\! awk -v t0=\$(cat $work/c0) -v hz=\$(getconf CLK_TCK) '{print (\$14+\$15-t0)*1000/hz}' /proc/\$BPID/stat >> $work/$phase"
+            echo "\\! $cpu_now | awk -v t0=\$(cat $work/c0) '{print (\$1 - t0) * $cpu_ms}' >> $work/$phase"
         done
     } | psql "$pg" -X -q -v ON_ERROR_STOP=1 >/dev/null
-    awk -v phase="$phase" -v b="$B" '{s += $1; a[NR] = $1}
-        END {printf "%-12s %3d batches of %d: backend CPU %6.0f ms a batch (min %.0f, max %.0f), %6.1f us an alert\n",
-             phase, NR, b, s / NR, mn(a), mx(a), s * 1000 / (NR * b)}
-        function mn(x,  i, m) {m = x[1]; for (i in x) if (x[i] < m) m = x[i]; return m}
-        function mx(x,  i, m) {m = x[1]; for (i in x) if (x[i] > m) m = x[i]; return m}' "$work/$phase"
+    sort -n "$work/$phase" | awk -v phase="$phase" -v b="$B" '{s += $1; a[NR] = $1}
+        END {printf "%-12s %3d batches of %d: backend CPU %6.2f ms a batch (median %.2f, min %.2f, max %.2f), %6.1f us an alert\n",
+             phase, NR, b, s / NR, (a[int((NR + 1) / 2)] + a[int(NR / 2) + 1]) / 2, a[1], a[NR],
+             s * 1000 / (NR * b)}'
     if [ "${PROFILE:-0}" = 1 ]; then
         psql "$pg" -qAtXF ' | ' -c "SELECT round(total_exec_time)::text || ' ms',
               round(total_plan_time)::text || ' ms planning', calls,
