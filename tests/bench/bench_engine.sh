@@ -14,6 +14,9 @@
 #   grouped      N new alerts, a resource's ten alerts in the same batch
 #                (1 in 10 opens an incident)
 #   dups         the same N alerts again, firing, same severity (counting path)
+#   mixed        N segments as bench_http's batches: in each batch 9 in 10
+#                are duplicates of distinct alerts of the first N, 1 in 10 a
+#                new alert, the batch's new alerts one new incident
 #   resolves     all N resolve (state changes)
 #   refires      all N fire again (reopen / refire)
 #   interleaved  N new alerts in a fresh database, a resource's ten alerts
@@ -116,6 +119,8 @@ want() { [[ " ${PHASES:-grouped dups resolves refires interleaved} " == *" $1 "*
 fresh_db seq
 run grouped "k" firing 1 "2026-11-26T01:00:00Z"
 want dups && run dups "k" firing 3 "2026-11-26T01:00:01Z"
+want mixed && run mixed "CASE WHEN k % 10 = 9 THEN $N + k / 10 ELSE (k * 7) % $N END" firing 1 \
+    "2026-11-26T01:00:01.5Z"
 want resolves && run resolves "k" resolved 0 "2026-11-26T01:00:02Z"
 want refires && run refires "k" firing 1 "2026-11-26T01:00:03Z"
 want interleaved || exit 0
