@@ -469,6 +469,8 @@ END $$;
 -- a firing segment older than its firing alert's start done set-based
 -- ('older': it moves the alert's firing start and its open incidents'
 -- opened_at back, as 002's loop does, in a few statements per batch).
+-- 016: 013's, with what a small batch does not need skipped (see the
+-- file's header, 2, 3 and 5; each marked "(016)" below).
 CREATE OR REPLACE FUNCTION triaged._ingest_batch(
     p_fp text[], p_source text[], p_resource text[], p_check text[], p_dedup_key text[],
     p_ci_id bigint[], p_summary text[], p_labels jsonb[], p_severity text[], p_status text[],
