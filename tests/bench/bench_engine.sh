@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/bench/bench_engine.sh — PostgreSQL's cost per alert in the incident
-# engine, as backend CPU time (utime + stime of the backend, read from
-# /proc/<pid>/stat before and after each batch statement): robust on a
+# engine, as backend CPU time (the backend's time on a CPU in ns, read from
+# /proc/<pid>/schedstat before and after each batch statement; utime + stime
+# from /proc/<pid>/stat, in clock ticks, where there is no schedstat): robust on a
 # shared machine, where wall time is not. Prints figures; asserts nothing.
 #
 #   bash tests/bench/bench_engine.sh [N [BATCH]]     (default 100000 10000)
@@ -13,6 +14,9 @@
 #   grouped      N new alerts, a resource's ten alerts in the same batch
 #                (1 in 10 opens an incident)
 #   dups         the same N alerts again, firing, same severity (counting path)
+#   mixed        N segments as bench_http's batches: in each batch 9 in 10
+#                are duplicates of distinct alerts of the first N, 1 in 10 a
+#                new alert, the batch's new alerts one new incident
 #   resolves     all N resolve (state changes)
 #   refires      all N fire again (reopen / refire)
 #   interleaved  N new alerts in a fresh database, a resource's ten alerts
@@ -22,7 +26,8 @@
 # need its alerts). KEEP=1: keep the databases (bench_engine_*).
 # PROFILE=1: also the top statements of each phase from pg_stat_statements
 # (the server needs shared_preload_libraries = 'pg_stat_statements' and
-# pg_stat_statements.track = all).
+# pg_stat_statements.track = all; planning time is 0 unless
+# pg_stat_statements.track_planning = on).
 # Uses a running stack when TD_TEST_* is set, else starts one.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -57,6 +62,16 @@ fresh_db() { # name
     "$build/triagectl" -c "$work/conf" migrate >/dev/null
 }
 
+# the backend's CPU time so far (run by psql's \!, where $BPID is set), and
+# the milliseconds of one unit of it
+if [ -r /proc/self/schedstat ]; then
+    cpu_now="awk '{print \$1}' /proc/\$BPID/schedstat"
+    cpu_ms=0.000001
+else
+    cpu_now="awk '{print \$14+\$15}' /proc/\$BPID/stat"
+    cpu_ms=$(awk -v hz="$(getconf CLK_TCK)" 'BEGIN {print 1000 / hz}')
+fi
+
 # run PHASE KEYEXPR STATUS N_PER_MSG FIRST: NB batches of B segments; alert
 # number kk of segment k (0 <= k < N) is KEYEXPR; prints the backend CPU.
 run() {
@@ -82,21 +97,21 @@ SELECT array_agg('a' || lpad(to_hex(kk), 15, '0') ORDER BY kk) AS fp,
        array_agg('$first'::timestamptz ORDER BY kk) AS t0, array_agg('$first'::timestamptz ORDER BY kk) AS t1
 FROM generate_series($((b * B)), $((b * B + B - 1))) k, LATERAL (SELECT $kexpr AS kk) x \\gset
 SQL
-            echo "\\! awk '{print \$14+\$15}' /proc/\$BPID/stat > $work/c0"
+            echo "\\! $cpu_now > $work/c0"
             echo "SELECT count(*) AS rows FROM triaged.ingest_arrays(:'fp'::text[], :'src'::text[], :'res'::text[], :'chk'::text[], :'dk'::text[], :'ci'::int8[], :'sum'::text[], :'lab'::jsonb[], :'sev'::text[], :'st'::text[], :'n'::int8[], :'t0'::timestamptz[], :'t1'::timestamptz[], NULL, NULL, '{\"actor\":\"bench\"}') \\gset"
-            echo "\\! awk -v t0=\$(cat $work/c0) -v hz=\$(getconf CLK_TCK) '{print (\$14+\$15-t0)*1000/hz}' /proc/\$BPID/stat >> $work/$phase"
+            echo "\\! $cpu_now | awk -v t0=\$(cat $work/c0) '{print (\$1 - t0) * $cpu_ms}' >> $work/$phase"
         done
     } | psql "$pg" -X -q -v ON_ERROR_STOP=1 >/dev/null
-    awk -v phase="$phase" -v b="$B" '{s += $1; a[NR] = $1}
-        END {printf "%-12s %3d batches of %d: backend CPU %6.0f ms a batch (min %.0f, max %.0f), %6.1f us an alert\n",
-             phase, NR, b, s / NR, mn(a), mx(a), s * 1000 / (NR * b)}
-        function mn(x,  i, m) {m = x[1]; for (i in x) if (x[i] < m) m = x[i]; return m}
-        function mx(x,  i, m) {m = x[1]; for (i in x) if (x[i] > m) m = x[i]; return m}' "$work/$phase"
+    sort -n "$work/$phase" | awk -v phase="$phase" -v b="$B" '{s += $1; a[NR] = $1}
+        END {printf "%-12s %3d batches of %d: backend CPU %6.2f ms a batch (median %.2f, min %.2f, max %.2f), %6.1f us an alert\n",
+             phase, NR, b, s / NR, (a[int((NR + 1) / 2)] + a[int(NR / 2) + 1]) / 2, a[1], a[NR],
+             s * 1000 / (NR * b)}'
     if [ "${PROFILE:-0}" = 1 ]; then
-        psql "$pg" -qAtXF ' | ' -c "SELECT round(total_exec_time)::text || ' ms', calls,
+        psql "$pg" -qAtXF ' | ' -c "SELECT round(total_exec_time)::text || ' ms',
+              round(total_plan_time)::text || ' ms planning', calls,
               regexp_replace(left(query, 110), '\s+', ' ', 'g')
               FROM pg_stat_statements WHERE query !~* 'generate_series|ingest_arrays|_ingest_batch\(p_fp|pg_stat'
-              ORDER BY total_exec_time DESC LIMIT ${PROFILE_TOP:-10}" | sed 's/^/    /'
+              ORDER BY total_exec_time + total_plan_time DESC LIMIT ${PROFILE_TOP:-10}" | sed 's/^/    /'
     fi
 }
 
@@ -104,6 +119,8 @@ want() { [[ " ${PHASES:-grouped dups resolves refires interleaved} " == *" $1 "*
 fresh_db seq
 run grouped "k" firing 1 "2026-11-26T01:00:00Z"
 want dups && run dups "k" firing 3 "2026-11-26T01:00:01Z"
+want mixed && run mixed "CASE WHEN k % 10 = 9 THEN $N + k / 10 ELSE (k * 7) % $N END" firing 1 \
+    "2026-11-26T01:00:01.5Z"
 want resolves && run resolves "k" resolved 0 "2026-11-26T01:00:02Z"
 want refires && run refires "k" firing 1 "2026-11-26T01:00:03Z"
 want interleaved || exit 0

@@ -19,6 +19,13 @@
 # bound CIs, then covers what 011 does around the engine (correlation,
 # roles, CI descriptions, alerts leaving maintenance) and the batches it
 # hands to the jsonb statement (heartbeats, a CI in maintenance).
+#
+# sql/016's find-or-open (one lookup statement for both kinds of group, the
+# bound groups' INSERT in _open_bound) is compared with 013's: the
+# reference gets 013's _find_or_open text again. What 016 lets a small
+# batch skip (the end of batch, correlation and roles for a batch of
+# counted segments only; _open_incidents for unbound groups) is checked to
+# be skipped, its rows and state compared all the same.
 source "$(dirname "$0")/lib.sh"
 
 fast=$(t_db_extra fast)
@@ -35,6 +42,12 @@ sed -n '/^CREATE FUNCTION triaged._finish_incidents(/,/^END \$\$;/p' "$TD_SOURCE
 grep -q 'FOR UPDATE OF i' "$T_DIR/finish_ref.sql" || t_fail "002's _finish_incidents not found"
 psql "$ref" -qAtX -v ON_ERROR_STOP=1 -f "$T_DIR/finish_ref.sql" >/dev/null \
     || t_fail "cannot install 002's _finish_incidents"
+# 013's _find_or_open as it was, from its migration file
+sed -n '/^CREATE OR REPLACE FUNCTION triaged._find_or_open(/,/^END \$\$;/p' \
+    "$TD_SOURCE_DIR/sql/013_engine_counts.sql" > "$T_DIR/find_ref.sql"
+grep -q 'ON CONFLICT (resource)' "$T_DIR/find_ref.sql" || t_fail "013's _find_or_open not found"
+psql "$ref" -qAtX -v ON_ERROR_STOP=1 -f "$T_DIR/find_ref.sql" >/dev/null \
+    || t_fail "cannot install 013's _find_or_open"
 psql "$ref" -qAtX -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || t_fail "cannot install the reference loop"
 CREATE OR REPLACE FUNCTION triaged._ingest_loop(p_segs triaged._segment[], p_reopen interval,
                                                 p_flap_threshold integer, p_flap_window interval)
@@ -249,6 +262,38 @@ want "a4's new incident opened at its older firing" "$(psql "$arr" -qAtX -c "SEL
 want "a9's incident not moved (a resolve in between)" "$(psql "$arr" -qAtX -c "SELECT opened_at FROM triaged.incident WHERE resource = 'r5'")" "2024-03-01 23:55:00+00"
 want "older firings set-based (arrays statement)" "$(psql "$arr" -qAtX -c "SELECT calls FROM pg_stat_user_functions WHERE funcname = '_move_opened'")" "1"
 
+# ---- sql/016: what a small batch skips. A batch of counted segments only
+# (a9 fires again, a4 resolves again: no state change) runs no end of
+# batch, correlation or roles in the arrays statement; a batch of new
+# alerts on unbound resources (c1 joins r5's open incident, c2 and c3 open
+# one on r6) calls _find_or_open without _open_incidents. Rows and state
+# as the reference's and the jsonb statement's.
+fcalls() { psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_finish_counted', '_find_or_open', '_fix_roles', '_open_incidents')"; }
+fn() { # NAME: the calls of one function in arr (0: none)
+    psql "$arr" -qAtX -c "SELECT coalesce((SELECT calls FROM pg_stat_user_functions WHERE funcname = '$1'), 0)"
+}
+f0=$(fn _finish_counted) r0=$(fn _fix_roles)
+ingest 23:59:15 "$(seg a9 r5 major firing 23:59:10)" "$(seg a4 r2 critical resolved 23:59:10)"
+want "counted segments only: no end of batch, no roles (arrays)" \
+    "$(fn _finish_counted) $(fn _fix_roles)" "$f0 $r0"
+want "counted segments only: stats" "$(grep '^stats|' "$T_DIR/out.arr" | sed 's/.*"segments": \([0-9]*\).*"new_alerts": \([0-9]*\).*"incidents_opened": \([0-9]*\).*/\1 \2 \3/')" "2 0 0"
+o0=$(fn _open_incidents) g0=$(fn _find_or_open)
+ingest 23:59:25 "$(seg c1 r5 minor firing 23:59:20)" "$(seg c2 r6 major firing 23:59:20)" \
+    "$(seg c3 r6 critical firing 23:59:21)"
+want "unbound groups: find-or-open without _open_incidents (arrays)" \
+    "$(fn _open_incidents) $(fn _find_or_open)" "$o0 $((g0 + 1))"
+want "c1 joined r5's incident, c2 and c3 opened r6's" "$(psql "$arr" -qAtX -c "SELECT string_agg(a.fingerprint || ':' || i.resource || ':' || i.alert_count || '/' || i.firing_count, ',' ORDER BY a.fingerprint) FROM triaged.alert a JOIN triaged.incident_alert ia ON ia.alert_id = a.id JOIN triaged.incident i ON i.id = ia.incident_id WHERE a.fingerprint LIKE 'c%'")" "c1:r5:2/2,c2:r6:2/2,c3:r6:2/2"
+for pg in "$fast" "$ref" "$arr"; do counts_ok "$pg" "small batches (016)"; done
+dump "$fast" > "$T_DIR/state.fast"
+dump "$ref" > "$T_DIR/state.ref"
+dump "$arr" > "$T_DIR/state.arr"
+diff "$T_DIR/state.ref" "$T_DIR/state.fast" > "$T_DIR/diff" \
+    || t_fail "small batches: stored state differs (< reference, > fast):
+$(cat "$T_DIR/diff")"
+diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
+    || t_fail "small batches: stored state differs (< jsonb statement, > arrays statement):
+$(cat "$T_DIR/diff")"
+
 # ---- 011 on bound CIs: the jsonb statement (fast) against the arrays one (arr)
 cat > "$T_DIR/cmdb.json" <<'JSON'
 {"cis": [{"name": "db-01"}, {"name": "web-01"}, {"name": "web-02"}, {"name": "app-01"}],
@@ -313,7 +358,7 @@ want "bound: m1 suppressed, then not" "$(q2 "SELECT string_agg(coalesce(h.detail
 want "bound: m1 has its incident" "$(q2 "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'm1'")" "1"
 # 011's paths: every batch through _ingest_batch but the two with a
 # heartbeat or a CI in maintenance, handed to the jsonb statement
-want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=17 ingest_all_arrays=2"
+want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=19 ingest_all_arrays=2"
 # malformed batches: the same error (22023, same message) from both
 # statements, nothing applied
 for bad in "$(bseg x1 null r major firing 12:50:00 ',"n":0')" \
