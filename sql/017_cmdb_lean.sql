@@ -137,7 +137,9 @@ END $$;
 -- roles (014's, each incident's CI read once, the cause links only probed)
 
 CREATE OR REPLACE FUNCTION triaged._fix_roles(p_ids bigint[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off   -- (by key, whatever the statistics say)
+AS $$
 DECLARE
   v_ids bigint[] := p_ids;
   v_ci  bigint[];
@@ -176,16 +178,18 @@ BEGIN
   -- their cause links whose alert is on another CI: the links by key, the
   -- alert probed for the causes only (as joins, the plan may read every
   -- link or hash every alert when the statistics are those of a young
-  -- database)
-  UPDATE triaged.incident_alert ia SET role = 'symptom'
-    FROM (SELECT l.incident_id, l.alert_id, x.ci_id
-            FROM unnest(v_ids, v_ci) x(id, ci_id)
-           CROSS JOIN LATERAL (SELECT c.incident_id, c.alert_id FROM triaged.incident_alert c
-                                WHERE c.incident_id = x.id AND c.role = 'cause') l
-           WHERE (SELECT a.ci_id FROM triaged.alert a WHERE a.id = l.alert_id)
-                 IS DISTINCT FROM x.ci_id
-          OFFSET 0) w
-   WHERE ia.incident_id = w.incident_id AND ia.alert_id = w.alert_id;
+  -- database); the incident's CI from the array when it is short
+  IF cardinality(v_ids) <= 32 THEN
+    UPDATE triaged.incident_alert ia SET role = 'symptom'
+     WHERE ia.incident_id = ANY (v_ids) AND ia.role = 'cause'
+       AND (SELECT a.ci_id FROM triaged.alert a WHERE a.id = ia.alert_id)
+           IS DISTINCT FROM v_ci[array_position(v_ids, ia.incident_id)];
+  ELSE
+    UPDATE triaged.incident_alert ia SET role = 'symptom'
+     WHERE ia.incident_id = ANY (v_ids) AND ia.role = 'cause'
+       AND (SELECT a.ci_id FROM triaged.alert a WHERE a.id = ia.alert_id)
+           IS DISTINCT FROM (SELECT i.ci_id FROM triaged.incident i WHERE i.id = ia.incident_id);
+  END IF;
 END $$;
 
 -- ---------------------------------------------------------------------------

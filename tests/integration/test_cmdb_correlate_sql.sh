@@ -16,7 +16,10 @@
 # another CI (its role fixed); then, with 1,100 other incidents
 # open in the window, the same kinds of merge again (so 010 takes its other
 # paths: a probe per upstream CI, and a walk down ci_relation instead of a
-# pass over the open incidents), checked to have happened.
+# pass over the open incidents), checked to have happened; last, an alert
+# that leaves a maintenance window at a tick, routed by the tick to an
+# upstream incident: a symptom at once, and incident_role_check left empty
+# (sql/017).
 source "$(dirname "$0")/lib.sh"
 
 fast=$(t_db_extra fast)
@@ -172,6 +175,19 @@ ingest 10:45:05 "$(seg f-rb 13 major firing 10:45:00 s)"
 ingest 10:45:35 "$(seg f-rb 13 major resolved 10:45:30)"
 ingest 10:46:05 "$(seg f-rb 14 major firing 10:46:00 s)"
 want "the rebound alert in d1's incident" "$(q "SELECT i.ci_id || ':' || a.ci_id || ':' || ia.role FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id JOIN triaged.incident i ON i.id = ia.incident_id WHERE a.fingerprint = 'f-rb'")" "13:14:symptom"
+# an alert on a5 during a maintenance window of a5 (suppressed: no
+# incident); the tick after the window gives it one: routed to sw2's
+# incident (a5's own was merged), a symptom at once, and nothing left in
+# incident_role_check (017: the tick's routing left its rows there)
+for pg in "$fast" "$ref"; do
+    psql "$pg" -qAtX -v ON_ERROR_STOP=1 -c "INSERT INTO triaged.maintenance (ci_id, during) VALUES (12, '[2024-03-01 10:46:30Z, 2024-03-01 10:48:00Z)')" > /dev/null \
+        || t_fail "maintenance"
+done
+ingest 10:47:05 "$(seg f-mt 12 major firing 10:47:00 s)"
+want "the alert in maintenance: suppressed, no incident" "$(q "SELECT a.suppressed || ':' || count(ia.*) FROM triaged.alert a LEFT JOIN triaged.incident_alert ia ON ia.alert_id = a.id WHERE a.fingerprint = 'f-mt' GROUP BY a.suppressed")" "true:0"
+tick 10:48:30
+want "the alert after maintenance: routed to sw2's incident by the tick, a symptom" "$(q "SELECT i.ci_id || ':' || ia.role FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id JOIN triaged.incident i ON i.id = ia.incident_id WHERE a.fingerprint = 'f-mt'")" "9:symptom"
+want "incidents whose roles are still to check, after the tick's routing" "$(q "SELECT count(*) FROM triaged.incident_role_check")" "0"
 tick 10:50:00
 want "incidents whose roles are still to check" "$(q "SELECT count(*) FROM triaged.incident_role_check")" "0"
 
