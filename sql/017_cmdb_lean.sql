@@ -5,34 +5,47 @@
 -- every published row and every stored state (test_cmdb_correlate_sql
 -- compares them with 003's functions).
 --
--- Measured before (pg_stat_statements with track = all; bench_cmdb.sh's mix:
--- 10,000 messages for 1,000 alerts on 100 CIs, ten batches, the first five
--- creating the alerts): ~45 of the ~67 ms the CMDB added were
--- _open_incidents, which described and routed every group of a batch --
--- also the groups whose CI already had its open incident, which routing
--- never answers (only a group whose CI is free is routed) and find-or-open
--- then found by key; ~8 ms _fix_roles, one index probe per cause link of the
--- incidents routed into, each time alerts were routed there.
+-- Measured before (pg_stat_statements with track = all and track_planning,
+-- auto_explain for the plans; bench_cmdb.sh's mix: 10,000 messages for 1,000
+-- alerts on 100 CIs, ten batches, the first five creating the alerts, 36 of
+-- the 100 groups routed to an upstream incident): ~45 of the ~67 ms the CMDB
+-- added were _open_incidents, which described and routed every group of a
+-- batch -- also the groups whose CI already had its open incident, which
+-- routing never answers (only a group whose CI is free is routed) and
+-- find-or-open then found by key, by a probe per group that the statistics
+-- of a young database (the benchmark's: incident analyzed empty) planned as
+-- a scan of every open incident (006's GiST index read whole, ci_id a
+-- filter); ~8 ms _fix_roles (three probes per cause link of the incidents
+-- routed into). In the worst case (1,000 new alerts on unrelated CIs), the
+-- correlation pass and the root-first order unnested ~23,000 upstream ids
+-- each through LATERAL function scans (a tuplestore per list), and the
+-- window's open incidents were read once to count them and again for
+-- their CIs.
 --
 -- What changes:
 --   * _open_incidents first finds (and locks, in CI order, as 013's
---     _find_or_open does) the open incidents of the bound groups' CIs; those
---     groups are answered at once: no description, no routing. The others
---     go the way they went (descriptions, routing in two passes, find-or-
---     open, impacted services). A group is routed only when its CI has no
---     open incident, so the answers are the same; the groups found no
---     longer count as "upstream in the batch" for the second pass, which
---     changes nothing either (their incidents are open before the first).
---   * _fix_roles reads each incident's CI once, and probes only the cause
---     links (the others cannot change).
+--     _find_or_open does) the open incidents of the bound groups' CIs, in
+--     one statement over a constant array of CIs; those groups are answered
+--     at once: no description, no routing. The others go the way they went
+--     (descriptions, routing in two passes -- one when no group is upstream
+--     of another --, find-or-open, impacted services). A group is routed
+--     only when its CI has no open incident, so the answers are the same;
+--     the groups found no longer count as "upstream in the batch" for the
+--     second pass, which changes nothing either (their incidents are open
+--     before the first).
+--   * upstream lists are unnested in the select list (a ProjectSet, no
+--     tuplestore: ~2x cheaper) for the root-first order, the impacted
+--     services and correlation's pass; that pass counts the window's open
+--     incidents and reads their CIs at once.
+--   * _fix_roles reads each incident's CI once, and probes the alert of
+--     each cause link only (the others cannot change), by key.
 --   * _open_for_alerts (alerts leaving maintenance, from a tick or a batch)
 --     checks the roles of the incidents it routed alerts into itself:
---     _route notes them in incident_role_check, and in a tick no later
---     _fix_roles ran in that transaction, so their rows stayed until a batch
---     touched the incident (or, for an incident closed meanwhile, until any
---     batch with bound incidents came): the leak. The alerts it routes
---     are symptoms at once now (as DESIGN.md says they are), not at the
---     next batch of their incident.
+--     _route notes them in incident_role_check, and in a tick no _fix_roles
+--     ran after it, so their rows stayed until a batch touched the incident
+--     (or, once it was closed, until a batch with bound incidents came): the
+--     leak. The alerts it routes are symptoms at once now (as DESIGN.md
+--     says), not from the next batch of their incident on.
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
