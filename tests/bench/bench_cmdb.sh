@@ -27,7 +27,7 @@
 # with the extension preloaded; profile there, measure elsewhere). DB=NAME
 # keeps the database NAME (built once, migrated each run) instead of a
 # throwaway one; GRAPH=0 skips step 2; PGOPTIONS_EXTRA adds settings to the
-# sessions (auto_explain, say).
+# sessions (auto_explain, say); BATCHES=1 prints the mix batch by batch.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${TD_BUILD_DIR:-$root/build}
@@ -181,6 +181,7 @@ END \$\$;
 
 CREATE TEMP TABLE runs (scenario text, bound boolean, rep int, ms float8, cpu float8,
                         alerts int);
+CREATE TEMP TABLE mix_batches (bound boolean, rep int, k int, cpu float8);
 $( [ "${PGSS:-0}" = 1 ] && echo "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset() IS NULL;" )
 DO \$\$
 DECLARE
@@ -191,6 +192,7 @@ DECLARE
   v_cpu float8;
   v_b   record;
   v_t   timestamptz := date_trunc('second', now());
+  v_kcpu float8[] := '{}';
 BEGIN
   FOR v_rep IN 1..$reps LOOP
     FOREACH v_sc IN ARRAY string_to_array('$scenarios', ',') LOOP
@@ -224,12 +226,16 @@ BEGIN
                         FROM generate_series(200 * (k % 5), 200 * (k % 5) + 199) f), v_bound);
               v_ms := v_ms + v_b.ms;
               v_cpu := v_cpu + v_b.cpu;
+              v_kcpu := v_kcpu || v_b.cpu;
             END LOOP;
           END IF;
           RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = 'roll back';
         EXCEPTION WHEN no_data_found THEN
           NULL;   -- (variables keep their values; the rows are gone)
         END;
+        INSERT INTO mix_batches SELECT v_bound, v_rep, c.k - 1, c.cpu
+          FROM unnest(v_kcpu) WITH ORDINALITY c(cpu, k);
+        v_kcpu := '{}';
         INSERT INTO runs VALUES (v_sc, v_bound, v_rep, v_ms, v_cpu,
                                  CASE WHEN v_sc = 'mix' THEN 10000 ELSE 1000 END);
       END LOOP;
@@ -264,6 +270,8 @@ SELECT format('%s minimums: the CMDB adds %s us per alert (fastest bound - faste
               round(((min(ms) FILTER (WHERE bound) - min(ms) FILTER (WHERE NOT bound)) * 1000 / max(alerts))::numeric, 1),
               round(((min(cpu) FILTER (WHERE bound) - min(cpu) FILTER (WHERE NOT bound)) * 1000 / max(alerts))::numeric, 1))
   FROM runs GROUP BY scenario HAVING bool_or(bound) AND bool_or(NOT bound) ORDER BY scenario DESC;
+-- the mix batch by batch (BATCHES=1): fastest bound - fastest unbound CPU
+$( [ "${BATCHES:-0}" = 1 ] && echo "SELECT format('mix batch %s: bound - unbound, fastest of each: %s ms CPU', k, round((min(cpu) FILTER (WHERE bound) - min(cpu) FILTER (WHERE NOT bound))::numeric, 2)) FROM mix_batches GROUP BY k ORDER BY k;" )
 -- each bound run against the unbound run just before it (same rep): less
 -- drift when the load of a shared machine changes between reps
 SELECT format('%s paired: the CMDB adds %s us per alert (median of %s pairs; each: %s); in CPU %s us (each: %s)',
