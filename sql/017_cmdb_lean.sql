@@ -53,6 +53,34 @@
 -- find or open the groups' incidents (010's, the groups with an open
 -- incident of their CI answered first)
 
+-- The bound groups of p_reqs whose CI has an open incident, answered with
+-- it (opened false), locked in CI order (as 013's _find_or_open locks
+-- them); one that stops being open before its lock is granted is not
+-- returned. All the CIs in one statement, through the unique index of open
+-- incidents by CI (incident_open_ci_key) whatever the statistics say: probed
+-- group by group, or by a bitmap, a plan made with the statistics of a
+-- young database read every open incident (006's GiST index read whole,
+-- ci_id a filter: seen in bench_cmdb, ~30 us a group, and growing with the
+-- dead rows a bitmap scan never marks); an index scan in CI order needs no
+-- sort.
+CREATE FUNCTION triaged._open_found(p_reqs triaged._group_req[])
+RETURNS triaged._group_res[]
+LANGUAGE sql
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+  SELECT coalesce(array_agg(ROW(r.gkey, o.ci_id, o.resource, o.id, false, o.number)
+                            ::triaged._group_res ORDER BY o.ci_id), '{}')
+    FROM (SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
+           WHERE i.ci_id = ANY (ARRAY(SELECT r.ci_id FROM unnest(p_reqs) r
+                                       WHERE r.ci_id IS NOT NULL))
+             AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
+           ORDER BY i.ci_id FOR UPDATE OF i) o
+    JOIN unnest(p_reqs) r ON r.ci_id = o.ci_id
+$$;
+
+
 CREATE OR REPLACE FUNCTION triaged._open_incidents(p_reqs triaged._group_req[])
 RETURNS SETOF triaged._group_res
 LANGUAGE plpgsql
@@ -74,22 +102,8 @@ BEGIN
     RETURN QUERY SELECT * FROM triaged._find_or_open(p_reqs, '{}');
     RETURN;
   END IF;
-  -- (017) the bound groups whose CI has an open incident: that incident,
-  -- locked in CI order (as _find_or_open would); one that stops being open
-  -- before the lock is granted is not returned, and its group goes on. All
-  -- the CIs in one statement (a constant array: hashed or an index qual):
-  -- probed group by group, a plan made with the statistics of a young
-  -- database read every open incident for each group (the GiST index of
-  -- 006 scanned whole, ci_id a filter: seen in bench_cmdb, ~30 us a group)
-  v_cis := ARRAY(SELECT DISTINCT r.ci_id FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL);
-  SELECT coalesce(array_agg(ROW(r.gkey, o.ci_id, o.resource, o.id, false, o.number)
-                            ::triaged._group_res ORDER BY o.ci_id), '{}')
-    INTO v_found
-    FROM (SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
-           WHERE i.ci_id = ANY (v_cis) AND i.status IN ('new', 'acknowledged')
-             AND i.merged_into IS NULL
-           ORDER BY i.ci_id FOR UPDATE OF i) o
-    JOIN unnest(p_reqs) r ON r.ci_id = o.ci_id;
+  -- (017) the bound groups whose CI has an open incident: answered first
+  v_found := triaged._open_found(p_reqs);
   IF cardinality(v_found) = cardinality(p_reqs) THEN
     RETURN QUERY SELECT * FROM unnest(v_found);
     RETURN;
