@@ -62,13 +62,15 @@
 -- young database read every open incident (006's GiST index read whole,
 -- ci_id a filter: seen in bench_cmdb, ~30 us a group, and growing with the
 -- dead rows a bitmap scan never marks); an index scan in CI order needs no
--- sort.
+-- sort; the incidents found meet their groups in a hash join (a nested
+-- loop, which the same statistics pick, compares every pair).
 CREATE FUNCTION triaged._open_found(p_reqs triaged._group_req[])
 RETURNS triaged._group_res[]
 LANGUAGE sql
 SET enable_sort = off
 SET enable_bitmapscan = off
 SET enable_seqscan = off
+SET enable_nestloop = off
 AS $$
   SELECT coalesce(array_agg(ROW(r.gkey, o.ci_id, o.resource, o.id, false, o.number)
                             ::triaged._group_res ORDER BY o.ci_id), '{}')
