@@ -37,8 +37,12 @@
 --     tuplestore: ~2x cheaper) for the root-first order, the impacted
 --     services and correlation's pass; that pass counts the window's open
 --     incidents and reads their CIs at once.
---   * _fix_roles reads each incident's CI once, and probes the alert of
---     each cause link only (the others cannot change), by key.
+--   * _fix_roles reads each incident's CI once and the alerts of the cause
+--     links only (the others cannot change), each table by its key whatever
+--     the statistics, the wrong links found by hash joins of arrays and
+--     changed row by row; _open_found looks the groups' open incidents up
+--     by key the same way (with a young database's statistics both had
+--     been planned as whole-index reads per group or per link).
 --   * _open_for_alerts (alerts leaving maintenance, from a tick or a batch)
 --     checks the roles of the incidents it routed alerts into itself:
 --     _route notes them in incident_role_check, and in a tick no _fix_roles
