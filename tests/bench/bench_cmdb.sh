@@ -21,24 +21,39 @@
 #    read by the backend: a local server and a superuser; else no CPU
 #    figure), which varies less on a shared machine.
 # Uses a running stack when TD_TEST_* is set, else starts one.
+# SCENARIOS (default "unrelated,switch storm,mix") picks the scenarios of 3;
+# BOUND (default "false,true") which sides; PGSS=1 resets
+# pg_stat_statements before 3 and prints its top statements after (a stack
+# with the extension preloaded; profile there, measure elsewhere). DB=NAME
+# keeps the database NAME (built once, migrated each run) instead of a
+# throwaway one; GRAPH=0 skips step 2; PGOPTIONS_EXTRA adds settings to the
+# sessions (auto_explain, say); BATCHES=1 prints the mix batch by batch.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${TD_BUILD_DIR:-$root/build}
 reps=${1:-3}
-export PGOPTIONS="-c client_min_messages=warning"
+scenarios=${SCENARIOS:-unrelated,switch storm,mix}
+sides=${BOUND:-false,true}
+export PGOPTIONS="-c client_min_messages=warning ${PGOPTIONS_EXTRA:-}"
 source "$root/tests/stack/stack.sh"
 if [ -z "${TD_TEST_PG_ADMIN_CONNINFO:-}" ]; then
     stack_up
 fi
-db="bench_cmdb_$$"
-psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
-psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db"
+db=${DB:-bench_cmdb_$$}
+built=0
+if [ -n "${DB:-}" ] && [ "$(psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "SELECT 1 FROM pg_database WHERE datname = '$db'")" = 1 ]; then
+    built=1
+else
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db"
+fi
 pg="$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
-[ "${KEEP:-0}" = 1 ] || trap 'psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+[ "${KEEP:-0}" = 1 ] || [ -n "${DB:-}" ] || trap 'psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pg" > "/tmp/bench_cmdb_$$.conf"
 "$build/triagectl" -c "/tmp/bench_cmdb_$$.conf" migrate >/dev/null
 rm -f "/tmp/bench_cmdb_$$.conf"
 
+if [ "$built" = 0 ]; then
 echo "== building the CMDB"
 t0=$(date +%s.%N)
 psql "$pg" -qAtX <<'SQL'
@@ -74,8 +89,12 @@ ANALYZE;
 SQL
 echo "built in $(echo "$(date +%s.%N) - $t0" | bc) s: $(psql "$pg" -qAtX -c "SELECT (SELECT count(*) FROM triaged.ci) || ' CIs, ' || (SELECT count(*) FROM triaged.ci_relation) || ' relations, ' || (SELECT count(*) FROM triaged.service) || ' services, ' || (SELECT count(*) FROM triaged.service_ci) || ' memberships'")"
 
+fi
+
+if [ "${GRAPH:-1}" != 0 ]; then
 echo "== the daemon's graph (tests/bench_cmdb)"
 "$build/tests/bench_cmdb" "$pg" 1000000
+fi
 
 echo "== SQL: triaged.ingest_arrays() bound vs unbound ($reps runs each, rolled back)"
 psql "$pg" -qAtX -v ON_ERROR_STOP=1 <<SQL
@@ -162,6 +181,8 @@ END \$\$;
 
 CREATE TEMP TABLE runs (scenario text, bound boolean, rep int, ms float8, cpu float8,
                         alerts int);
+CREATE TEMP TABLE mix_batches (bound boolean, rep int, k int, cpu float8);
+$( [ "${PGSS:-0}" = 1 ] && echo "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset() IS NULL;" )
 DO \$\$
 DECLARE
   v_ids bigint[];
@@ -171,10 +192,11 @@ DECLARE
   v_cpu float8;
   v_b   record;
   v_t   timestamptz := date_trunc('second', now());
+  v_kcpu float8[] := '{}';
 BEGIN
   FOR v_rep IN 1..$reps LOOP
-    FOREACH v_sc IN ARRAY ARRAY['unrelated', 'switch storm', 'mix'] LOOP
-      FOREACH v_bound IN ARRAY ARRAY[false, true] LOOP
+    FOREACH v_sc IN ARRAY string_to_array('$scenarios', ',') LOOP
+      FOREACH v_bound IN ARRAY '{$sides}'::boolean[] LOOP
         v_ids := ARRAY(SELECT s.ci_id FROM sc s WHERE s.scenario = v_sc ORDER BY s.pos);
         BEGIN
           IF v_sc <> 'mix' THEN
@@ -204,12 +226,16 @@ BEGIN
                         FROM generate_series(200 * (k % 5), 200 * (k % 5) + 199) f), v_bound);
               v_ms := v_ms + v_b.ms;
               v_cpu := v_cpu + v_b.cpu;
+              v_kcpu := v_kcpu || v_b.cpu;
             END LOOP;
           END IF;
           RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = 'roll back';
         EXCEPTION WHEN no_data_found THEN
           NULL;   -- (variables keep their values; the rows are gone)
         END;
+        INSERT INTO mix_batches SELECT v_bound, v_rep, c.k - 1, c.cpu
+          FROM unnest(v_kcpu) WITH ORDINALITY c(cpu, k);
+        v_kcpu := '{}';
         INSERT INTO runs VALUES (v_sc, v_bound, v_rep, v_ms, v_cpu,
                                  CASE WHEN v_sc = 'mix' THEN 10000 ELSE 1000 END);
       END LOOP;
@@ -237,6 +263,15 @@ SELECT format('%s the CMDB adds %s us per alert (bound median - unbound median),
               round((percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE bound)
                      / nullif(percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu) FILTER (WHERE NOT bound), 0))::numeric, 2))
   FROM runs GROUP BY scenario ORDER BY scenario DESC;
+-- the fastest runs of each side: on a shared machine the others' load only
+-- ever adds time, so the minimums drift least (with enough reps)
+SELECT format('%s minimums: the CMDB adds %s us per alert (fastest bound - fastest unbound); in CPU %s us',
+              rpad(scenario, 12),
+              round(((min(ms) FILTER (WHERE bound) - min(ms) FILTER (WHERE NOT bound)) * 1000 / max(alerts))::numeric, 1),
+              round(((min(cpu) FILTER (WHERE bound) - min(cpu) FILTER (WHERE NOT bound)) * 1000 / max(alerts))::numeric, 1))
+  FROM runs GROUP BY scenario HAVING bool_or(bound) AND bool_or(NOT bound) ORDER BY scenario DESC;
+-- the mix batch by batch (BATCHES=1): fastest bound - fastest unbound CPU
+$( [ "${BATCHES:-0}" = 1 ] && echo "SELECT format('mix batch %s: bound - unbound, fastest of each: %s ms CPU', k, round((min(cpu) FILTER (WHERE bound) - min(cpu) FILTER (WHERE NOT bound))::numeric, 2)) FROM mix_batches GROUP BY k ORDER BY k;" )
 -- each bound run against the unbound run just before it (same rep): less
 -- drift when the load of a shared machine changes between reps
 SELECT format('%s paired: the CMDB adds %s us per alert (median of %s pairs; each: %s); in CPU %s us (each: %s)',
@@ -251,3 +286,11 @@ SELECT format('%s paired: the CMDB adds %s us per alert (median of %s pairs; eac
          WHERE b.bound) p
  GROUP BY scenario ORDER BY scenario DESC;
 SQL
+if [ "${PGSS:-0}" = 1 ]; then
+    echo "== pg_stat_statements: top statements by total time (ms; calls; ms a call)"
+    psql "$pg" -qAtX -c "SELECT format('%s ms  %s calls  %s ms/call  %s', round(total_exec_time::numeric, 1), calls,
+                                       round((total_exec_time / calls)::numeric, 3),
+                                       left(regexp_replace(query, '\s+', ' ', 'g'), 160))
+                           FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                          ORDER BY total_exec_time DESC LIMIT ${PGSS_TOP:-40}"
+fi
