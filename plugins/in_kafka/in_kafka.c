@@ -38,6 +38,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define IK_BUDGET 1000
 #define IK_KEEPALIVE_MAX_MS 10000
@@ -535,6 +536,50 @@ _resume(void *state)
     tdk_wakeup_kick(&k->wake);
 }
 
+
+/* How long stopping waits for the consumer to leave its group. */
+#define CLOSE_TIMEOUT_MS 5000
+
+static int64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Leave the group (its revoke runs ik_rebalance_cb), serving the close on
+ * a queue of our own for at most CLOSE_TIMEOUT_MS: rd_kafka_consumer_close()
+ * blocks until the group is left, which with the coordinator unreachable
+ * or the assignment lost can take session.timeout.ms or longer (seen under
+ * the broker fault test). No final commit: acked offsets since the last
+ * commit are in PostgreSQL, which is what counts. True when closed. */
+static bool
+close_consumer(ik *k)
+{
+    rd_kafka_queue_t *q = rd_kafka_queue_new(k->rk);
+    if (!q)
+        return false;
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(k->rk, q);
+    bool closed = false;
+    if (e) {
+        k->host->log(k->host, TD_LOG_WARN, "kafka: consumer close failed", "code=%s",
+                     rd_kafka_err2name(rd_kafka_error_code(e)));
+        rd_kafka_error_destroy(e);
+    } else {
+        int64_t end = mono_ms() + CLOSE_TIMEOUT_MS;
+        while (!(closed = rd_kafka_consumer_closed(k->rk)) && mono_ms() < end)
+            rd_kafka_queue_poll_callback(q, 100);
+        if (!closed)
+            k->host->log(k->host, TD_LOG_WARN,
+                         "kafka: consumer did not leave its group in time; stopping without "
+                         "(the broker drops the member after session.timeout.ms)",
+                         "timeout_ms=%d", CLOSE_TIMEOUT_MS);
+    }
+    rd_kafka_queue_destroy(q);
+    return closed;
+}
+
 static void
 _free(ik *k)
 {
@@ -562,17 +607,11 @@ _free(ik *k)
     k->inflight = NULL;
     ik_fetches_detach(k);
     if (k->rk) {
-        /* Leaves the group (its revoke runs ik_rebalance_cb). No commit
-         * here: with the coordinator unreachable librdkafka would wait
-         * session.timeout.ms for it. Acked offsets since the last commit
-         * are in PostgreSQL, which is what counts. */
         k->closing = true;
-        rd_kafka_resp_err_t e = rd_kafka_consumer_close(k->rk);
-        if (e)
-            k->host->log(k->host, TD_LOG_WARN, "kafka: consumer close failed",
-                         "code=%s", rd_kafka_err2name(e));
+        bool closed = close_consumer(k);
         tdk_wakeup_free(&k->wake);
-        rd_kafka_destroy(k->rk);
+        /* (not closed in time: destroy without a second, blocking close) */
+        rd_kafka_destroy_flags(k->rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     } else {
         tdk_wakeup_free(&k->wake);
     }
