@@ -415,6 +415,12 @@ ingest2 11:02:05 "$(bseg h1 "$app" app-01 info firing 11:02:00 '' heartbeat)" \
 # alert fires again: no longer suppressed, it gets its incident (arrays)
 ingest2 12:05:05 "$(bseg m1 "$app" app-01 major firing 12:05:00)" "$(bseg b4 "$db" db-01 critical firing 12:05:00)"
 ingest2 12:40:05 "$(bseg m1 "$app" app-01 major firing 12:40:00)" "$(bseg b1 "$web1" web-01 critical firing 12:40:00)"
+# (018) a duplicate naming another CI than its alert's (b4 on web-01) is
+# left to the classification; b1's, on its own CI, is applied lean
+cb="[$(bseg b4 "$web1" db-01 critical firing 12:41:00),$(bseg b1 "$web1" web-01 critical firing 12:41:00)]"
+want "lean path: a CI change is not lean" "$(lean_of "$cb")" "b1 1 true b4"
+ingest2 12:41:05 "$(bseg b4 "$web1" db-01 critical firing 12:41:00)" \
+    "$(bseg b1 "$web1" web-01 critical firing 12:41:00)"
 for pg in "$fast" "$arr"; do counts_ok "$pg" "bound CIs (merges)"; done
 dump "$fast" > "$T_DIR/state.fast"
 dump "$arr" > "$T_DIR/state.arr"
@@ -429,7 +435,7 @@ want "bound: m1 suppressed, then not" "$(q2 "SELECT string_agg(coalesce(h.detail
 want "bound: m1 has its incident" "$(q2 "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'm1'")" "1"
 # 011's paths: every batch through _ingest_batch but the two with a
 # heartbeat or a CI in maintenance, handed to the jsonb statement
-want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=22 ingest_all_arrays=2"
+want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=23 ingest_all_arrays=2"
 # malformed batches: the same error (22023, same message) from both
 # statements, nothing applied
 for bad in "$(bseg x1 null r major firing 12:50:00 ',"n":0')" \
