@@ -697,3 +697,407 @@ BEGIN
     ::triaged.ingest_row;
   RETURN;
 END $$;
+
+
+-- ---------------------------------------------------------------------------
+-- (018) find-or-open: 016's, its lookup of the groups' open incidents
+-- with a cached generic plan once the incident table is big (see there)
+CREATE OR REPLACE FUNCTION triaged._find_or_open(p_reqs triaged._group_req[], p_desc triaged._ci_desc[])
+RETURNS SETOF triaged._group_res
+LANGUAGE plpgsql
+-- (planned at each call, as under 010's _open_incidents: a generic plan of
+-- the lookups made while the incident table was empty probed the groups by
+-- a full scan of another index, 0.4 s a batch once the table had grown --
+-- seen in a latency run. 016: only the statements that read the incident
+-- table are; the unbound groups' INSERT and the answers, which read only
+-- the arrays, keep a generic plan: see v_mode. With the default mode the
+-- arrays of a small batch made each custom plan look cheaper than the
+-- generic one, so they were planned at every call anyway, ~0.3 ms a batch.)
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+  v_new    triaged._group_res[] := '{}';
+  v_old    triaged._group_res[] := '{}';
+  v_found  triaged._group_res[] := '{}';
+  v_rest   triaged._group_req[] := '{}';
+  v_nbound bigint;
+  v_nfree  bigint;
+  v_mode   text;   -- (016) the plan mode switched for the statements after
+                   -- it (a SET LOCAL, undone when the function returns)
+BEGIN
+  -- (018) the lookup below keeps a generic plan once the incident table
+  -- has statistics of at least 1,000 rows (an ANALYZE, autovacuum's too,
+  -- invalidates the cached plan, so it is remade on the table's real size:
+  -- there it probes the open incidents' unique keys); below that, or never
+  -- analysed (reltuples -1), it is planned at each call as under 016 (see
+  -- above: a generic plan made on a small table scans incident_outage_idx)
+  v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
+  IF (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'triaged.incident'::regclass) < 1000 THEN
+    v_mode := set_config('plan_cache_mode', 'force_custom_plan', true);
+  END IF;
+  -- (013) first the groups' open incidents, each by its key (the partial
+  -- unique indexes), locked in key order: an INSERT ... ON CONFLICT that
+  -- only finds the incident there cost ~3x more (its speculative insertion);
+  -- an incident that stops being open before the lock is granted is not
+  -- returned (the lock re-checks it), and its group goes on to the INSERTs
+  -- (016) both keys in one statement (bound groups first, by CI, then
+  -- unbound ones, by resource: 013's lock order), which also counts the
+  -- groups left of each kind (no statement of its own to plan each call)
+  SELECT coalesce(array_agg(ROW(r.gkey, coalesce(ob.ci_id, ou.ci_id),
+                                coalesce(ob.resource, ou.resource), coalesce(ob.id, ou.id),
+                                false, coalesce(ob.number, ou.number))::triaged._group_res
+                            ORDER BY r.ci_id IS NULL, r.ci_id, r.resource)
+                    FILTER (WHERE coalesce(ob.id, ou.id) IS NOT NULL), '{}'),
+         coalesce(array_agg(r.req ORDER BY r.ci_id IS NULL, r.ci_id, r.resource)
+                    FILTER (WHERE coalesce(ob.id, ou.id) IS NULL), '{}'),
+         count(*) FILTER (WHERE ob.id IS NULL AND r.ci_id IS NOT NULL),
+         count(*) FILTER (WHERE ou.id IS NULL AND r.ci_id IS NULL)
+    INTO v_found, v_rest, v_nbound, v_nfree
+    FROM (SELECT r AS req, r.gkey, r.ci_id, r.resource FROM unnest(p_reqs) r
+           ORDER BY r.ci_id IS NULL, r.ci_id, r.resource) r
+    LEFT JOIN LATERAL (
+      SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
+       WHERE r.ci_id IS NOT NULL
+         AND i.ci_id = r.ci_id AND i.status IN ('new', 'acknowledged')
+         AND i.merged_into IS NULL
+      OFFSET 0 FOR UPDATE OF i) ob ON true
+    LEFT JOIN LATERAL (
+      SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
+       WHERE r.ci_id IS NULL
+         AND i.resource = r.resource AND i.ci_id IS NULL
+         AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
+      OFFSET 0 FOR UPDATE OF i) ou ON true;
+  -- (016) from here to the fallback below, statements over the arrays only
+  v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
+  IF cardinality(v_rest) = 0 THEN
+    RETURN QUERY SELECT * FROM unnest(v_found);
+    RETURN;
+  END IF;
+
+  -- the others: opened (INSERTs skipped when no group of theirs needs one)
+  IF v_nbound > 0 THEN
+    v_new := triaged._open_bound(v_rest, p_desc);
+  END IF;
+
+  IF v_nfree > 0 THEN
+  WITH ins AS (
+    INSERT INTO triaged.incident AS i (title, status, priority, impact, urgency, severity,
+                                       ci_id, resource, opened_at)
+    SELECT r.title, 'new', triaged.severity_rank(r.severity), 3,
+           triaged.severity_urgency(r.severity), r.severity, NULL, r.resource, r.opened_at
+      FROM unnest(v_rest) r WHERE r.ci_id IS NULL
+     ORDER BY r.resource
+    ON CONFLICT (resource) WHERE ci_id IS NULL AND status IN ('new', 'acknowledged')
+                                 AND merged_into IS NULL
+    DO UPDATE SET updated_at = now() WHERE false
+    RETURNING i.id, i.resource, i.number)
+  SELECT v_new || coalesce(array_agg(ROW(triaged._gkey(NULL, ins.resource), NULL, ins.resource,
+                                         ins.id, true, ins.number)::triaged._group_res), '{}')
+    INTO v_new FROM ins;
+  END IF;
+
+  IF cardinality(v_new) < cardinality(v_rest) THEN
+    v_mode := set_config('plan_cache_mode', 'force_custom_plan', true);
+    SELECT coalesce(array_agg(ROW(m.gkey, o.ci_id, o.resource, o.id, false, o.number)
+                              ::triaged._group_res), '{}')
+      INTO v_old
+      FROM (SELECT r.gkey FROM unnest(v_rest) r
+            EXCEPT ALL
+            SELECT n.gkey FROM unnest(v_new) n) m
+      CROSS JOIN LATERAL (
+        SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
+         WHERE i.ci_id = CASE WHEN left(m.gkey, 2) = 'c:' THEN substr(m.gkey, 3)::bigint END
+           AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
+        UNION ALL
+        SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
+         WHERE i.resource = CASE WHEN left(m.gkey, 2) = 'r:' THEN substr(m.gkey, 3) END
+           AND i.ci_id IS NULL
+           AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) o;
+  END IF;
+
+  IF cardinality(v_found) + cardinality(v_new) + cardinality(v_old) <> cardinality(p_reqs) THEN
+    RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+      MESSAGE = format('triaged: find-or-open answered %s of %s groups (retry the batch)',
+                       cardinality(v_found) + cardinality(v_new) + cardinality(v_old),
+                       cardinality(p_reqs));
+  END IF;
+  RETURN QUERY SELECT * FROM unnest(v_found || v_new || v_old);
+END $$;
+
+
+
+-- ---------------------------------------------------------------------------
+-- (018) end of a batch: 016's, the lock of its incidents no longer planned
+-- at each call (see there)
+CREATE OR REPLACE FUNCTION triaged._finish_counted(p_changes triaged._change[], p_now timestamptz,
+                                        p_actor text, p_delta triaged._count_delta[],
+                                        p_recount bigint[])
+RETURNS SETOF triaged.ingest_row
+LANGUAGE plpgsql
+-- (ingest runs with jit off; so does this wherever it is called from: its
+-- big statement's estimate passes jit_above_cost, and compiling it cost
+-- ~0.3 s, more than running it)
+SET jit = off
+SET plan_cache_mode = auto   -- (018) switched around the lock, undone on return
+AS $$
+DECLARE
+  v_ids    bigint[];
+  v_rows   triaged.ingest_row[];
+  v_need   bigint[];
+  v_maxres triaged._change[] := '{}';
+  v_matrix smallint[];
+  v_alone  boolean;   -- (016) a delta of an incident without a change
+  v_res    boolean;   -- (016) an alert resolved (a change, or a delta)
+  v_mode   text;      -- (018) see the lock
+  v_seq    text;
+BEGIN
+  IF cardinality(p_changes) = 0 AND cardinality(p_delta) = 0 AND cardinality(p_recount) = 0 THEN
+    RETURN;
+  END IF;
+  v_matrix := triaged._matrix();
+  -- (their ctid, read below, is then the locked row version, which only
+  -- this transaction can change; 016: with what decides the next two
+  -- steps, in the same statement)
+  SELECT array_agg(DISTINCT x.id), coalesce(bool_or(x.res), false),
+         coalesce(bool_or(x.alone), false)
+    INTO v_ids, v_res, v_alone
+    FROM (SELECT c.incident_id AS id, c.what = 'resolved' AS res, false AS alone
+            FROM unnest(p_changes) c
+          UNION ALL
+          SELECT d.incident_id, d.firing < 0,
+                 coalesce(d.incident_id NOT IN (SELECT c.incident_id FROM unnest(p_changes) c),
+                          true)   -- (hashed; unknown: the UPDATE runs)
+            FROM unnest(p_delta) d
+          UNION ALL SELECT r.id, false, false FROM unnest(p_recount) r(id)) x;
+  -- (018) with a generic plan, not planned at each call as the default
+  -- mode did (the custom plans of a few ids always looked cheaper), made
+  -- with enable_seqscan off whoever calls (the engine, where it is off;
+  -- tick): a probe of the primary key whatever the table's size, never a
+  -- seq scan cached while the table was small
+  v_seq := current_setting('enable_seqscan');
+  v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
+  PERFORM set_config('enable_seqscan', 'off', true);
+  PERFORM 1 FROM triaged.incident i WHERE i.id = ANY (v_ids) ORDER BY i.id FOR UPDATE OF i;
+  PERFORM set_config('enable_seqscan', v_seq, true);
+  v_mode := set_config('plan_cache_mode', 'auto', true);
+  -- counted again (rare: see _count_deltas), now that they are locked
+  IF cardinality(p_recount) > 0 THEN
+    PERFORM triaged._recount(p_recount);
+  END IF;
+  -- the deltas of incidents without a change (an alert of theirs changed
+  -- status while they were not open, or while it was in another incident
+  -- too): their counts only, no event and no row (as before 013, when
+  -- such an incident was not touched at all)
+  IF v_alone THEN
+    UPDATE triaged.incident i
+       SET alert_count = i.alert_count + x.da, firing_count = i.firing_count + x.df,
+           updated_at = now()
+      FROM (SELECT u.incident_id, sum(u.da)::integer AS da, sum(u.df)::integer AS df
+              FROM (SELECT d.incident_id, d.alerts AS da, d.firing AS df, false AS touched
+                      FROM unnest(p_delta) d
+                    UNION ALL
+                    SELECT c.incident_id, 0, 0, true FROM unnest(p_changes) c) u
+             GROUP BY u.incident_id
+            HAVING NOT bool_or(u.touched)) x
+     WHERE i.id = x.incident_id AND (x.da <> 0 OR x.df <> 0);
+  END IF;
+
+  -- the time the last alert resolved, of the open incidents none of whose
+  -- alerts fires now (one pass over their links; only when an alert of the
+  -- batch resolved)
+  IF v_res THEN
+    v_need := ARRAY(
+      SELECT x.id
+        FROM (SELECT u.id, sum(u.df) AS df
+                FROM (SELECT c.incident_id AS id, 0 AS df FROM unnest(p_changes) c
+                      UNION ALL SELECT d.incident_id, d.firing FROM unnest(p_delta) d) u
+               GROUP BY u.id) x
+       CROSS JOIN LATERAL (SELECT i.firing_count, i.status, i.merged_into
+                             FROM triaged.incident i WHERE i.id = x.id OFFSET 0) i
+       WHERE i.firing_count + x.df = 0 AND i.status IN ('new', 'acknowledged')
+         AND i.merged_into IS NULL);
+    IF cardinality(v_need) > 0 THEN
+      v_maxres := ARRAY(
+        SELECT ROW(ia.incident_id, 'maxres', NULL, max(a.resolved_at), NULL, NULL)::triaged._change
+          FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id
+         WHERE ia.incident_id = ANY (v_need)
+         GROUP BY ia.incident_id);
+    END IF;
+  END IF;
+
+  WITH RECURSIVE
+  -- the changes, and the count deltas and the last resolve times as changes
+  -- of their own ('count', 'maxres': joined so, no join of two arrays)
+  c AS (SELECT ch.*, 0 AS da, 0 AS df FROM unnest(p_changes) ch
+        UNION ALL
+        SELECT d.incident_id, 'count', NULL, NULL, NULL, NULL, d.alerts, d.firing
+          FROM unnest(p_delta) d
+        UNION ALL
+        SELECT m.*, 0, 0 FROM unnest(v_maxres) m),
+  agg AS (
+    SELECT c.incident_id AS inc_id,
+           bool_or(c.what = 'opened') AS was_opened,
+           min(c.at) FILTER (WHERE c.what = 'reopened') AS reopened_at,
+           (array_agg(c.detail ORDER BY c.at) FILTER (WHERE c.what = 'reopened'))[1] AS reopen_detail,
+           array_agg(DISTINCT c.fingerprint) FILTER (WHERE c.what = 'attached') AS attached,
+           min(c.at) FILTER (WHERE c.what = 'attached') AS attached_at,
+           array_agg(DISTINCT c.fingerprint) FILTER (WHERE c.what = 'refired') AS refired,
+           min(c.at) FILTER (WHERE c.what = 'refired') AS refired_at,
+           array_agg(DISTINCT c.fingerprint) FILTER (WHERE c.what = 'resolved') AS resolved,
+           max(c.at) FILTER (WHERE c.what = 'resolved') AS resolved_at_max,
+           min(triaged.severity_rank(c.severity))
+             FILTER (WHERE c.what IN ('attached', 'refired', 'severity')) AS best_rank,
+           (array_agg(c.at ORDER BY triaged.severity_rank(c.severity), c.at)
+             FILTER (WHERE c.what IN ('attached', 'refired', 'severity')))[1] AS best_at,
+           coalesce(bool_or(c.what IN ('attached', 'refired')), false) AS fire_activity,
+           max(c.at) FILTER (WHERE c.what IN ('attached', 'refired')) AS fire_at,
+           -- opened by this batch and nothing resolved: its alerts are the
+           -- ones attached by this batch, all firing (no need to count them)
+           bool_or(c.what = 'opened') AND NOT bool_or(c.what = 'resolved') AS fresh,
+           sum(c.da) AS da, sum(c.df) AS df,
+           max(c.at) FILTER (WHERE c.what = 'maxres') AS max_resolved_at
+    FROM c GROUP BY c.incident_id
+    HAVING bool_or(c.what NOT IN ('count', 'maxres'))),
+  st AS (
+    SELECT i.id, i.ctid AS tid, i.status, i.priority, i.impact, i.urgency, i.severity, i.title,
+           i.ci_id,
+           i.resource,
+           i.opened_at, i.merged_into, i.last_event_hash, i.resolve_pending_since AS old_pending,
+           i.resolve_at AS old_resolve_at,
+           agg.*,
+           -- (013) kept on the incident, plus this batch's deltas
+           i.alert_count + agg.da AS alert_count,
+           i.firing_count + agg.df AS firing_count,
+           -- (agg.max_resolved_at: the time its last alert resolved)
+           (i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) AS is_open
+    FROM agg
+    JOIN triaged.incident i ON i.id = agg.inc_id),
+  calc AS (
+    SELECT st.*,
+           CASE WHEN st.best_rank IS NOT NULL
+                     AND st.best_rank < coalesce(triaged.severity_rank(st.severity), 99)
+                THEN triaged.severity_of_rank(st.best_rank) ELSE st.severity END AS new_severity,
+           -- (003's _new_priority, written out with the matrix read once:
+           -- per row it parsed the matrix setting each time)
+           CASE WHEN st.ci_id IS NOT NULL
+                THEN v_matrix[(st.impact - 1) * 3
+                              + CASE WHEN st.best_rank IS NOT NULL
+                                     THEN least(st.urgency, triaged.severity_urgency(
+                                            triaged.severity_of_rank(st.best_rank)))
+                                     ELSE st.urgency END]
+                WHEN st.best_rank IS NOT NULL THEN least(st.priority, st.best_rank)
+                ELSE st.priority END AS new_priority,
+           CASE WHEN st.best_rank IS NOT NULL
+                THEN least(st.urgency, triaged.severity_urgency(triaged.severity_of_rank(st.best_rank)))
+                ELSE st.urgency END AS new_urgency,
+           CASE WHEN NOT st.is_open THEN st.old_pending
+                WHEN st.firing_count > 0 THEN NULL
+                WHEN st.old_pending IS NOT NULL AND NOT st.fire_activity THEN st.old_pending
+                ELSE p_now END AS new_pending,
+           CASE WHEN NOT st.is_open THEN st.old_resolve_at
+                WHEN st.firing_count > 0 THEN NULL
+                ELSE coalesce(st.max_resolved_at, st.resolved_at_max, st.old_resolve_at, p_now)
+           END AS new_resolve_at
+    FROM st),
+  ev AS (
+    SELECT calc.id AS incident_id, 1 AS seq, calc.opened_at AS at, 'opened' AS kind,
+           jsonb_build_object('title', calc.title, 'priority', calc.priority,
+                              'severity', calc.severity, 'ci_id', calc.ci_id,
+                              'resource', calc.resource,
+                              'fingerprints', coalesce(to_jsonb(calc.attached), '[]')) AS detail
+      FROM calc WHERE calc.was_opened
+    UNION ALL
+    SELECT calc.id, 2, calc.reopened_at, 'reopened', coalesce(calc.reopen_detail, '{}')
+      FROM calc WHERE calc.reopened_at IS NOT NULL
+    UNION ALL
+    SELECT calc.id, 3, calc.attached_at, 'alerts_attached',
+           jsonb_build_object('fingerprints', to_jsonb(calc.attached))
+      FROM calc WHERE calc.attached IS NOT NULL AND NOT calc.was_opened
+    UNION ALL
+    SELECT calc.id, 4, calc.refired_at, 'alerts_refired',
+           jsonb_build_object('fingerprints', to_jsonb(calc.refired))
+      FROM calc WHERE calc.refired IS NOT NULL
+    UNION ALL
+    SELECT calc.id, 5, coalesce(calc.best_at, p_now), 'priority_changed',
+           jsonb_build_object('from', calc.priority, 'to', calc.new_priority,
+                              'severity_from', calc.severity, 'severity_to', calc.new_severity)
+      FROM calc WHERE calc.new_priority <> calc.priority
+                   OR calc.new_severity IS DISTINCT FROM calc.severity
+                   OR calc.new_urgency <> calc.urgency
+    UNION ALL
+    SELECT calc.id, 6, calc.resolved_at_max, 'alerts_resolved',
+           jsonb_build_object('fingerprints', to_jsonb(calc.resolved))
+      FROM calc WHERE calc.resolved IS NOT NULL
+    UNION ALL
+    SELECT calc.id, 7, coalesce(calc.fire_at, calc.best_at, p_now), 'resolve_cancelled',
+           jsonb_build_object('pending_since', calc.old_pending, 'resolve_at', calc.old_resolve_at)
+      FROM calc WHERE calc.old_pending IS NOT NULL AND calc.new_pending IS NULL
+    UNION ALL
+    SELECT calc.id, 8, calc.new_resolve_at, 'resolve_pending',
+           jsonb_build_object('resolve_at', calc.new_resolve_at, 'pending_since', calc.new_pending)
+      FROM calc WHERE calc.new_pending IS NOT NULL
+                  AND calc.new_pending IS DISTINCT FROM calc.old_pending),
+  -- the hash chain, continued from each incident's last_event_hash: event
+  -- rn of an incident is hashed onto event rn - 1 (most incidents have one)
+  evn AS (
+    SELECT ev.incident_id, ev.at, ev.kind, ev.detail, calc.last_event_hash AS init,
+           triaged.event_content(ev.incident_id, ev.at, p_actor, ev.kind, ev.detail) AS content,
+           row_number() OVER (PARTITION BY ev.incident_id ORDER BY ev.seq) AS rn
+      FROM ev JOIN calc ON calc.id = ev.incident_id),
+  ch (incident_id, rn, prev, hash) AS (
+    SELECT e.incident_id, e.rn, e.init, sha256(coalesce(e.init, ''::bytea) || e.content)
+      FROM evn e WHERE e.rn = 1
+    UNION ALL
+    SELECT e.incident_id, e.rn, ch.hash, sha256(ch.hash || e.content)
+      FROM ch JOIN evn e ON e.incident_id = ch.incident_id AND e.rn = ch.rn + 1),
+  ins AS (
+    INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash, hash)
+    SELECT e.incident_id, e.at, p_actor, e.kind, e.detail, ch.prev, ch.hash
+      FROM evn e JOIN ch ON ch.incident_id = e.incident_id AND ch.rn = e.rn
+     ORDER BY e.incident_id, e.rn
+    RETURNING 1),
+  lasth AS (
+    SELECT DISTINCT ON (ch.incident_id) ch.incident_id, ch.hash
+      FROM ch ORDER BY ch.incident_id, ch.rn DESC),
+  -- one update per incident that has news (every change is an event)
+  upd AS (
+    UPDATE triaged.incident i
+       SET severity = calc.new_severity, priority = calc.new_priority,
+           urgency = calc.new_urgency, resolve_pending_since = calc.new_pending,
+           resolve_at = calc.new_resolve_at, last_event_hash = lasth.hash,
+           alert_count = calc.alert_count, firing_count = calc.firing_count, updated_at = now()
+      FROM calc JOIN lasth ON lasth.incident_id = calc.id
+     WHERE i.ctid = calc.tid
+    RETURNING i.id,
+              CASE WHEN calc.was_opened THEN 'incident.opened'
+                   WHEN calc.reopened_at IS NOT NULL THEN 'incident.reopened'
+                   ELSE 'incident.updated' END AS kind,
+              i.number,
+              triaged._incident_json(i.id, i.number, i.title, i.status, i.priority, i.impact,
+                                     i.urgency, i.severity, i.resource, i.ci_id, i.opened_at,
+                                     i.acknowledged_at, i.resolved_at, i.closed_at,
+                                     i.reopen_count, i.resolve_pending_since,
+                                     calc.alert_count, calc.firing_count) AS payload),
+  -- (013) an incident with changes but no event (a severity change that
+  -- raised nothing) and a count delta all the same: its counts only
+  cupd AS (
+    UPDATE triaged.incident i
+       SET alert_count = calc.alert_count, firing_count = calc.firing_count, updated_at = now()
+      FROM calc
+     WHERE i.ctid = calc.tid AND (calc.da <> 0 OR calc.df <> 0)
+       AND NOT (calc.was_opened OR calc.reopened_at IS NOT NULL OR calc.attached IS NOT NULL
+                OR calc.refired IS NOT NULL OR calc.resolved IS NOT NULL
+                OR calc.new_priority <> calc.priority
+                OR calc.new_severity IS DISTINCT FROM calc.severity
+                OR calc.new_urgency <> calc.urgency
+                OR (calc.old_pending IS NOT NULL AND calc.new_pending IS NULL)
+                OR (calc.new_pending IS NOT NULL
+                    AND calc.new_pending IS DISTINCT FROM calc.old_pending))
+    RETURNING 1)
+  SELECT coalesce(array_agg(ROW(upd.kind, upd.number, upd.payload)::triaged.ingest_row
+                            ORDER BY upd.id), '{}')
+    INTO v_rows
+    FROM upd;
+  RETURN QUERY SELECT * FROM unnest(v_rows);
+END $$;
+
