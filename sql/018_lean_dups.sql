@@ -701,7 +701,8 @@ END $$;
 
 -- ---------------------------------------------------------------------------
 -- (018) find-or-open: 016's, its lookup of the groups' open incidents
--- with a cached generic plan once the incident table is big (see there)
+-- with a cached generic plan once the incident table has statistics (see
+-- there)
 CREATE OR REPLACE FUNCTION triaged._find_or_open(p_reqs triaged._group_req[], p_desc triaged._ci_desc[])
 RETURNS SETOF triaged._group_res
 LANGUAGE plpgsql
@@ -726,13 +727,15 @@ DECLARE
                    -- it (a SET LOCAL, undone when the function returns)
 BEGIN
   -- (018) the lookup below keeps a generic plan once the incident table
-  -- has statistics of at least 1,000 rows (an ANALYZE, autovacuum's too,
-  -- invalidates the cached plan, so it is remade on the table's real size:
-  -- there it probes the open incidents' unique keys); below that, or never
-  -- analysed (reltuples -1), it is planned at each call as under 016 (see
-  -- above: a generic plan made on a small table scans incident_outage_idx)
+  -- has statistics (ANALYZE or autovacuum: reltuples >= 10); each ANALYZE
+  -- invalidates the cached plan, which is then remade on the new figures.
+  -- Made so, at 10, 200 and 2,000 incidents, it probes the groups' keys
+  -- (incident_open_resource_key, incident_ci_opened_idx); made on a table
+  -- never analysed (reltuples -1), whatever its size, it scans
+  -- incident_outage_idx whole for each group (016's 0.4 s a batch at
+  -- scale), so there it is planned at each call, as under 016
   v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
-  IF (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'triaged.incident'::regclass) < 1000 THEN
+  IF (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'triaged.incident'::regclass) < 10 THEN
     v_mode := set_config('plan_cache_mode', 'force_custom_plan', true);
   END IF;
   -- (013) first the groups' open incidents, each by its key (the partial
