@@ -55,41 +55,53 @@ BEGIN
   WITH d AS (
     SELECT j.fp, j.ci_id, j.summary, coalesce(j.labels, '{}'::jsonb) AS labels, j.severity,
            j.status, CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END AS n, j."first",
-           j."last", j.o::integer AS o
+           j."last", j.o::integer AS o,
+           (single OR j.fp NOT IN (SELECT f.fp FROM unnest(p_fp) f(fp)
+                                    GROUP BY f.fp HAVING count(*) > 1)) AS one
       FROM unnest(p_fp, p_ci_id, p_summary, p_labels, p_severity, p_status, p_n, p_first,
                   p_last)
              WITH ORDINALITY j(fp, ci_id, summary, labels, severity, status, n, "first",
                                "last", o)
-     WHERE single
-        OR j.fp NOT IN (SELECT f.fp FROM unnest(p_fp) f(fp) GROUP BY f.fp HAVING count(*) > 1)
      ORDER BY j.fp),
+  -- each segment's alert, looked up once (no lock): the UPDATE below goes
+  -- to it by row version, and step 0 locks only the alerts found here that
+  -- the UPDATE did not apply (a new alert is probed once, not twice; one
+  -- another transaction creates meanwhile fails the INSERT of new alerts,
+  -- which leaves it to the row-by-row path, as when step 0 missed it)
+  k AS MATERIALIZED (
+    SELECT d.*, a.ctid AS tid, a.id AS kid
+      FROM d LEFT JOIN triaged.alert a ON a.fingerprint = d.fp),
   u AS (
     -- 013's 'count' of a segment of the alert's status (same = true): its
-    -- UPDATE, the row read here rather than locked first
+    -- UPDATE, the row read here rather than locked first. A row changed
+    -- since the lookup is re-read under its lock (READ COMMITTED) and no
+    -- longer has the version looked up: not applied here (step 0 and the
+    -- classification take it)
     UPDATE triaged.alert a
-       SET occurrences = a.occurrences + d.n,
-           first_seen = CASE WHEN d.status = 'firing' THEN least(a.first_seen, d."first")
+       SET occurrences = a.occurrences + k.n,
+           first_seen = CASE WHEN k.status = 'firing' THEN least(a.first_seen, k."first")
                              ELSE a.first_seen END,
-           labels = CASE WHEN d."last" >= a.last_seen THEN d.labels ELSE a.labels END,
-           summary = CASE WHEN d."last" >= a.last_seen THEN coalesce(d.summary, a.summary)
+           labels = CASE WHEN k."last" >= a.last_seen THEN k.labels ELSE a.labels END,
+           summary = CASE WHEN k."last" >= a.last_seen THEN coalesce(k.summary, a.summary)
                           ELSE a.summary END,
-           last_seen = greatest(a.last_seen, d."last"),
+           last_seen = greatest(a.last_seen, k."last"),
            updated_at = now()
-      FROM d
-     WHERE a.fingerprint = d.fp
-       AND a.status = d.status
+      FROM k
+     WHERE k.one AND a.ctid = k.tid AND a.id = k.kid
+       AND a.status = k.status
        -- firing: same severity, not older than the firing start (013's
        -- 'older' and its fired_at IS NULL case stay with the classification)
-       AND (d.status = 'resolved' OR (a.severity = d.severity AND d."first" >= a.fired_at))
+       AND (k.status = 'resolved' OR (a.severity = k.severity AND k."first" >= a.fired_at))
        AND NOT a.suppressed
-       AND a.ci_id IS NOT DISTINCT FROM d.ci_id
-    RETURNING d.o)
-  SELECT array_agg(u.o IS NOT NULL ORDER BY j.o),
-         coalesce(array_agg(j.fp ORDER BY j.o) FILTER (WHERE u.o IS NULL), '{}'),
+       AND a.ci_id IS NOT DISTINCT FROM k.ci_id
+    RETURNING k.o)
+  SELECT array_agg(u.o IS NOT NULL ORDER BY k.o),
+         coalesce(array_agg(k.fp ORDER BY k.o) FILTER (WHERE u.o IS NULL AND k.kid IS NOT NULL),
+                  '{}'),
          count(u.o)
     INTO lean, rest, nlean
-    FROM unnest(p_fp) WITH ORDINALITY j(fp, o)
-    LEFT JOIN u ON u.o = j.o;
+    FROM k
+    LEFT JOIN u ON u.o = k.o;
 END $$;
 
 
@@ -322,7 +334,10 @@ BEGIN
   IF v_nlean < v_nsegs THEN
   -- 0. lock every existing alert of the batch, in fingerprint order, once
   --    (002's step 0; = ANY drops the repeated fingerprints)
-  --    (018) but those the lean path counted
+  --    (018) but those the lean path counted: the others it found (none:
+  --    a batch of new alerts has nothing to lock)
+  v_known := '{}';
+  IF cardinality(v_rest) > 0 THEN
   SELECT coalesce(array_agg(ROW(k.id, k.ctid, k.fingerprint, k.status, k.severity,
                                 k.state_changed_at, k.fired_at)::triaged._known), '{}')
     INTO v_known
@@ -332,6 +347,7 @@ BEGIN
            WHERE a.fingerprint = ANY (v_rest)
            ORDER BY a.fingerprint
              FOR NO KEY UPDATE OF a) k;
+  END IF;
 
   -- 1. classify (002's step 1: see there) and 2. count, in one statement:
   --    the counting segments' UPDATE, by row version (locked in step 0; the
