@@ -49,34 +49,43 @@ CREATE FUNCTION triaged._count_lean(
     OUT lean boolean[], OUT rest text[], OUT nlean integer, OUT single boolean)
 LANGUAGE plpgsql
 AS $$
+DECLARE
+  v_kfp  text[];
+  v_ktid tid[];
+  v_kid  bigint[];
 BEGIN
   single := (SELECT count(DISTINCT f.fp) FROM unnest(p_fp) f(fp))
             = coalesce(cardinality(p_fp), 0);
-  WITH d AS (
+  -- the batch's known alerts, looked up once, without a lock (a batch of
+  -- new alerts stops here: nothing to apply, and step 0 nothing to lock)
+  SELECT coalesce(array_agg(a.fingerprint), '{}'), coalesce(array_agg(a.ctid), '{}'),
+         coalesce(array_agg(a.id), '{}')
+    INTO v_kfp, v_ktid, v_kid
+    FROM triaged.alert a
+   WHERE a.fingerprint = ANY (p_fp);
+  IF cardinality(v_kfp) = 0 THEN
+    rest := '{}';
+    nlean := 0;
+    RETURN;
+  END IF;
+  WITH k AS (
     SELECT j.fp, j.ci_id, j.summary, coalesce(j.labels, '{}'::jsonb) AS labels, j.severity,
            j.status, CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END AS n, j."first",
-           j."last", j.o::integer AS o,
+           j."last", j.o::integer AS o, x.tid, x.kid,
            (single OR j.fp NOT IN (SELECT f.fp FROM unnest(p_fp) f(fp)
                                     GROUP BY f.fp HAVING count(*) > 1)) AS one
       FROM unnest(p_fp, p_ci_id, p_summary, p_labels, p_severity, p_status, p_n, p_first,
                   p_last)
              WITH ORDINALITY j(fp, ci_id, summary, labels, severity, status, n, "first",
                                "last", o)
+      JOIN unnest(v_kfp, v_ktid, v_kid) x(fp, tid, kid) ON x.fp = j.fp
      ORDER BY j.fp),
-  -- each segment's alert, looked up once (no lock): the UPDATE below goes
-  -- to it by row version, and step 0 locks only the alerts found here that
-  -- the UPDATE did not apply (a new alert is probed once, not twice; one
-  -- another transaction creates meanwhile fails the INSERT of new alerts,
-  -- which leaves it to the row-by-row path, as when step 0 missed it)
-  k AS MATERIALIZED (
-    SELECT d.*, a.ctid AS tid, a.id AS kid
-      FROM d LEFT JOIN triaged.alert a ON a.fingerprint = d.fp),
   u AS (
     -- 013's 'count' of a segment of the alert's status (same = true): its
-    -- UPDATE, the row read here rather than locked first. A row changed
-    -- since the lookup is re-read under its lock (READ COMMITTED) and no
-    -- longer has the version looked up: not applied here (step 0 and the
-    -- classification take it)
+    -- UPDATE, by the row version looked up rather than locked first. A row
+    -- changed since is re-read under its lock (READ COMMITTED) and no longer
+    -- has that version: not applied here (step 0 and the classification
+    -- take it)
     UPDATE triaged.alert a
        SET occurrences = a.occurrences + k.n,
            first_seen = CASE WHEN k.status = 'firing' THEN least(a.first_seen, k."first")
@@ -95,13 +104,15 @@ BEGIN
        AND NOT a.suppressed
        AND a.ci_id IS NOT DISTINCT FROM k.ci_id
     RETURNING k.o)
-  SELECT array_agg(u.o IS NOT NULL ORDER BY k.o),
-         coalesce(array_agg(k.fp ORDER BY k.o) FILTER (WHERE u.o IS NULL AND k.kid IS NOT NULL),
+  -- (rest: the known alerts' segments not applied, in position order)
+  SELECT array_agg(u.o IS NOT NULL ORDER BY g.o),
+         coalesce(array_agg(k.fp ORDER BY g.o) FILTER (WHERE u.o IS NULL AND k.o IS NOT NULL),
                   '{}'),
          count(u.o)
     INTO lean, rest, nlean
-    FROM k
-    LEFT JOIN u ON u.o = k.o;
+    FROM generate_series(1, cardinality(p_fp)) g(o)
+    LEFT JOIN k ON k.o = g.o
+    LEFT JOIN u ON u.o = g.o;
 END $$;
 
 
