@@ -8,41 +8,53 @@
 -- history, no incident, no published row. Before 018 each one paid its
 -- share of step 0 (the lock of the batch's known alerts), of the
 -- classification (one wide statement over every segment) and of the
--- counting UPDATE by row version: ~28 us a duplicate in a batch of 100,
--- where a plain UPDATE of the same rows costs ~10 us.
+-- counting UPDATE by row version.
 --
--- Now _count_lean applies, before step 0, the segments that are certainly
--- pure counts, by one plain UPDATE whose WHERE restates 013's 'count'
--- conditions against the row (the only segment of its fingerprint in the
--- batch; the alert exists with the segment's status, and, firing, its
--- severity and a firing start not after the segment's first time) and
--- leaves out what the classification must see: alerts in maintenance
--- (suppressed) and segments naming another CI than their alert's. The
--- SET is 013's for a 'count' of the same status (occurrences added, the
--- newest message's labels and summary, first_seen and last_seen widened).
--- What the UPDATE did not apply goes through steps 0-4 as before; a batch
--- of duplicates only runs no step 0 and no classification at all.
+-- 1. Now _count_lean, before step 0, looks the batch's known alerts up
+--    (one = ANY probe, no lock: a batch of new alerts stops there, and
+--    step 0 then has nothing to lock) and applies the segments that are
+--    certainly pure counts by one UPDATE, by the row version looked up,
+--    whose WHERE restates 013's 'count' conditions against the row (the
+--    only segment of its fingerprint in the batch; the alert with the
+--    segment's status and, firing, its severity and a firing start not
+--    after the segment's first time) and leaves out what the
+--    classification must see: alerts in maintenance (suppressed) and
+--    segments naming another CI than their alert's. The SET is 013's for
+--    a 'count' of the same status (occurrences added, the newest message's
+--    labels and summary, first_seen and last_seen widened). What it did
+--    not apply goes through steps 0-4 as before, step 0 locking only the
+--    other known alerts; a batch of duplicates only runs no step 0 and no
+--    classification at all.
+-- 2. find-or-open's lookup keeps a generic plan once the incident table
+--    has statistics (planned at each call before: ~0.3-0.6 ms a batch
+--    that adds alerts), and the end of batch's lock of its incidents keeps
+--    one always (a probe of the primary key; re-planned at each call
+--    before, ~0.1 ms).
 --
--- Locks: the lean UPDATE takes its rows in fingerprint order (its segments
--- sorted, one index probe each), step 0 then the others in fingerprint
--- order: two ascending runs instead of one. A row another transaction
--- holds is waited for by the UPDATE, which then re-checks its WHERE on the
--- committed version (READ COMMITTED): a duplicate whose alert changed
--- meanwhile is left to step 0 and the classification, as before. Lanes of
--- one instance never share alerts (pipeline.c: by partition, else by
--- resource); two instances share a partition's alerts only across a
--- rebalance, and the loser's batch is fenced. Any deadlock is retried by
--- the daemon like before.
+-- Locks: the UPDATE takes its rows in fingerprint order (its segments
+-- sorted, each fetched by row version), step 0 then the other known
+-- alerts in fingerprint order: two ascending runs instead of one. A row
+-- another transaction holds is waited for; a row changed since the lookup
+-- is re-read under its lock (READ COMMITTED), no longer matches the
+-- version looked up and is left to step 0 and the classification. A
+-- fingerprint another transaction creates after the lookup is taken for
+-- new, its INSERT fails and the row-by-row path takes it (002's handling
+-- of that race, which step 0 had too). Lanes of one instance never share
+-- alerts (pipeline.c: by partition, else by resource), two instances'
+-- batches of one partition are serialised by its kafka_offset row's lock
+-- before any alert is touched, and a deadlock is retried by the daemon
+-- like any error.
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
 -- ---------------------------------------------------------------------------
 -- (018) the lean path: the batch's pure counts applied by one UPDATE.
--- Returns which segments it applied (lean[i]: segment i, by position), the
--- fingerprints of the others (rest, in position order), how many it
--- applied (nlean), and whether every fingerprint has one segment (single).
--- Called by _ingest_batch after the segments' checks (it relies on them),
--- under its settings (enable_seqscan off: one index probe a segment).
+-- Returns which segments it applied (lean[i]: segment i, by position; NULL
+-- when none), the fingerprints of the others whose alert it found (rest,
+-- in position order: step 0 locks those), how many it applied (nlean), and
+-- whether every fingerprint has one segment (single). Called by
+-- _ingest_batch after the segments' checks (it relies on them), under its
+-- settings (enable_seqscan off).
 CREATE FUNCTION triaged._count_lean(
     p_fp text[], p_ci_id bigint[], p_summary text[], p_labels jsonb[], p_severity text[],
     p_status text[], p_n bigint[], p_first timestamptz[], p_last timestamptz[],
@@ -175,7 +187,7 @@ DECLARE
   v_single    boolean;
   v_lean      boolean[];   -- (018) segment i was applied by the lean path
   v_nlean     integer;
-  v_rest      text[];      -- (018) the fingerprints of the other segments
+  v_rest      text[];      -- (018) the known alerts of the other segments
 BEGIN
   -- options (002's, then 003's)
   IF p_opts IS NULL OR jsonb_typeof(p_opts) <> 'object' THEN
