@@ -35,8 +35,9 @@
 -- sorted, each fetched by row version), step 0 then the other known
 -- alerts in fingerprint order: two ascending runs instead of one. A row
 -- another transaction holds is waited for; a row changed since the lookup
--- is re-read under its lock (READ COMMITTED), no longer matches the
--- version looked up and is left to step 0 and the classification. A
+-- is re-read under its lock (READ COMMITTED) and the WHERE re-checked on
+-- its newest version: applied if still a pure count, else left to step 0
+-- and the classification (deleted: taken for new, as step 0 would). A
 -- fingerprint another transaction creates after the lookup is taken for
 -- new, its INSERT fails and the row-by-row path takes it (002's handling
 -- of that race, which step 0 had too). Lanes of one instance never share
@@ -95,9 +96,9 @@ BEGIN
   u AS (
     -- 013's 'count' of a segment of the alert's status (same = true): its
     -- UPDATE, by the row version looked up rather than locked first. A row
-    -- changed since is re-read under its lock (READ COMMITTED) and no longer
-    -- has that version: not applied here (step 0 and the classification
-    -- take it)
+    -- changed since is re-read under its lock (READ COMMITTED) and this
+    -- WHERE re-checked on its newest version: not applied here unless still
+    -- a pure count (step 0 and the classification take it)
     UPDATE triaged.alert a
        SET occurrences = a.occurrences + k.n,
            first_seen = CASE WHEN k.status = 'firing' THEN least(a.first_seen, k."first")
