@@ -294,6 +294,77 @@ diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
     || t_fail "small batches: stored state differs (< jsonb statement, > arrays statement):
 $(cat "$T_DIR/diff")"
 
+# ---- sql/018: the lean path. Alerts d1-d6 fire on r7; then one batch mixes
+# segments the lean UPDATE applies (duplicates of firing d1 and c1, of
+# resolved a4) with segments of the same kind of alerts it must leave to
+# the classification: an older duplicate (d2: before its firing start), a
+# severity change (d3), a resolve (d4), a duplicate of an alert in
+# maintenance (d5, suppressed by hand: leaves suppression), two segments of
+# one fingerprint (d6), a stale resolve (c2) and a new alert (e1). Which
+# segments it applies is asked of _count_lean itself (rolled back), then
+# the batch goes in; rows, stats and state as the jsonb statement's and
+# the reference's. A batch of duplicates only follows.
+lean_of() { # BATCH: the fingerprints _count_lean applies in arr (rolled back)
+    psql "$arr" -qAtX -v ON_ERROR_STOP=1 -v b="$1" 2> "$T_DIR/err" <<'SQL' || t_fail "_count_lean: $(cat "$T_DIR/err")"
+BEGIN;
+SET LOCAL enable_seqscan = off;
+SELECT coalesce(string_agg(u.fp, ',' ORDER BY u.fp) FILTER (WHERE u.lean), '-')
+       || ' ' || l.nlean || ' ' || l.single || ' ' || array_to_string(l.rest, ',')
+  FROM (SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg((e->>'ci_id')::bigint ORDER BY o) ci,
+               array_agg(e->>'summary' ORDER BY o) sm, array_agg(e->'labels' ORDER BY o) lab,
+               array_agg(e->>'severity' ORDER BY o) sev, array_agg(e->>'status' ORDER BY o) st,
+               array_agg((e->>'n')::bigint ORDER BY o) n,
+               array_agg((e->>'first')::timestamptz ORDER BY o) t0,
+               array_agg((e->>'last')::timestamptz ORDER BY o) t1
+          FROM jsonb_array_elements(:'b'::jsonb) WITH ORDINALITY t(e, o)) x,
+       triaged._count_lean(x.fp, x.ci, x.sm, x.lab, x.sev, x.st, x.n, x.t0, x.t1) l,
+       unnest(x.fp, l.lean) u(fp, lean)
+ GROUP BY l.nlean, l.single, l.rest;
+ROLLBACK;
+SQL
+}
+ingest 23:59:35 "$(seg d1 r7 major firing 23:59:30)" "$(seg d2 r7 major firing 23:59:30)" \
+    "$(seg d3 r7 major firing 23:59:30)" "$(seg d4 r7 major firing 23:59:30)" \
+    "$(seg d5 r7 major firing 23:59:30)" "$(seg d6 r7 major firing 23:59:30)"
+for pg in "$fast" "$ref" "$arr"; do
+    psql "$pg" -qAtX -c "UPDATE triaged.alert SET suppressed = true WHERE fingerprint = 'd5'" >/dev/null
+done
+lb="[$(IFS=,; echo "$(seg d1 r7 major firing 23:59:40),$(seg d2 r7 major firing 23:59:20),$(seg d3 r7 critical firing 23:59:40),$(seg d4 r7 major resolved 23:59:40),$(seg d5 r7 major firing 23:59:40),$(seg d6 r7 major firing 23:59:40),$(seg d6 r7 major firing 23:59:42),$(seg a4 r2 critical resolved 23:59:40),$(seg c1 r5 minor firing 23:59:40),$(seg c2 r6 major resolved 23:59:00),$(seg e1 r7 minor firing 23:59:40)")]"
+want "lean path: what it applies (fingerprints, count, one segment each, the other known alerts)" \
+    "$(lean_of "$lb")" "a4,c1,d1 3 false d2,d3,d4,d5,d6,d6,c2"
+l0=$(fn _count_lean)
+ingest 23:59:45 "$(seg d1 r7 major firing 23:59:40)" "$(seg d2 r7 major firing 23:59:20)" \
+    "$(seg d3 r7 critical firing 23:59:40)" "$(seg d4 r7 major resolved 23:59:40)" \
+    "$(seg d5 r7 major firing 23:59:40)" "$(seg d6 r7 major firing 23:59:40)" \
+    "$(seg d6 r7 major firing 23:59:42)" "$(seg a4 r2 critical resolved 23:59:40)" \
+    "$(seg c1 r5 minor firing 23:59:40)" "$(seg c2 r6 major resolved 23:59:00)" \
+    "$(seg e1 r7 minor firing 23:59:40)"
+want "lean path: called once a batch (arrays)" "$(fn _count_lean)" "$((l0 + 1))"
+stat() { grep '^stats|' "$T_DIR/out.arr" | sed "s/.*\"$1\": \([0-9]*\).*/\1/"; }
+want "lean path: mixed batch's stats (segments dups stale new_alerts severity_changes resolved)" \
+    "$(stat segments) $(stat dups) $(stat stale) $(stat new_alerts) $(stat severity_changes) $(stat resolved)" \
+    "11 0 1 1 1 1"
+want "lean path: d5 left maintenance" "$(psql "$arr" -qAtX -c "SELECT suppressed FROM triaged.alert WHERE fingerprint = 'd5'")" "f"
+want "lean path: occurrences (d1 d2 d6 a4 c1)" "$(psql "$arr" -qAtX -c "SELECT string_agg(occurrences::text, ' ' ORDER BY array_position('{d1,d2,d6,a4,c1}'::text[], fingerprint)) FROM triaged.alert WHERE fingerprint IN ('d1', 'd2', 'd6', 'a4', 'c1')")" "2 2 3 6 2"
+# duplicates only: no step 0, no classification; the newest summary wins
+db2="[$(seg d1 r7 major firing 23:59:50 | sed 's/"summary":"[^"]*"/"summary":"newest"/'),$(seg c1 r5 minor firing 23:59:41),$(seg a4 r2 critical resolved 23:59:41)]"
+want "lean path: a batch of duplicates only" "$(lean_of "$db2")" "a4,c1,d1 3 true "
+ingest 23:59:55 "$(seg d1 r7 major firing 23:59:50 | sed 's/"summary":"[^"]*"/"summary":"newest"/')" \
+    "$(seg c1 r5 minor firing 23:59:41)" "$(seg a4 r2 critical resolved 23:59:41)"
+want "lean path: duplicates only, stats (segments dups stale new_alerts)" \
+    "$(stat segments) $(stat dups) $(stat stale) $(stat new_alerts)" "3 0 0 0"
+want "lean path: newest summary" "$(psql "$arr" -qAtX -c "SELECT summary || ' ' || occurrences FROM triaged.alert WHERE fingerprint = 'd1'")" "newest 3"
+for pg in "$fast" "$ref" "$arr"; do counts_ok "$pg" "lean path (018)"; done
+dump "$fast" > "$T_DIR/state.fast"
+dump "$ref" > "$T_DIR/state.ref"
+dump "$arr" > "$T_DIR/state.arr"
+diff "$T_DIR/state.ref" "$T_DIR/state.fast" > "$T_DIR/diff" \
+    || t_fail "lean path: stored state differs (< reference, > fast):
+$(cat "$T_DIR/diff")"
+diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
+    || t_fail "lean path: stored state differs (< jsonb statement, > arrays statement):
+$(cat "$T_DIR/diff")"
+
 # ---- 011 on bound CIs: the jsonb statement (fast) against the arrays one (arr)
 cat > "$T_DIR/cmdb.json" <<'JSON'
 {"cis": [{"name": "db-01"}, {"name": "web-01"}, {"name": "web-02"}, {"name": "app-01"}],
@@ -344,6 +415,12 @@ ingest2 11:02:05 "$(bseg h1 "$app" app-01 info firing 11:02:00 '' heartbeat)" \
 # alert fires again: no longer suppressed, it gets its incident (arrays)
 ingest2 12:05:05 "$(bseg m1 "$app" app-01 major firing 12:05:00)" "$(bseg b4 "$db" db-01 critical firing 12:05:00)"
 ingest2 12:40:05 "$(bseg m1 "$app" app-01 major firing 12:40:00)" "$(bseg b1 "$web1" web-01 critical firing 12:40:00)"
+# (018) a duplicate naming another CI than its alert's (b4 on web-01) is
+# left to the classification; b1's, on its own CI, is applied lean
+cb="[$(bseg b4 "$web1" db-01 critical firing 12:41:00),$(bseg b1 "$web1" web-01 critical firing 12:41:00)]"
+want "lean path: a CI change is not lean" "$(lean_of "$cb")" "b1 1 true b4"
+ingest2 12:41:05 "$(bseg b4 "$web1" db-01 critical firing 12:41:00)" \
+    "$(bseg b1 "$web1" web-01 critical firing 12:41:00)"
 for pg in "$fast" "$arr"; do counts_ok "$pg" "bound CIs (merges)"; done
 dump "$fast" > "$T_DIR/state.fast"
 dump "$arr" > "$T_DIR/state.arr"
@@ -358,7 +435,7 @@ want "bound: m1 suppressed, then not" "$(q2 "SELECT string_agg(coalesce(h.detail
 want "bound: m1 has its incident" "$(q2 "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'm1'")" "1"
 # 011's paths: every batch through _ingest_batch but the two with a
 # heartbeat or a CI in maintenance, handed to the jsonb statement
-want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=19 ingest_all_arrays=2"
+want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=23 ingest_all_arrays=2"
 # malformed batches: the same error (22023, same message) from both
 # statements, nothing applied
 for bad in "$(bseg x1 null r major firing 12:50:00 ',"n":0')" \
