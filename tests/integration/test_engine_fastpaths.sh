@@ -200,16 +200,24 @@ counts_ok() { # DB WHAT
     bad=$(psql "$1" -qAtX -c "SELECT string_agg(number || ' kept ' || alert_count || '/' || firing_count || ' counted ' || links || '/' || firing_links, '; ') FROM triaged.incident_counts_verify()")
     [ -z "$bad" ] || t_fail "$2: kept counts differ from a recount: $bad"
 }
-for pg in "$fast" "$ref" "$arr"; do counts_ok "$pg" "scenario 1"; done
-dump "$fast" > "$T_DIR/state.fast"
-dump "$ref" > "$T_DIR/state.ref"
-dump "$arr" > "$T_DIR/state.arr"
-diff "$T_DIR/state.ref" "$T_DIR/state.fast" > "$T_DIR/diff" \
-    || t_fail "stored state differs (< reference, > fast):
+
+# same_state WHAT: the kept counts right in the three databases, and their
+# stored state identical (reference = jsonb statement = arrays statement)
+same_state() {
+    local pg
+    for pg in "$fast" "$ref" "$arr"; do counts_ok "$pg" "$1"; done
+    dump "$fast" > "$T_DIR/state.fast"
+    dump "$ref" > "$T_DIR/state.ref"
+    dump "$arr" > "$T_DIR/state.arr"
+    diff "$T_DIR/state.ref" "$T_DIR/state.fast" > "$T_DIR/diff" \
+        || t_fail "$1: stored state differs (< reference, > fast):
 $(cat "$T_DIR/diff")"
-diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
-    || t_fail "stored state differs (< jsonb statement, > arrays statement):
+    diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
+        || t_fail "$1: stored state differs (< jsonb statement, > arrays statement):
 $(cat "$T_DIR/diff")"
+}
+
+same_state "scenario 1"
 t_log "$(wc -l < "$T_DIR/all.out") published rows and $(wc -l < "$T_DIR/state.fast") stored rows identical"
 
 # the scenario did exercise what it is meant to
@@ -246,16 +254,7 @@ ingest 23:58:05 "$(seg a4 r2 critical firing 23:54:00)" "$(seg a9 r5 major firin
 for pg in "$fast" "$ref" "$arr"; do counts_ok "$pg" "closed incidents, older firings"; done
 want "a4's closed incident counts it, firing" "$(psql "$arr" -qAtX -c "SELECT alert_count || '/' || firing_count FROM triaged.incident WHERE resource = 'r2' AND status = 'closed'")" "2/1"
 ingest 23:59:05 "$(seg a4 r2 critical resolved 23:59:00)"
-for pg in "$fast" "$ref" "$arr"; do counts_ok "$pg" "closed incidents, older firings"; done
-dump "$fast" > "$T_DIR/state.fast"
-dump "$ref" > "$T_DIR/state.ref"
-dump "$arr" > "$T_DIR/state.arr"
-diff "$T_DIR/state.ref" "$T_DIR/state.fast" > "$T_DIR/diff" \
-    || t_fail "closed incidents, older firings: stored state differs (< reference, > fast):
-$(cat "$T_DIR/diff")"
-diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
-    || t_fail "closed incidents, older firings: stored state differs (< jsonb statement, > arrays statement):
-$(cat "$T_DIR/diff")"
+same_state "closed incidents, older firings"
 want "a4's closed incident counts it, resolved" "$(psql "$arr" -qAtX -c "SELECT alert_count || '/' || firing_count FROM triaged.incident WHERE resource = 'r2' AND status = 'closed'")" "2/0"
 want "a4 in two incidents" "$(q "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'a4'")" "2"
 want "a4's new incident opened at its older firing" "$(psql "$arr" -qAtX -c "SELECT opened_at FROM triaged.incident WHERE resource = 'r2' AND status = 'new'")" "2024-03-01 23:54:00+00"
@@ -283,16 +282,7 @@ ingest 23:59:25 "$(seg c1 r5 minor firing 23:59:20)" "$(seg c2 r6 major firing 2
 want "unbound groups: find-or-open without _open_incidents (arrays)" \
     "$(fn _open_incidents) $(fn _find_or_open)" "$o0 $((g0 + 1))"
 want "c1 joined r5's incident, c2 and c3 opened r6's" "$(psql "$arr" -qAtX -c "SELECT string_agg(a.fingerprint || ':' || i.resource || ':' || i.alert_count || '/' || i.firing_count, ',' ORDER BY a.fingerprint) FROM triaged.alert a JOIN triaged.incident_alert ia ON ia.alert_id = a.id JOIN triaged.incident i ON i.id = ia.incident_id WHERE a.fingerprint LIKE 'c%'")" "c1:r5:2/2,c2:r6:2/2,c3:r6:2/2"
-for pg in "$fast" "$ref" "$arr"; do counts_ok "$pg" "small batches (016)"; done
-dump "$fast" > "$T_DIR/state.fast"
-dump "$ref" > "$T_DIR/state.ref"
-dump "$arr" > "$T_DIR/state.arr"
-diff "$T_DIR/state.ref" "$T_DIR/state.fast" > "$T_DIR/diff" \
-    || t_fail "small batches: stored state differs (< reference, > fast):
-$(cat "$T_DIR/diff")"
-diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
-    || t_fail "small batches: stored state differs (< jsonb statement, > arrays statement):
-$(cat "$T_DIR/diff")"
+same_state "small batches (016)"
 
 # ---- sql/018: the lean path. Alerts d1-d6 fire on r7; then one batch mixes
 # segments the lean UPDATE applies (duplicates of firing d1 and c1, of
@@ -354,16 +344,7 @@ ingest 23:59:55 "$(seg d1 r7 major firing 23:59:50 | sed 's/"summary":"[^"]*"/"s
 want "lean path: duplicates only, stats (segments dups stale new_alerts)" \
     "$(stat segments) $(stat dups) $(stat stale) $(stat new_alerts)" "3 0 0 0"
 want "lean path: newest summary" "$(psql "$arr" -qAtX -c "SELECT summary || ' ' || occurrences FROM triaged.alert WHERE fingerprint = 'd1'")" "newest 3"
-for pg in "$fast" "$ref" "$arr"; do counts_ok "$pg" "lean path (018)"; done
-dump "$fast" > "$T_DIR/state.fast"
-dump "$ref" > "$T_DIR/state.ref"
-dump "$arr" > "$T_DIR/state.arr"
-diff "$T_DIR/state.ref" "$T_DIR/state.fast" > "$T_DIR/diff" \
-    || t_fail "lean path: stored state differs (< reference, > fast):
-$(cat "$T_DIR/diff")"
-diff "$T_DIR/state.fast" "$T_DIR/state.arr" > "$T_DIR/diff" \
-    || t_fail "lean path: stored state differs (< jsonb statement, > arrays statement):
-$(cat "$T_DIR/diff")"
+same_state "lean path (018)"
 
 # ---- 011 on bound CIs: the jsonb statement (fast) against the arrays one (arr)
 cat > "$T_DIR/cmdb.json" <<'JSON'
