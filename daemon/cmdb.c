@@ -684,10 +684,9 @@ static void
 go_down(td_cmdb *c, const char *why)
 {
     uint32_t suppressed;
-    char q[512];
     if (td_ratelimit_allow(&c->rl, 5, &suppressed))
         td_warn("cmdb: connection down; the current graph keeps serving",
-                "error=\"%s\" retry_ms=%lld suppressed=%u", td_log_value(why, q, sizeof(q)),
+                "error=\"%s\" retry_ms=%lld suppressed=%u", TD_LOG_VALUE(why),
                 (long long)c->backoff_ms, suppressed);
     if (c->state == C_LOADING)
         td_metric_add(c->m_load_errors, 1);

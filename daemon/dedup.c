@@ -112,9 +112,8 @@ static void
 warn_down(td_dedup *d, const char *msg, const char *err)
 {
     uint32_t suppressed;
-    char q[256];
     if (td_ratelimit_allow(&d->rl, 5, &suppressed))
-        td_warn(msg, "error=\"%s\" retry_ms=%lld suppressed=%u", td_log_value(err, q, sizeof(q)),
+        td_warn(msg, "error=\"%s\" retry_ms=%lld suppressed=%u", TD_LOG_VALUE(err),
                 (long long)d->backoff_ms, suppressed);
 }
 
@@ -129,10 +128,8 @@ on_script_loaded(redisAsyncContext *ac, void *r, void *priv)
         d->sha[40] = '\0';
         d->script_loaded = true;
     } else if (reply) {
-        char q[256];
         td_error("redis: SCRIPT LOAD failed", "error=\"%s\"",
-                 td_log_value(reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply",
-                              q, sizeof(q)));
+                 TD_LOG_VALUE(reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply"));
     }
 }
 
@@ -142,10 +139,8 @@ on_setup_reply(redisAsyncContext *ac, void *r, void *priv)
     redisReply *reply = r;
     (void)ac;
     (void)priv;
-    char q[256];
     if (reply && reply->type == REDIS_REPLY_ERROR)
-        td_error("redis: setup command failed", "error=\"%s\"",
-                 td_log_value(reply->str, q, sizeof(q)));
+        td_error("redis: setup command failed", "error=\"%s\"", TD_LOG_VALUE(reply->str));
 }
 
 static void
@@ -158,11 +153,9 @@ on_info(redisAsyncContext *ac, void *r, void *priv)
         d->cluster = strstr(reply->str, "cluster_enabled:1") != NULL;
     } else if (reply) {
         /* (an INFO we may not run: one key a call is right for both) */
-        char q[256];
         d->cluster = true;
         td_warn("redis: INFO cluster failed, one fingerprint a script call", "error=\"%s\"",
-                td_log_value(reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply",
-                             q, sizeof(q)));
+                TD_LOG_VALUE(reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply"));
     }
 }
 

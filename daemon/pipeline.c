@@ -318,10 +318,9 @@ count_invalid(td_pipeline *p, const char *plugin, const char *reason,
     td_metric_add(td_counter("messages_invalid",
                              "Messages rejected, by reason (never silently dropped)",
                              labels), 1);
-    char q[512];
     if (td_ratelimit_allow(&p->rl_invalid, 10, &suppressed))
         td_warn("invalid message", "plugin=%s reason=%s detail=\"%s\" suppressed=%u",
-                plugin, reason, td_log_value(detail, q, sizeof(q)), suppressed);
+                plugin, reason, TD_LOG_VALUE(detail), suppressed);
 }
 
 static size_t
@@ -950,14 +949,13 @@ retry_later(lane *l, const char *why)
     td_pipeline *p = l->p;
     batch *b = l->active;
     uint32_t suppressed;
-    char q[512];
     int64_t ms = 100LL << (b->attempts < 6 ? b->attempts : 6);
     b->attempts++;
     td_metric_add(p->m_retries, 1);
     if (td_ratelimit_allow(&p->rl_store, 5, &suppressed))
         td_warn("batch not applied; retrying (inputs pause when the queue fills)",
                 "error=\"%s\" lane=%d attempt=%d retry_ms=%lld queued=%zu suppressed=%u",
-                td_log_value(why, q, sizeof(q)), l->idx, b->attempts, (long long)ms,
+                TD_LOG_VALUE(why), l->idx, b->attempts, (long long)ms,
                 p->queued, suppressed);
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     event_add(l->ev_retry, &tv);
@@ -1160,9 +1158,8 @@ on_positions(void *arg, const PGresult *res, const char *err)
     if (p->shutting_down)
         goto out; /* the plugin that asked is gone */
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        char e[512];
         td_warn("positions fetch failed", "topic=%s error=\"%s\"", q->topic,
-                td_log_value(res ? PQresultErrorMessage(res) : err, e, sizeof(e)));
+                TD_LOG_VALUE(res ? PQresultErrorMessage(res) : err));
         q->fn(q->arg, -1, q->parts, offs, 0);
         goto out;
     }

@@ -113,12 +113,12 @@ go_down(td_store *s, const char *why_in)
 {
     /* why_in is often PQerrorMessage(s->conn), freed with the connection
      * below: keep a copy for the callback */
-    char why[256], q[512];
+    char why[256];
     snprintf(why, sizeof(why), "%s", why_in ? why_in : "");
     uint32_t suppressed;
     if (td_ratelimit_allow(&s->rl, 5, &suppressed))
         td_warn("postgres: connection down", "store=%s error=\"%s\" retry_ms=%lld suppressed=%u",
-                s->name, td_log_value(why, q, sizeof(q)), (long long)s->backoff_ms, suppressed);
+                s->name, TD_LOG_VALUE(why), (long long)s->backoff_ms, suppressed);
     if (s->ev_sock) {
         event_free(s->ev_sock);
         s->ev_sock = NULL;
@@ -271,13 +271,13 @@ on_socket(evutil_socket_t fd, short what, void *arg)
     s->last = NULL;
     if (s->state == S_PREPARING) {
         if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
-            char why[512], q[512];
+            char why[512];
             snprintf(why, sizeof(why), "preparing %s: %s",
                      s->stmts[s->preparing].name,
                      r ? PQresultErrorMessage(r) : PQerrorMessage(s->conn));
             PQclear(r);
             td_error("postgres: cannot prepare statement (schema not migrated?)",
-                     "store=%s error=\"%s\"", s->name, td_log_value(why, q, sizeof(q)));
+                     "store=%s error=\"%s\"", s->name, TD_LOG_VALUE(why));
             go_down(s, why);
             return;
         }

@@ -66,9 +66,8 @@ td_engine_opts(const td_config *cfg, const char *actor, bool tick)
 static bool
 result_ok(td_ticks *t, const char *what, const PGresult *res, const char *err)
 {
-    char q[512];
     if (!res) {
-        td_debug("tick skipped", "what=%s error=\"%s\"", what, td_log_value(err, q, sizeof(q)));
+        td_debug("tick skipped", "what=%s error=\"%s\"", what, TD_LOG_VALUE(err));
         return false;
     }
     if (PQresultStatus(res) == PGRES_TUPLES_OK)
@@ -77,7 +76,7 @@ result_ok(td_ticks *t, const char *what, const PGresult *res, const char *err)
     const char *e = PQresultErrorMessage(res);
     if (td_ratelimit_allow(&t->rl, 5, &suppressed))
         td_warn("tick failed", "what=%s error=\"%s\" suppressed=%u", what,
-                td_log_value(e, q, sizeof(q)), suppressed);
+                TD_LOG_VALUE(e), suppressed);
     return false;
 }
 

@@ -38,7 +38,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define IK_BUDGET 1000
 #define IK_KEEPALIVE_MAX_MS 10000
@@ -536,17 +535,8 @@ _resume(void *state)
     tdk_wakeup_kick(&k->wake);
 }
 
-
 /* How long stopping waits for the consumer to leave its group. */
 #define CLOSE_TIMEOUT_MS 5000
-
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Leave the group (its revoke runs ik_rebalance_cb), serving the close on
  * a queue of our own for at most CLOSE_TIMEOUT_MS: rd_kafka_consumer_close()
@@ -567,8 +557,8 @@ close_consumer(ik *k)
                      rd_kafka_err2name(rd_kafka_error_code(e)));
         rd_kafka_error_destroy(e);
     } else {
-        int64_t end = mono_ms() + CLOSE_TIMEOUT_MS;
-        while (!(closed = rd_kafka_consumer_closed(k->rk)) && mono_ms() < end)
+        int64_t end = tdk_mono_ms() + CLOSE_TIMEOUT_MS;
+        while (!(closed = rd_kafka_consumer_closed(k->rk)) && tdk_mono_ms() < end)
             rd_kafka_queue_poll_callback(q, 100);
         if (!closed)
             k->host->log(k->host, TD_LOG_WARN,
