@@ -1,9 +1,10 @@
 /* config.h — triaged's configuration: one INI file, one table of options.
  *
- * The option table (config.c) is the single source of truth: it parses and
- * validates the file, applies TRIAGED_<SECTION>_<KEY> environment overrides,
- * prints --help-config, and writes the annotated example that ships as
- * config/triaged.conf, so docs and code cannot drift.
+ * The option table (config_table.c) is the single source of truth: it
+ * parses and validates the file (config.c), applies TRIAGED_<SECTION>_<KEY>
+ * environment overrides, prints --help-config, and writes the annotated
+ * example that ships as config/triaged.conf (config_doc.c), so docs and
+ * code cannot drift.
  *
  * Ownership: td_config_load() returns a td_config the caller frees with
  * td_config_free(); every string inside it is owned by the td_config.

@@ -282,7 +282,7 @@ cfg(const td_host *h, const char *key)
     return v && *v ? v : NULL;
 }
 
-/* The table in daemon/config.c validated these already; read them simply. */
+/* The table in daemon/config_table.c validated these already; read them simply. */
 static int64_t
 parse_size(const char *s)
 {
