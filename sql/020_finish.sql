@@ -40,6 +40,13 @@ CREATE FUNCTION triaged._finish_fresh(p_changes triaged._change[], p_now timesta
 RETURNS triaged.ingest_row[]
 LANGUAGE plpgsql
 SET jit = off
+-- its one statement planned once per session: it reads only its arrays and
+-- the incidents by key, and a custom plan of it cost ~3 ms to make (what a
+-- small batch paid at every call: PostgreSQL's default mode kept custom
+-- plans while the arrays were small); index probes, never a seq scan
+-- cached while the tables were small
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
   v_rows triaged.ingest_row[];
@@ -57,8 +64,6 @@ BEGIN
            array_agg(DISTINCT c.fingerprint) FILTER (WHERE c.what = 'attached') AS attached,
            min(c."at") FILTER (WHERE c.what = 'attached') AS attached_at,
            min(triaged.severity_rank(c.severity)) FILTER (WHERE c.what = 'attached') AS best_rank,
-           (array_agg(c."at" ORDER BY triaged.severity_rank(c.severity), c."at")
-             FILTER (WHERE c.what = 'attached'))[1] AS best_at,
            coalesce(bool_or(c.what = 'attached'), false) AS fire_activity,
            max(c."at") FILTER (WHERE c.what = 'attached') AS fire_at,
            sum(c.da) AS da, sum(c.df) AS df
@@ -73,7 +78,7 @@ BEGIN
            CASE WHEN NOT x.is_open THEN x.old_resolve_at
                 WHEN x.firing_count > 0 THEN NULL
                 ELSE coalesce(x.old_resolve_at, p_now) END AS new_resolve_at
-      FROM (SELECT i.id, i.ctid AS tid, i.priority, i.urgency, i.severity, i.title, i.ci_id,
+      FROM (SELECT i.id, i.tid, i.priority, i.urgency, i.severity, i.title, i.ci_id,
                    i.resource, i.opened_at, i.last_event_hash AS init,
                    i.resolve_pending_since AS old_pending, i.resolve_at AS old_resolve_at,
                    agg.*,
@@ -96,7 +101,10 @@ BEGIN
                         THEN least(i.urgency, triaged.severity_urgency(
                                                 triaged.severity_of_rank(agg.best_rank)))
                         ELSE i.urgency END AS new_urgency
-              FROM agg JOIN triaged.incident i ON i.id = agg.inc_id) x),
+              FROM agg
+             CROSS JOIN LATERAL (SELECT i.*, i.ctid AS tid FROM triaged.incident i
+                                  WHERE i.id = agg.inc_id
+                                 OFFSET 0) i) x),
   -- each incident's events as columns: 1 opened / alerts_attached, 2
   -- priority_changed (or none), 3 resolve_cancelled / resolve_pending (or
   -- none), and their hashed content
@@ -117,27 +125,38 @@ BEGIN
                                            'resource', calc.resource,
                                            'fingerprints', coalesce(to_jsonb(calc.attached), '[]'))
                    ELSE jsonb_build_object('fingerprints', to_jsonb(calc.attached)) END AS d1,
-              CASE WHEN calc.new_priority <> calc.priority
-                        OR calc.new_severity IS DISTINCT FROM calc.severity
-                        OR calc.new_urgency <> calc.urgency
-                   THEN 'priority_changed' END AS k2,
-              coalesce(calc.best_at, p_now) AS at2,
-              jsonb_build_object('from', calc.priority, 'to', calc.new_priority,
-                                 'severity_from', calc.severity,
-                                 'severity_to', calc.new_severity) AS d2,
-              CASE WHEN calc.old_pending IS NOT NULL AND calc.new_pending IS NULL
-                   THEN 'resolve_cancelled'
-                   WHEN calc.new_pending IS NOT NULL
-                        AND calc.new_pending IS DISTINCT FROM calc.old_pending
-                   THEN 'resolve_pending' END AS k3,
-              CASE WHEN calc.new_pending IS NULL
-                   THEN coalesce(calc.fire_at, calc.best_at, p_now)
-                   ELSE calc.new_resolve_at END AS at3,
-              CASE WHEN calc.new_pending IS NULL
+              p.k2,
+              -- (the time of the most severe attached alert, the earliest
+              -- of them: looked up only for an incident whose priority moved)
+              CASE WHEN p.k2 IS NOT NULL
+                   THEN coalesce((SELECT ch."at" FROM unnest(p_changes) ch
+                                   WHERE ch.incident_id = calc.id AND ch.what = 'attached'
+                                   ORDER BY triaged.severity_rank(ch.severity), ch."at"
+                                   LIMIT 1), p_now) END AS at2,
+              CASE WHEN p.k2 IS NOT NULL
+                   THEN jsonb_build_object('from', calc.priority, 'to', calc.new_priority,
+                                           'severity_from', calc.severity,
+                                           'severity_to', calc.new_severity) END AS d2,
+              p.k3,
+              -- (018's coalesce(fire_at, best_at, now): both NULL or neither)
+              CASE WHEN p.k3 = 'resolve_cancelled' THEN coalesce(calc.fire_at, p_now)
+                   WHEN p.k3 = 'resolve_pending' THEN calc.new_resolve_at END AS at3,
+              CASE WHEN p.k3 = 'resolve_cancelled'
                    THEN jsonb_build_object('pending_since', calc.old_pending,
                                            'resolve_at', calc.old_resolve_at)
-                   ELSE jsonb_build_object('resolve_at', calc.new_resolve_at,
+                   WHEN p.k3 = 'resolve_pending'
+                   THEN jsonb_build_object('resolve_at', calc.new_resolve_at,
                                            'pending_since', calc.new_pending) END AS d3
+         FROM (SELECT CASE WHEN calc.new_priority <> calc.priority
+                                OR calc.new_severity IS DISTINCT FROM calc.severity
+                                OR calc.new_urgency <> calc.urgency
+                           THEN 'priority_changed' END AS k2,
+                      CASE WHEN calc.old_pending IS NOT NULL AND calc.new_pending IS NULL
+                           THEN 'resolve_cancelled'
+                           WHEN calc.new_pending IS NOT NULL
+                                AND calc.new_pending IS DISTINCT FROM calc.old_pending
+                           THEN 'resolve_pending' END AS k3
+               OFFSET 0) p
        OFFSET 0) v
      WHERE true OFFSET 0),
   -- the chain, unrolled: h1 onto the incident's last hash, h2 onto h1, h3
