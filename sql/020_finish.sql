@@ -214,7 +214,13 @@ LANGUAGE plpgsql
 -- big statement's estimate passes jit_above_cost, and compiling it cost
 -- ~0.3 s, more than running it)
 SET jit = off
-SET plan_cache_mode = auto   -- (018) switched around the lock, undone on return
+-- (020) every statement with a generic plan made with enable_seqscan off
+-- (018 did so for the lock only): they read the batch's arrays and rows by
+-- key, and a custom plan of the big statement below cost ~3.5 ms to make,
+-- which a batch touching a few incidents paid at every call (PostgreSQL's
+-- default mode kept custom plans while the arrays were small)
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
   v_ids    bigint[];
@@ -224,8 +230,6 @@ DECLARE
   v_matrix smallint[];
   v_alone  boolean;   -- (016) a delta of an incident without a change
   v_res    boolean;   -- (016) an alert resolved (a change, or a delta)
-  v_mode   text;      -- (018) see the lock
-  v_seq    text;
   v_fresh  boolean;   -- (020) only 'opened' and 'attached' changes
 BEGIN
   IF cardinality(p_changes) = 0 AND cardinality(p_delta) = 0 AND cardinality(p_recount) = 0 THEN
@@ -248,17 +252,9 @@ BEGIN
                  NULL
             FROM unnest(p_delta) d
           UNION ALL SELECT r.id, false, false, false FROM unnest(p_recount) r(id)) x;
-  -- (018) with a generic plan, not planned at each call as the default
-  -- mode did (the custom plans of a few ids always looked cheaper), made
-  -- with enable_seqscan off whoever calls (the engine, where it is off;
-  -- tick): a probe of the primary key whatever the table's size, never a
-  -- seq scan cached while the table was small
-  v_seq := current_setting('enable_seqscan');
-  v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
-  PERFORM set_config('enable_seqscan', 'off', true);
+  -- (018) with a generic plan made with enable_seqscan off (020: as every
+  -- statement here): a probe of the primary key whatever the table's size
   PERFORM 1 FROM triaged.incident i WHERE i.id = ANY (v_ids) ORDER BY i.id FOR UPDATE OF i;
-  PERFORM set_config('enable_seqscan', v_seq, true);
-  v_mode := set_config('plan_cache_mode', 'auto', true);
   -- (020) a batch of new alerts: its lean statement (see _finish_fresh)
   IF v_fresh AND NOT v_res AND NOT v_alone AND cardinality(p_recount) = 0 THEN
     RETURN QUERY SELECT * FROM unnest(triaged._finish_fresh(p_changes, p_now, p_actor, p_delta,
@@ -486,3 +482,61 @@ BEGIN
   RETURN QUERY SELECT * FROM unnest(v_rows);
 END $$;
 
+
+
+-- ---------------------------------------------------------------------------
+-- (020) 013's _count_deltas (see there), its statement kept with a generic
+-- plan: as a SQL function with SET clauses it was neither inlined nor
+-- cached, and was planned again at every call (~0.8 ms a batch of
+-- resolves or re-fires). The plan is made with enable_seqscan off: index
+-- probes by key (alert by id and fingerprint, links by alert), whatever the
+-- tables' size when it was made.
+CREATE OR REPLACE FUNCTION triaged._count_deltas(p_changes triaged._change[],
+                                                 p_loopsegs triaged._segment[],
+                                                 p_ids bigint[], p_s0 text[])
+RETURNS TABLE (deltas triaged._count_delta[], recount bigint[])
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+BEGIN
+  RETURN QUERY
+    WITH la AS (   -- the loop's alerts now: those step 0 locked (p_ids, with
+                   -- their status then), by id; the others by fingerprint
+      SELECT a.id, a.fingerprint, a.status AS s1, k.s0
+        FROM (SELECT DISTINCT k.id, k.s0 FROM unnest(p_ids, p_s0) k(id, s0)) k
+       CROSS JOIN LATERAL (SELECT a.id, a.fingerprint, a.status FROM triaged.alert a
+                            WHERE a.id = k.id OFFSET 0) a
+      UNION ALL
+      SELECT a.id, a.fingerprint, a.status, NULL
+        FROM (SELECT DISTINCT s.fp FROM unnest(p_loopsegs) s WHERE s.hint IS NULL) f
+       CROSS JOIN LATERAL (SELECT a.id, a.fingerprint, a.status FROM triaged.alert a
+                            WHERE a.fingerprint = f.fp OFFSET 0) a),
+    l AS (         -- every link of theirs now
+      SELECT ia.incident_id, la.fingerprint AS fp, la.s0, la.s1
+        FROM la
+       CROSS JOIN LATERAL (SELECT ia.incident_id FROM triaged.incident_alert ia
+                            WHERE ia.alert_id = la.id OFFSET 0) ia),
+    p AS (         -- per link: made by this batch? of an alert of the loop?
+      SELECT u.incident_id, u.fp, bool_or(u.made) AS made, bool_or(NOT u.made) AS looped,
+             min(u.s0) AS s0, min(u.s1) AS s1
+        FROM (SELECT l.incident_id, l.fp, l.s0, l.s1, false AS made FROM l
+              UNION ALL
+              SELECT c.incident_id, c.fingerprint, NULL, NULL, true
+                FROM unnest(p_changes) c WHERE c.what = 'attached') u
+       GROUP BY u.incident_id, u.fp),
+    q AS (
+      SELECT p.incident_id,
+             sum(CASE WHEN p.made THEN 1 ELSE 0 END)::integer AS da,
+             sum(CASE WHEN NOT p.looped THEN 1
+                      WHEN p.made THEN (p.s1 = 'firing')::integer
+                      ELSE (p.s1 = 'firing')::integer - (p.s0 = 'firing')::integer END)::integer
+               AS df,
+             bool_or(p.looped AND NOT p.made AND p.s0 IS NULL) AS unknown
+        FROM p GROUP BY p.incident_id)
+    SELECT coalesce(array_agg(ROW(q.incident_id, q.da, q.df)::triaged._count_delta
+                              ORDER BY q.incident_id)
+                      FILTER (WHERE NOT q.unknown AND (q.da <> 0 OR q.df <> 0)), '{}'),
+           coalesce(array_agg(q.incident_id ORDER BY q.incident_id) FILTER (WHERE q.unknown), '{}')
+      FROM q;
+END $$;
