@@ -24,184 +24,6 @@
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
--- ---------------------------------------------------------------------------
--- (020) end of a batch whose changes are all 'opened' and 'attached', with
--- no recount, no resolve and no delta of an incident without a change
--- (_finish_counted decides it, locks the incidents, and passes the
--- priority matrix). Per incident, as 018's statement computes it: the
--- events are 'opened' (with its fingerprints) or 'alerts_attached', then
--- 'priority_changed' when the priority, severity or urgency moves, then
--- 'resolve_cancelled' or 'resolve_pending' when the pending resolve
--- changes; 018's other five kinds need a change this batch did not make.
--- Event i is hashed onto event i - 1 in the same row (at most three).
-CREATE FUNCTION triaged._finish_fresh(p_changes triaged._change[], p_now timestamptz,
-                                      p_actor text, p_delta triaged._count_delta[],
-                                      p_matrix smallint[])
-RETURNS triaged.ingest_row[]
-LANGUAGE plpgsql
-SET jit = off
--- its one statement planned once per session: it reads only its arrays and
--- the incidents by key, and a custom plan of it cost ~3 ms to make (what a
--- small batch paid at every call: PostgreSQL's default mode kept custom
--- plans while the arrays were small); index probes, never a seq scan
--- cached while the tables were small
-SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off
-AS $$
-DECLARE
-  v_rows triaged.ingest_row[];
-BEGIN
-  WITH
-  c AS (SELECT ch.incident_id, ch.what, ch.fingerprint, ch."at", ch.severity,
-               0 AS da, 0 AS df
-          FROM unnest(p_changes) ch
-        UNION ALL
-        SELECT d.incident_id, 'count', NULL, NULL, NULL, d.alerts, d.firing
-          FROM unnest(p_delta) d),
-  agg AS (
-    SELECT c.incident_id AS inc_id,
-           bool_or(c.what = 'opened') AS was_opened,
-           array_agg(DISTINCT c.fingerprint) FILTER (WHERE c.what = 'attached') AS attached,
-           min(c."at") FILTER (WHERE c.what = 'attached') AS attached_at,
-           min(triaged.severity_rank(c.severity)) FILTER (WHERE c.what = 'attached') AS best_rank,
-           coalesce(bool_or(c.what = 'attached'), false) AS fire_activity,
-           max(c."at") FILTER (WHERE c.what = 'attached') AS fire_at,
-           sum(c.da) AS da, sum(c.df) AS df
-      FROM c GROUP BY c.incident_id
-    HAVING bool_or(c.what <> 'count')),
-  calc AS (
-    SELECT x.*,
-           CASE WHEN NOT x.is_open THEN x.old_pending
-                WHEN x.firing_count > 0 THEN NULL
-                WHEN x.old_pending IS NOT NULL AND NOT x.fire_activity THEN x.old_pending
-                ELSE p_now END AS new_pending,
-           CASE WHEN NOT x.is_open THEN x.old_resolve_at
-                WHEN x.firing_count > 0 THEN NULL
-                ELSE coalesce(x.old_resolve_at, p_now) END AS new_resolve_at
-      FROM (SELECT i.id, i.tid, i.priority, i.urgency, i.severity, i.title, i.ci_id,
-                   i.resource, i.opened_at, i.last_event_hash AS init,
-                   i.resolve_pending_since AS old_pending, i.resolve_at AS old_resolve_at,
-                   agg.*,
-                   i.alert_count + agg.da AS alert_count, i.firing_count + agg.df AS firing_count,
-                   (i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) AS is_open,
-                   CASE WHEN agg.best_rank IS NOT NULL
-                             AND agg.best_rank < coalesce(triaged.severity_rank(i.severity), 99)
-                        THEN triaged.severity_of_rank(agg.best_rank) ELSE i.severity END
-                     AS new_severity,
-                   -- (003's _new_priority with the matrix read once, as 018's)
-                   CASE WHEN i.ci_id IS NOT NULL
-                        THEN p_matrix[(i.impact - 1) * 3
-                                      + CASE WHEN agg.best_rank IS NOT NULL
-                                             THEN least(i.urgency, triaged.severity_urgency(
-                                                    triaged.severity_of_rank(agg.best_rank)))
-                                             ELSE i.urgency END]
-                        WHEN agg.best_rank IS NOT NULL THEN least(i.priority, agg.best_rank)
-                        ELSE i.priority END AS new_priority,
-                   CASE WHEN agg.best_rank IS NOT NULL
-                        THEN least(i.urgency, triaged.severity_urgency(
-                                                triaged.severity_of_rank(agg.best_rank)))
-                        ELSE i.urgency END AS new_urgency
-              FROM agg
-             CROSS JOIN LATERAL (SELECT i.*, i.ctid AS tid FROM triaged.incident i
-                                  WHERE i.id = agg.inc_id
-                                 OFFSET 0) i) x),
-  -- each incident's events as columns: 1 opened / alerts_attached, 2
-  -- priority_changed (or none), 3 resolve_cancelled / resolve_pending (or
-  -- none), and their hashed content
-  e AS (
-    SELECT calc.*, v.*,
-           triaged.event_content(calc.id, v.at1, p_actor, v.k1, v.d1) AS c1,
-           CASE WHEN v.k2 IS NOT NULL
-                THEN triaged.event_content(calc.id, v.at2, p_actor, v.k2, v.d2) END AS c2,
-           CASE WHEN v.k3 IS NOT NULL
-                THEN triaged.event_content(calc.id, v.at3, p_actor, v.k3, v.d3) END AS c3
-      FROM calc
-     CROSS JOIN LATERAL (
-       SELECT CASE WHEN calc.was_opened THEN 'opened' ELSE 'alerts_attached' END AS k1,
-              CASE WHEN calc.was_opened THEN calc.opened_at ELSE calc.attached_at END AS at1,
-              CASE WHEN calc.was_opened
-                   THEN jsonb_build_object('title', calc.title, 'priority', calc.priority,
-                                           'severity', calc.severity, 'ci_id', calc.ci_id,
-                                           'resource', calc.resource,
-                                           'fingerprints', coalesce(to_jsonb(calc.attached), '[]'))
-                   ELSE jsonb_build_object('fingerprints', to_jsonb(calc.attached)) END AS d1,
-              p.k2,
-              -- (the time of the most severe attached alert, the earliest
-              -- of them: looked up only for an incident whose priority moved)
-              CASE WHEN p.k2 IS NOT NULL
-                   THEN coalesce((SELECT ch."at" FROM unnest(p_changes) ch
-                                   WHERE ch.incident_id = calc.id AND ch.what = 'attached'
-                                   ORDER BY triaged.severity_rank(ch.severity), ch."at"
-                                   LIMIT 1), p_now) END AS at2,
-              CASE WHEN p.k2 IS NOT NULL
-                   THEN jsonb_build_object('from', calc.priority, 'to', calc.new_priority,
-                                           'severity_from', calc.severity,
-                                           'severity_to', calc.new_severity) END AS d2,
-              p.k3,
-              -- (018's coalesce(fire_at, best_at, now): both NULL or neither)
-              CASE WHEN p.k3 = 'resolve_cancelled' THEN coalesce(calc.fire_at, p_now)
-                   WHEN p.k3 = 'resolve_pending' THEN calc.new_resolve_at END AS at3,
-              CASE WHEN p.k3 = 'resolve_cancelled'
-                   THEN jsonb_build_object('pending_since', calc.old_pending,
-                                           'resolve_at', calc.old_resolve_at)
-                   WHEN p.k3 = 'resolve_pending'
-                   THEN jsonb_build_object('resolve_at', calc.new_resolve_at,
-                                           'pending_since', calc.new_pending) END AS d3
-         FROM (SELECT CASE WHEN calc.new_priority <> calc.priority
-                                OR calc.new_severity IS DISTINCT FROM calc.severity
-                                OR calc.new_urgency <> calc.urgency
-                           THEN 'priority_changed' END AS k2,
-                      CASE WHEN calc.old_pending IS NOT NULL AND calc.new_pending IS NULL
-                           THEN 'resolve_cancelled'
-                           WHEN calc.new_pending IS NOT NULL
-                                AND calc.new_pending IS DISTINCT FROM calc.old_pending
-                           THEN 'resolve_pending' END AS k3
-               OFFSET 0) p
-       OFFSET 0) v
-     WHERE true OFFSET 0),
-  -- the chain, unrolled: h1 onto the incident's last hash, h2 onto h1, h3
-  -- onto the last of them
-  h1 AS (SELECT e.*, sha256(coalesce(e.init, ''::bytea) || e.c1) AS h1 FROM e OFFSET 0),
-  h2 AS (SELECT h1.*, CASE WHEN h1.c2 IS NOT NULL THEN sha256(h1.h1 || h1.c2) END AS h2
-           FROM h1 OFFSET 0),
-  h AS (SELECT h2.*, CASE WHEN h2.c3 IS NOT NULL
-                          THEN sha256(coalesce(h2.h2, h2.h1) || h2.c3) END AS h3
-          FROM h2 OFFSET 0),
-  ins AS (
-    INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash, hash)
-    SELECT h.id, ev.at, p_actor, ev.kind, ev.detail, ev.prev, ev.hash
-      FROM h
-     CROSS JOIN LATERAL (VALUES (1, h.at1, h.k1, h.d1, h.init, h.h1),
-                                (2, h.at2, h.k2, h.d2, h.h1, h.h2),
-                                (3, h.at3, h.k3, h.d3, coalesce(h.h2, h.h1), h.h3))
-                 ev(n, at, kind, detail, prev, hash)
-     WHERE ev.hash IS NOT NULL
-     ORDER BY h.id, ev.n
-    RETURNING 1),
-  upd AS (
-    UPDATE triaged.incident i
-       SET severity = h.new_severity, priority = h.new_priority, urgency = h.new_urgency,
-           resolve_pending_since = h.new_pending, resolve_at = h.new_resolve_at,
-           last_event_hash = coalesce(h.h3, h.h2, h.h1),
-           alert_count = h.alert_count, firing_count = h.firing_count, updated_at = now()
-      FROM h
-     WHERE i.ctid = h.tid
-    RETURNING i.id,
-              CASE WHEN h.was_opened THEN 'incident.opened' ELSE 'incident.updated' END AS kind,
-              i.number,
-              triaged._incident_json(i.id, i.number, i.title, i.status, i.priority, i.impact,
-                                     i.urgency, i.severity, i.resource, i.ci_id, i.opened_at,
-                                     i.acknowledged_at, i.resolved_at, i.closed_at,
-                                     i.reopen_count, i.resolve_pending_since,
-                                     h.alert_count, h.firing_count) AS payload)
-  SELECT coalesce(array_agg(ROW(upd.kind, upd.number, upd.payload)::triaged.ingest_row
-                            ORDER BY upd.id), '{}')
-    INTO v_rows
-    FROM upd;
-  RETURN v_rows;
-END $$;
-
-
 -- (020) end of a batch: 018's, a batch of new alerts handed to
 -- _finish_fresh once its incidents are locked (see the file's header); the
 -- changes marked "(020)"
@@ -230,7 +52,6 @@ DECLARE
   v_matrix smallint[];
   v_alone  boolean;   -- (016) a delta of an incident without a change
   v_res    boolean;   -- (016) an alert resolved (a change, or a delta)
-  v_fresh  boolean;   -- (020) only 'opened' and 'attached' changes
 BEGIN
   IF cardinality(p_changes) = 0 AND cardinality(p_delta) = 0 AND cardinality(p_recount) = 0 THEN
     RETURN;
@@ -240,27 +61,19 @@ BEGIN
   -- this transaction can change; 016: with what decides the next two
   -- steps, in the same statement)
   SELECT array_agg(DISTINCT x.id), coalesce(bool_or(x.res), false),
-         coalesce(bool_or(x.alone), false), coalesce(bool_and(x.fresh), false)
-    INTO v_ids, v_res, v_alone, v_fresh
-    FROM (SELECT c.incident_id AS id, c.what = 'resolved' AS res, false AS alone,
-                 coalesce(c.what IN ('opened', 'attached'), false) AS fresh
+         coalesce(bool_or(x.alone), false)
+    INTO v_ids, v_res, v_alone
+    FROM (SELECT c.incident_id AS id, c.what = 'resolved' AS res, false AS alone
             FROM unnest(p_changes) c
           UNION ALL
           SELECT d.incident_id, d.firing < 0,
                  coalesce(d.incident_id NOT IN (SELECT c.incident_id FROM unnest(p_changes) c),
-                          true),   -- (hashed; unknown: the UPDATE runs)
-                 NULL
+                          true)   -- (hashed; unknown: the UPDATE runs)
             FROM unnest(p_delta) d
-          UNION ALL SELECT r.id, false, false, false FROM unnest(p_recount) r(id)) x;
+          UNION ALL SELECT r.id, false, false FROM unnest(p_recount) r(id)) x;
   -- (018) with a generic plan made with enable_seqscan off (020: as every
   -- statement here): a probe of the primary key whatever the table's size
   PERFORM 1 FROM triaged.incident i WHERE i.id = ANY (v_ids) ORDER BY i.id FOR UPDATE OF i;
-  -- (020) a batch of new alerts: its lean statement (see _finish_fresh)
-  IF v_fresh AND NOT v_res AND NOT v_alone AND cardinality(p_recount) = 0 THEN
-    RETURN QUERY SELECT * FROM unnest(triaged._finish_fresh(p_changes, p_now, p_actor, p_delta,
-                                                            v_matrix));
-    RETURN;
-  END IF;
   -- counted again (rare: see _count_deltas), now that they are locked
   IF cardinality(p_recount) > 0 THEN
     PERFORM triaged._recount(p_recount);
