@@ -14,8 +14,8 @@
 --    2.2 ms). Its batches of 100 already ran a generic plan. Now every
 --    statement of _finish_counted has a generic plan, made with
 --    enable_seqscan off (index probes by key, as 018 did for its lock):
---    1 incident 1.2 ms. The plans read the batch's arrays and rows by key
---    only; a generic plan is what main ran for every batch large enough.
+--    1 incident 1.2-1.8 ms. The plans read the batch's arrays and rows by
+--    key only; a generic plan is what 018 ran for every batch large enough.
 -- 2. _count_deltas (resolves, re-fires: the loop ran) was a SQL function
 --    with SET clauses, so neither inlined nor cached: planned at every
 --    call (~0.8 ms of its ~2.3 ms a batch of 100). Now a PL/pgSQL
