@@ -6,12 +6,14 @@
 -- with 002's reference path).
 --
 -- 1. _finish_counted's big statement (events, hash chain, the incidents'
---    UPDATE and published rows) was planned again at every call while the
---    batch touched few incidents: PostgreSQL's default plan_cache_mode
---    compares a custom plan, costed with the arrays' real sizes, with the
---    generic one (costed at 10 rows an array), and kept making custom ones
---    (~3.5 ms each: 1 touched incident cost 3.6 ms of backend CPU, 10 cost
---    2.2 ms). Its batches of 100 already ran a generic plan. Now every
+--    UPDATE and published rows) could be planned again at every call when
+--    it had few changes: PostgreSQL's default plan_cache_mode compares a
+--    custom plan, costed with the arrays' real sizes, with the generic one
+--    (costed at 10 rows an array), and keeps making custom ones (~3.5 ms
+--    each) while they look cheaper. Called directly with one attached
+--    alert it cost 3.6 ms of backend CPU, with ten incidents 2.2 ms; in
+--    the engine, batches of 1-5 resolves paid it (batches of new alerts
+--    and of 100 already ran the generic plan). Now every
 --    statement of _finish_counted has a generic plan, made with
 --    enable_seqscan off (index probes by key, as 018 did for its lock):
 --    1 incident 1.2-1.8 ms. The plans read the batch's arrays and rows by
