@@ -685,7 +685,11 @@ BEGIN
   -- 003's steps after the engine, for a batch with neither heartbeats nor
   -- suppressed segments: alerts that fire again outside maintenance are no
   -- longer suppressed (a firing one without an open incident gets one now)
-  IF EXISTS (SELECT 1 FROM triaged.alert a WHERE a.suppressed) THEN
+  -- (019) not looked for when every segment was applied by the lean path
+  -- (its UPDATE leaves suppressed alerts out, and holds the others' rows)
+  -- or made a new alert (never suppressed)
+  IF (v_nlean < v_nsegs AND NOT v_fastnew)
+     AND EXISTS (SELECT 1 FROM triaged.alert a WHERE a.suppressed) THEN
     SELECT coalesce(array_agg(DISTINCT s.fp), '{}') INTO v_plain
       FROM unnest(p_fp, p_status) s(fp, status) WHERE s.status = 'firing';
     WITH u AS (
@@ -704,8 +708,12 @@ BEGIN
   END IF;
 
   -- (016) both steps below are about the incidents of the rows so far:
-  -- none (a batch of counted segments only), nothing to look up
-  IF cardinality(v_inc) + cardinality(v_post) > 0 THEN
+  -- none (a batch of counted segments only), nothing to look up; (019)
+  -- nor when they are all unbound (new alerts of unbound groups only: the
+  -- incidents found or opened for them have no CI, and nothing else
+  -- touched an incident), as both look at bound incidents only
+  IF cardinality(v_inc) + cardinality(v_post) > 0
+     AND NOT (v_fastnew AND NOT v_bound AND cardinality(v_post) = 0) THEN
   -- correlation of the incidents this batch opened or reopened
   SELECT coalesce(array_agg(DISTINCT i.id), '{}') INTO v_corr
     FROM unnest(v_inc || v_post) r
