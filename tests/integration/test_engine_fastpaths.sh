@@ -440,8 +440,11 @@ $(cat "$T_DIR/diff")"
 }
 # web-01 and web-02 first (their CI descriptions sent), then db-01: its
 # incident absorbs theirs (correlation, merge, roles)
+c0=$(fn _create_alerts) o0=$(fn _open_incidents)
 ingest2 11:00:05 "$(bseg b1 "$web1" web-01 major firing 11:00:00 ",\"up\":[$db],\"svc\":[1]")" \
     "$(bseg b2 "$web2" web-02 minor firing 11:00:00)" "$(bseg b3 null host-9 warning firing 11:00:00)"
+want "019: new bound alerts: the new alerts' path, through _open_incidents (arrays)" \
+    "$(fn _create_alerts) $(fn _open_incidents)" "$c0 $((o0 + 1))"
 ingest2 11:01:05 "$(bseg b4 "$db" db-01 critical firing 11:01:00)" "$(bseg b1 "$web1" web-01 major firing 11:01:00)"
 # a heartbeat (the jsonb path), a resolve on the merged incident
 ingest2 11:02:05 "$(bseg h1 "$app" app-01 info firing 11:02:00 '' heartbeat)" \
