@@ -26,6 +26,81 @@
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
 -- ---------------------------------------------------------------------------
+-- (019) the lean path: 018's, its two first statements made one.
+CREATE OR REPLACE FUNCTION triaged._count_lean(
+    p_fp text[], p_ci_id bigint[], p_summary text[], p_labels jsonb[], p_severity text[],
+    p_status text[], p_n bigint[], p_first timestamptz[], p_last timestamptz[],
+    OUT lean boolean[], OUT rest text[], OUT nlean integer, OUT single boolean)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_kfp  text[];
+  v_ktid tid[];
+  v_kid  bigint[];
+BEGIN
+  -- the batch's known alerts, looked up once, without a lock (a batch of
+  -- new alerts stops here: nothing to apply, and step 0 nothing to lock);
+  -- (019) whether every fingerprint has one segment, in the same statement
+  SELECT coalesce(array_agg(a.fingerprint), '{}'), coalesce(array_agg(a.ctid), '{}'),
+         coalesce(array_agg(a.id), '{}'),
+         (SELECT count(DISTINCT f.fp) FROM unnest(p_fp) f(fp)) = coalesce(cardinality(p_fp), 0)
+    INTO v_kfp, v_ktid, v_kid, single
+    FROM triaged.alert a
+   WHERE a.fingerprint = ANY (p_fp);
+  IF cardinality(v_kfp) = 0 THEN
+    rest := '{}';
+    nlean := 0;
+    RETURN;
+  END IF;
+  WITH k AS (
+    SELECT j.fp, j.ci_id, j.summary, coalesce(j.labels, '{}'::jsonb) AS labels, j.severity,
+           j.status, CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END AS n, j."first",
+           j."last", j.o::integer AS o, x.tid, x.kid,
+           (single OR j.fp NOT IN (SELECT f.fp FROM unnest(p_fp) f(fp)
+                                    GROUP BY f.fp HAVING count(*) > 1)) AS one
+      FROM unnest(p_fp, p_ci_id, p_summary, p_labels, p_severity, p_status, p_n, p_first,
+                  p_last)
+             WITH ORDINALITY j(fp, ci_id, summary, labels, severity, status, n, "first",
+                               "last", o)
+      JOIN unnest(v_kfp, v_ktid, v_kid) x(fp, tid, kid) ON x.fp = j.fp
+     ORDER BY j.fp),
+  u AS (
+    -- 013's 'count' of a segment of the alert's status (same = true): its
+    -- UPDATE, by the row version looked up rather than locked first. A row
+    -- changed since is re-read under its lock (READ COMMITTED) and this
+    -- WHERE re-checked on its newest version: not applied here unless still
+    -- a pure count (step 0 and the classification take it)
+    UPDATE triaged.alert a
+       SET occurrences = a.occurrences + k.n,
+           first_seen = CASE WHEN k.status = 'firing' THEN least(a.first_seen, k."first")
+                             ELSE a.first_seen END,
+           labels = CASE WHEN k."last" >= a.last_seen THEN k.labels ELSE a.labels END,
+           summary = CASE WHEN k."last" >= a.last_seen THEN coalesce(k.summary, a.summary)
+                          ELSE a.summary END,
+           last_seen = greatest(a.last_seen, k."last"),
+           updated_at = now()
+      FROM k
+     WHERE k.one AND a.ctid = k.tid AND a.id = k.kid
+       AND a.status = k.status
+       -- firing: same severity, not older than the firing start (013's
+       -- 'older' and its fired_at IS NULL case stay with the classification)
+       AND (k.status = 'resolved' OR (a.severity = k.severity AND k."first" >= a.fired_at))
+       AND NOT a.suppressed
+       AND a.ci_id IS NOT DISTINCT FROM k.ci_id
+    RETURNING k.o)
+  -- (rest: the known alerts' segments not applied, in position order)
+  SELECT array_agg(u.o IS NOT NULL ORDER BY g.o),
+         coalesce(array_agg(k.fp ORDER BY g.o) FILTER (WHERE u.o IS NULL AND k.o IS NOT NULL),
+                  '{}'),
+         count(u.o)
+    INTO lean, rest, nlean
+    FROM generate_series(1, cardinality(p_fp)) g(o)
+    LEFT JOIN k ON k.o = g.o
+    LEFT JOIN u ON u.o = g.o;
+END $$;
+
+
+-- ---------------------------------------------------------------------------
 -- _ingest_batch: 018's (see there, 016's and 013's), with the path of a
 -- batch of new alerts (see the header). Each change marked "(019)".
 CREATE OR REPLACE FUNCTION triaged._ingest_batch(
@@ -102,10 +177,11 @@ BEGIN
   v_window   := coalesce((p_opts->>'correlation_window_ms')::float8, 600000)
                 * interval '1 millisecond';
   v_many     := coalesce((p_opts->>'impact_many_services')::integer, 3);
-  PERFORM set_config('triaged.priority_matrix', coalesce(p_opts->>'priority_matrix', ''), true);
-  PERFORM set_config('triaged.correlation_window_ms',
-                     coalesce(p_opts->>'correlation_window_ms', ''), true);
-  PERFORM set_config('triaged.impact_many_services',
+  -- (019) one statement for the three settings
+  PERFORM set_config('triaged.priority_matrix', coalesce(p_opts->>'priority_matrix', ''), true),
+          set_config('triaged.correlation_window_ms',
+                     coalesce(p_opts->>'correlation_window_ms', ''), true),
+          set_config('triaged.impact_many_services',
                      coalesce(p_opts->>'impact_many_services', ''), true);
   IF p_cis IS NOT NULL THEN   -- (016: NULL, nothing to keep; the call costs)
     PERFORM triaged._batch_ci_prepare(p_cis);
@@ -660,7 +736,10 @@ BEGIN
   -- (013) the counts' deltas: a new alert with one segment adds one firing
   -- link to the incident it joined; the alerts of the loop are looked at
   -- link by link (see _count_deltas)
-  IF cardinality(v_loopsegs) = 0 THEN
+  -- ((019) none to work out without a change)
+  IF cardinality(v_loopsegs) = 0 AND cardinality(v_changes) = 0 THEN
+    v_delta := '{}';
+  ELSIF cardinality(v_loopsegs) = 0 THEN
     SELECT coalesce(array_agg(ROW(x.incident_id, x.n, x.n)::triaged._count_delta), '{}')
       INTO v_delta
       FROM (SELECT c.incident_id, count(*)::integer AS n FROM unnest(v_changes) c
@@ -680,7 +759,9 @@ BEGIN
   -- the counts are kept by the triggers again (003's steps below: links
   -- made for alerts leaving suppression, merges)
   PERFORM set_config('triaged.counts_deferred', 'off', true);
-  RETURN QUERY SELECT * FROM unnest(v_inc);
+  IF cardinality(v_inc) > 0 THEN   -- ((019) each statement costs, even on nothing)
+    RETURN QUERY SELECT * FROM unnest(v_inc);
+  END IF;
 
   -- 003's steps after the engine, for a batch with neither heartbeats nor
   -- suppressed segments: alerts that fire again outside maintenance are no
@@ -731,7 +812,9 @@ BEGIN
        AND i.ci_id IS NOT NULL));
   END IF;
 
-  RETURN QUERY SELECT * FROM unnest(v_post);
+  IF cardinality(v_post) > 0 THEN
+    RETURN QUERY SELECT * FROM unnest(v_post);
+  END IF;
   RETURN NEXT ROW('stats', NULL, (jsonb_build_object(
     'segments', v_nsegs,
     'dups', v_dups,
