@@ -26,7 +26,12 @@
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
 -- ---------------------------------------------------------------------------
--- (019) the lean path: 018's, its two first statements made one.
+-- (019) the lean path: 018's (same arguments, same answers), in fewer and
+-- plainer statements: the lookup also says whether every fingerprint has
+-- one segment; the UPDATE reads its segments from the arrays in its FROM
+-- (no CTE written and read back, no join of three arrays by position
+-- afterwards); a batch of duplicates, all applied, builds no answer by
+-- position (lean all true, rest empty).
 CREATE OR REPLACE FUNCTION triaged._count_lean(
     p_fp text[], p_ci_id bigint[], p_summary text[], p_labels jsonb[], p_severity text[],
     p_status text[], p_n bigint[], p_first timestamptz[], p_last timestamptz[],
@@ -34,16 +39,19 @@ CREATE OR REPLACE FUNCTION triaged._count_lean(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  v_kfp  text[];
-  v_ktid tid[];
-  v_kid  bigint[];
+  v_kfp   text[];
+  v_ktid  tid[];
+  v_kid   bigint[];
+  v_multi text[] := '{}';
+  v_done  integer[];
+  v_n     integer := coalesce(cardinality(p_fp), 0);
 BEGIN
   -- the batch's known alerts, looked up once, without a lock (a batch of
-  -- new alerts stops here: nothing to apply, and step 0 nothing to lock);
-  -- (019) whether every fingerprint has one segment, in the same statement
+  -- new alerts stops here: nothing to apply, and step 0 nothing to lock),
+  -- and whether every fingerprint has one segment
   SELECT coalesce(array_agg(a.fingerprint), '{}'), coalesce(array_agg(a.ctid), '{}'),
          coalesce(array_agg(a.id), '{}'),
-         (SELECT count(DISTINCT f.fp) FROM unnest(p_fp) f(fp)) = coalesce(cardinality(p_fp), 0)
+         (SELECT count(DISTINCT f.fp) FROM unnest(p_fp) f(fp)) = v_n
     INTO v_kfp, v_ktid, v_kid, single
     FROM triaged.alert a
    WHERE a.fingerprint = ANY (p_fp);
@@ -52,24 +60,13 @@ BEGIN
     nlean := 0;
     RETURN;
   END IF;
-  WITH k AS (
-    SELECT j.fp, j.ci_id, j.summary, coalesce(j.labels, '{}'::jsonb) AS labels, j.severity,
-           j.status, CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END AS n, j."first",
-           j."last", j.o::integer AS o, x.tid, x.kid,
-           (single OR j.fp NOT IN (SELECT f.fp FROM unnest(p_fp) f(fp)
-                                    GROUP BY f.fp HAVING count(*) > 1)) AS one
-      FROM unnest(p_fp, p_ci_id, p_summary, p_labels, p_severity, p_status, p_n, p_first,
-                  p_last)
-             WITH ORDINALITY j(fp, ci_id, summary, labels, severity, status, n, "first",
-                               "last", o)
-      JOIN unnest(v_kfp, v_ktid, v_kid) x(fp, tid, kid) ON x.fp = j.fp
-     ORDER BY j.fp),
-  u AS (
-    -- 013's 'count' of a segment of the alert's status (same = true): its
-    -- UPDATE, by the row version looked up rather than locked first. A row
-    -- changed since is re-read under its lock (READ COMMITTED) and this
-    -- WHERE re-checked on its newest version: not applied here unless still
-    -- a pure count (step 0 and the classification take it)
+  -- (the fingerprints of several segments: left to the classification)
+  IF NOT single THEN
+    v_multi := ARRAY(SELECT f.fp FROM unnest(p_fp) f(fp) GROUP BY f.fp HAVING count(*) > 1);
+  END IF;
+  -- 018's UPDATE (see there), its segments read from the arrays in its
+  -- FROM, in fingerprint order (the lock order), not through a CTE
+  WITH u AS (
     UPDATE triaged.alert a
        SET occurrences = a.occurrences + k.n,
            first_seen = CASE WHEN k.status = 'firing' THEN least(a.first_seen, k."first")
@@ -79,24 +76,37 @@ BEGIN
                           ELSE a.summary END,
            last_seen = greatest(a.last_seen, k."last"),
            updated_at = now()
-      FROM k
-     WHERE k.one AND a.ctid = k.tid AND a.id = k.kid
+      FROM (SELECT j.fp, j.ci_id, j.summary, coalesce(j.labels, '{}'::jsonb) AS labels,
+                   j.severity, j.status, CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END AS n,
+                   j."first", j."last", j.o::integer AS o, x.tid, x.kid
+              FROM unnest(p_fp, p_ci_id, p_summary, p_labels, p_severity, p_status, p_n,
+                          p_first, p_last)
+                     WITH ORDINALITY j(fp, ci_id, summary, labels, severity, status, n,
+                                       "first", "last", o)
+              JOIN unnest(v_kfp, v_ktid, v_kid) x(fp, tid, kid) ON x.fp = j.fp
+             WHERE single OR NOT j.fp = ANY (v_multi)
+             ORDER BY j.fp) k
+     WHERE a.ctid = k.tid AND a.id = k.kid
        AND a.status = k.status
-       -- firing: same severity, not older than the firing start (013's
-       -- 'older' and its fired_at IS NULL case stay with the classification)
        AND (k.status = 'resolved' OR (a.severity = k.severity AND k."first" >= a.fired_at))
        AND NOT a.suppressed
        AND a.ci_id IS NOT DISTINCT FROM k.ci_id
     RETURNING k.o)
-  -- (rest: the known alerts' segments not applied, in position order)
-  SELECT array_agg(u.o IS NOT NULL ORDER BY g.o),
-         coalesce(array_agg(k.fp ORDER BY g.o) FILTER (WHERE u.o IS NULL AND k.o IS NOT NULL),
-                  '{}'),
-         count(u.o)
-    INTO lean, rest, nlean
-    FROM generate_series(1, cardinality(p_fp)) g(o)
-    LEFT JOIN k ON k.o = g.o
-    LEFT JOIN u ON u.o = g.o;
+  SELECT coalesce(array_agg(u.o), '{}') INTO v_done FROM u;
+  nlean := cardinality(v_done);
+  IF nlean = v_n THEN   -- (all applied: a batch of duplicates)
+    lean := array_fill(true, ARRAY[v_n]);
+    rest := '{}';
+    RETURN;
+  END IF;
+  -- (some not applied: which, and the known alerts of the others, in
+  -- position order)
+  SELECT array_agg(d.o IS NOT NULL ORDER BY g.o),
+         coalesce(array_agg(g.fp ORDER BY g.o) FILTER (WHERE d.o IS NULL AND g.fp = ANY (v_kfp)),
+                  '{}')
+    INTO lean, rest
+    FROM unnest(p_fp) WITH ORDINALITY g(fp, o)
+    LEFT JOIN unnest(v_done) d(o) ON d.o = g.o;
 END $$;
 
 
