@@ -22,6 +22,23 @@
 --    back and the batch goes through 018's steps, which handle that race
 --    as before (an incident id and number may then be skipped, as alert
 --    ids already were).
+-- 2. The lean path (018's _count_lean: same arguments, same answers) in
+--    fewer and plainer statements: one lookup statement (which also says
+--    whether every fingerprint has one segment), the UPDATE reading its
+--    segments from the arrays in its FROM (no CTE written and read back, no
+--    join of three arrays by position after it), and a batch of duplicates
+--    only, all applied, builds no answer by position. Same rows locked in
+--    the same order (fingerprint order, by the row version looked up).
+-- 3. What a batch cannot need is not looked for: alerts leaving
+--    suppression when every segment was applied by the lean path (its
+--    UPDATE leaves suppressed alerts out and holds the others' rows) or
+--    made a new alert; correlation and roles when the batch only added new
+--    alerts to unbound groups (their incidents have no CI); the count
+--    deltas and the RETURN QUERY of empty arrays; the three settings of the
+--    options in one statement.
+--
+-- Where a batch's time goes, and what is left: see the README's
+-- benchmark section (sql/019).
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
