@@ -59,7 +59,6 @@ DECLARE
   v_kfp   text[];
   v_ktid  tid[];
   v_kid   bigint[];
-  v_multi text[] := '{}';
   v_done  integer[];
   v_n     integer := coalesce(cardinality(p_fp), 0);
 BEGIN
@@ -76,10 +75,6 @@ BEGIN
     rest := '{}';
     nlean := 0;
     RETURN;
-  END IF;
-  -- (the fingerprints of several segments: left to the classification)
-  IF NOT single THEN
-    v_multi := ARRAY(SELECT f.fp FROM unnest(p_fp) f(fp) GROUP BY f.fp HAVING count(*) > 1);
   END IF;
   -- 018's UPDATE (see there), its segments read from the arrays in its
   -- FROM, in fingerprint order (the lock order), not through a CTE
@@ -101,7 +96,10 @@ BEGIN
                      WITH ORDINALITY j(fp, ci_id, summary, labels, severity, status, n,
                                        "first", "last", o)
               JOIN unnest(v_kfp, v_ktid, v_kid) x(fp, tid, kid) ON x.fp = j.fp
-             WHERE single OR NOT j.fp = ANY (v_multi)
+             -- (the fingerprints of several segments are left to the
+             -- classification: a hashed subplan, run only when there are some)
+             WHERE single OR j.fp NOT IN (SELECT f.fp FROM unnest(p_fp) f(fp)
+                                           GROUP BY f.fp HAVING count(*) > 1)
              ORDER BY j.fp) k
      WHERE a.ctid = k.tid AND a.id = k.kid
        AND a.status = k.status
@@ -117,13 +115,15 @@ BEGIN
     RETURN;
   END IF;
   -- (some not applied: which, and the known alerts of the others, in
-  -- position order)
+  -- position order; by hash joins, whatever the arrays' sizes: a generic
+  -- plan takes generate_series for 1,000 rows and each array for 10)
   SELECT array_agg(d.o IS NOT NULL ORDER BY g.o),
-         coalesce(array_agg(g.fp ORDER BY g.o) FILTER (WHERE d.o IS NULL AND g.fp = ANY (v_kfp)),
+         coalesce(array_agg(p_fp[g.o] ORDER BY g.o) FILTER (WHERE d.o IS NULL AND k.fp IS NOT NULL),
                   '{}')
     INTO lean, rest
-    FROM unnest(p_fp) WITH ORDINALITY g(fp, o)
-    LEFT JOIN unnest(v_done) d(o) ON d.o = g.o;
+    FROM generate_series(1, v_n) g(o)
+    LEFT JOIN unnest(v_done) d(o) ON d.o = g.o
+    LEFT JOIN unnest(v_kfp) k(fp) ON k.fp = p_fp[g.o];
 END $$;
 
 
