@@ -346,6 +346,60 @@ want "lean path: duplicates only, stats (segments dups stale new_alerts)" \
 want "lean path: newest summary" "$(psql "$arr" -qAtX -c "SELECT summary || ' ' || occurrences FROM triaged.alert WHERE fingerprint = 'd1'")" "newest 3"
 same_state "lean path (018)"
 
+# ---- sql/019: a batch whose segments left after the lean path are new
+# alerts only (unknown fingerprints, one firing segment each) takes the new
+# alerts' path: no classification, no _create_alerts, one statement for
+# alerts, history and links. f1-f3 open r8's incident, f4 joins r7's open
+# one, next to two duplicates the lean path applies (d1, c1); then batches
+# that must not take it: a resolve of a fingerprint never seen (g2), two
+# segments of one new fingerprint (g3), a known alert's state change (d2
+# resolves); then the race it leaves to 018's steps: a fingerprint another
+# transaction creates after the lean path's lookup (a trigger in arr
+# creates r1 inside the INSERT, once: the INSERT fails, the new alerts'
+# path is rolled back, the batch goes through the classification).
+# Rows, stats, state and counts as the jsonb statement's and the reference's.
+c0=$(fn _create_alerts) l0=$(fn _count_lean) f0=$(fn _fix_roles)
+ingest 23:59:57 "$(seg f1 r8 minor firing 23:59:56)" "$(seg d1 r7 major firing 23:59:56)" \
+    "$(seg f2 r8 critical firing 23:59:55)" "$(seg f3 r8 major firing 23:59:56)" \
+    "$(seg c1 r5 minor firing 23:59:56)" "$(seg f4 r7 warning firing 23:59:56)"
+want "019: new alerts and duplicates: no _create_alerts, no roles, lean path once (arrays)" \
+    "$(fn _create_alerts) $(fn _fix_roles) $(fn _count_lean)" "$c0 $f0 $((l0 + 1))"
+want "019: new alerts' stats (segments new_alerts attached incidents_opened)" \
+    "$(stat segments) $(stat new_alerts) $(stat attached) $(stat incidents_opened)" "6 4 4 1"
+want "019: r8's incident (title, severity, opened_at, counts)" "$(psql "$arr" -qAtX -c "SELECT title || ' ' || severity || ' ' || opened_at || ' ' || alert_count || '/' || firing_count FROM triaged.incident WHERE resource = 'r8'")" "c-f2 on r8 critical 2024-03-01 23:59:55+00 3/3"
+same_state "new alerts' path (019)"
+c0=$(fn _create_alerts)
+ingest 23:59:58 "$(seg g1 r8 major firing 23:59:57)" "$(seg g2 r8 major resolved 23:59:57)"
+want "019: a resolve never seen: the classification's path" "$(fn _create_alerts)" "$((c0 + 1))"
+ingest 23:59:59 "$(seg g3 r8 major firing 23:59:58)" "$(seg g3 r8 major resolved 23:59:58.5)" \
+    "$(seg g4 r8 major firing 23:59:58)"
+want "019: two segments of a new fingerprint: the classification's path" "$(fn _create_alerts)" "$((c0 + 2))"
+ingest 23:59:59.5 "$(seg g5 r8 major firing 23:59:59)" "$(seg d2 r7 major resolved 23:59:59)"
+want "019: a known alert's state change: the classification's path" "$(fn _create_alerts)" "$((c0 + 3))"
+same_state "not the new alerts' path (019)"
+psql "$arr" -qAtX -v ON_ERROR_STOP=1 >/dev/null 2>"$T_DIR/err" <<'SQL' || t_fail "race trigger: $(cat "$T_DIR/err")"
+CREATE SEQUENCE public.race_once;
+CREATE FUNCTION public.race_first() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.fingerprint = 'r1' AND nextval('public.race_once') = 1 THEN
+    INSERT INTO triaged.alert (fingerprint, source, resource, check_name, severity, status,
+                               occurrences, first_seen, last_seen, fired_at, state_changed_at)
+    VALUES ('r1', 'race', 'r7', 'race', 'info', 'firing', 1, NEW.first_seen, NEW.last_seen,
+            NEW.first_seen, NEW.first_seen);
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER race_first BEFORE INSERT ON triaged.alert
+  FOR EACH ROW EXECUTE FUNCTION public.race_first();
+SQL
+c0=$(fn _create_alerts)
+ingest 23:59:59.7 "$(seg r1 r7 major firing 23:59:59.6)" "$(seg r2 r7 minor firing 23:59:59.6)"
+want "019: a fingerprint created meanwhile: the trigger ran, then 018's steps" \
+    "$(psql "$arr" -qAtX -c "SELECT last_value FROM public.race_once") $(fn _create_alerts) $(stat new_alerts)" \
+    "3 $((c0 + 1)) 2"
+psql "$arr" -qAtX -c "DROP TRIGGER race_first ON triaged.alert" >/dev/null
+same_state "a fingerprint created meanwhile (019)"
+
 # ---- 011 on bound CIs: the jsonb statement (fast) against the arrays one (arr)
 cat > "$T_DIR/cmdb.json" <<'JSON'
 {"cis": [{"name": "db-01"}, {"name": "web-01"}, {"name": "web-02"}, {"name": "app-01"}],
@@ -386,8 +440,11 @@ $(cat "$T_DIR/diff")"
 }
 # web-01 and web-02 first (their CI descriptions sent), then db-01: its
 # incident absorbs theirs (correlation, merge, roles)
+c0=$(fn _create_alerts) o0=$(fn _open_incidents)
 ingest2 11:00:05 "$(bseg b1 "$web1" web-01 major firing 11:00:00 ",\"up\":[$db],\"svc\":[1]")" \
     "$(bseg b2 "$web2" web-02 minor firing 11:00:00)" "$(bseg b3 null host-9 warning firing 11:00:00)"
+want "019: new bound alerts: the new alerts' path, through _open_incidents (arrays)" \
+    "$(fn _create_alerts) $(fn _open_incidents)" "$c0 $((o0 + 1))"
 ingest2 11:01:05 "$(bseg b4 "$db" db-01 critical firing 11:01:00)" "$(bseg b1 "$web1" web-01 major firing 11:01:00)"
 # a heartbeat (the jsonb path), a resolve on the merged incident
 ingest2 11:02:05 "$(bseg h1 "$app" app-01 info firing 11:02:00 '' heartbeat)" \
@@ -416,7 +473,7 @@ want "bound: m1 suppressed, then not" "$(q2 "SELECT string_agg(coalesce(h.detail
 want "bound: m1 has its incident" "$(q2 "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'm1'")" "1"
 # 011's paths: every batch through _ingest_batch but the two with a
 # heartbeat or a CI in maintenance, handed to the jsonb statement
-want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=23 ingest_all_arrays=2"
+want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=28 ingest_all_arrays=2"
 # malformed batches: the same error (22023, same message) from both
 # statements, nothing applied
 for bad in "$(bseg x1 null r major firing 12:50:00 ',"n":0')" \
