@@ -8,20 +8,20 @@
 --    sight; bench_http's 1 in 10 new alerts next to its duplicates), is
 --    new alerts only: no step 0 (nothing known to lock), no classification
 --    (every segment is 'new'), no array of segments built and read back.
---    Its groups' requests are made from the arrays, find-or-open runs, and
---    ONE statement then inserts the alerts, their history rows and their
---    links (data-modifying CTEs off one INSERT ... RETURNING) and makes
---    their published rows and the changes for the end of batch. Before,
---    the classification, _create_alerts, the requests, the links and the
---    changes were five statements over two arrays of composites.
---    The incidents are now found or opened before the alerts are inserted
---    (they were after): ids, numbers and rows are the same (separate
---    sequences; nothing in find-or-open reads the alerts). A fingerprint
---    another transaction created after _count_lean's lookup makes the
---    INSERT fail: its subtransaction (find-or-open included) is rolled
---    back and the batch goes through 018's steps, which handle that race
---    as before (an incident id and number may then be skipped, as alert
---    ids already were).
+--    One statement inserts the alerts and their history rows (data-
+--    modifying CTEs off one INSERT ... RETURNING), then its groups'
+--    requests are made from the arrays, find-or-open runs, and one more
+--    statement inserts the links and makes the alerts' published rows and
+--    the changes for the end of batch. Before, the classification,
+--    _create_alerts, the requests, the links and the changes were five
+--    statements over two arrays of composites. Alerts are written before
+--    any incident, as in 018's steps: the same lock order (incidents
+--    first could deadlock with an 018-path batch holding one of these
+--    fingerprints, or with a CI delete's LOCK of alert then incident), and
+--    the same ids and numbers. A fingerprint another transaction created
+--    after _count_lean's lookup makes the first INSERT wait for it and
+--    fail: its subtransaction is rolled back (no incident touched yet) and
+--    the batch goes through 018's steps, which handle that race as before.
 -- 2. The lean path (018's _count_lean: same arguments, same answers) in
 --    fewer and plainer statements: one lookup statement (which also says
 --    whether every fingerprint has one segment), the UPDATE reading its
@@ -189,6 +189,16 @@ DECLARE
   v_fastnew   boolean := false;  -- (019) new alerts only: see the header
   v_nnew      integer := 0;      -- (019) alerts created (either path)
   v_nalert    bigint;
+  v_nid       bigint[];         -- (019) the new alerts' path: its alerts
+  v_nfp       text[];
+  v_nres      text[];
+  v_nchk      text[];
+  v_nci       bigint[];
+  v_nsev      text[];
+  v_nocc      bigint[];
+  v_nfirst    timestamptz[];
+  v_nlast     timestamptz[];
+  v_nflap     boolean[];
   v_alrows    triaged.ingest_row[] := '{}';
 BEGIN
   -- options (002's, then 003's)
@@ -369,6 +379,48 @@ BEGIN
   END IF;
   IF v_fastnew THEN
     BEGIN
+      -- the alerts first (in fingerprint order, as _create_alerts) with
+      -- their creation in the history, then the incidents: 018's order, so
+      -- that a batch holds alert rows before incident rows as 018's steps
+      -- do (the reverse could deadlock with a batch of 018's path holding
+      -- one of these fingerprints, or with a CI delete's table locks), and a
+      -- fingerprint created meanwhile fails here, before any incident
+      -- number is spent
+      WITH ins AS (
+        INSERT INTO triaged.alert AS a (fingerprint, source, resource, check_name, dedup_key,
+                                        severity, status, summary, labels, ci_id, occurrences,
+                                        first_seen, last_seen, fired_at, resolved_at,
+                                        state_changed_at, flapping)
+        SELECT j.fp, j.source, j.resource, j."check", j.dedup_key, j.severity, 'firing',
+               j.summary, coalesce(j.labels, '{}'::jsonb), j.ci_id, j.n, j."first",
+               greatest(j."last", j."first"), j."first", NULL, j."first", 1 > v_flap_thr
+          FROM unnest(p_fp, p_source, p_resource, p_check, p_dedup_key, p_ci_id, p_summary,
+                      p_labels, p_severity, p_n, p_first, p_last)
+                 WITH ORDINALITY j(fp, source, resource, "check", dedup_key, ci_id, summary,
+                                   labels, severity, n, "first", "last", o)
+         WHERE v_nlean = 0 OR NOT v_lean[j.o]
+         ORDER BY j.fp
+        RETURNING a.id, a.fingerprint, a.resource, a.check_name, a.ci_id, a.severity,
+                  a.occurrences, a.first_seen, a.last_seen, a.flapping),
+      hist AS (
+        INSERT INTO triaged.alert_history (alert_id, at, from_status, to_status, severity,
+                                           occurrences, detail)
+        SELECT ins.id, ins.first_seen, NULL, 'firing', ins.severity, ins.occurrences,
+               CASE WHEN ins.flapping THEN '{"flapping": true}'::jsonb ELSE '{}'::jsonb END
+          FROM ins)
+      SELECT coalesce(array_agg(ins.id ORDER BY ins.fingerprint), '{}'),
+             coalesce(array_agg(ins.fingerprint ORDER BY ins.fingerprint), '{}'),
+             coalesce(array_agg(ins.resource ORDER BY ins.fingerprint), '{}'),
+             coalesce(array_agg(ins.check_name ORDER BY ins.fingerprint), '{}'),
+             coalesce(array_agg(ins.ci_id ORDER BY ins.fingerprint), '{}'),
+             coalesce(array_agg(ins.severity ORDER BY ins.fingerprint), '{}'),
+             coalesce(array_agg(ins.occurrences ORDER BY ins.fingerprint), '{}'),
+             coalesce(array_agg(ins.first_seen ORDER BY ins.fingerprint), '{}'),
+             coalesce(array_agg(ins.last_seen ORDER BY ins.fingerprint), '{}'),
+             coalesce(array_agg(ins.flapping ORDER BY ins.fingerprint), '{}')
+        INTO v_nid, v_nfp, v_nres, v_nchk, v_nci, v_nsev, v_nocc, v_nfirst, v_nlast, v_nflap
+        FROM ins;
+      v_nalert := cardinality(v_nid);
       -- one request per group, from the arrays (as step 3 makes them from
       -- the new alerts: title and resource of its earliest alert, opened
       -- at the earliest first time, the most severe severity)
@@ -393,34 +445,14 @@ BEGIN
       ELSE
         SELECT coalesce(array_agg(r), '{}') INTO v_grp FROM triaged._find_or_open(v_reqs, '{}') r;
       END IF;
-      -- the alerts (in fingerprint order, as _create_alerts), their
-      -- creation in the history, their links, in one statement; their
-      -- published rows and changes kept for below
-      WITH ins AS (
-        INSERT INTO triaged.alert AS a (fingerprint, source, resource, check_name, dedup_key,
-                                        severity, status, summary, labels, ci_id, occurrences,
-                                        first_seen, last_seen, fired_at, resolved_at,
-                                        state_changed_at, flapping)
-        SELECT j.fp, j.source, j.resource, j."check", j.dedup_key, j.severity, 'firing',
-               j.summary, coalesce(j.labels, '{}'::jsonb), j.ci_id, j.n, j."first",
-               greatest(j."last", j."first"), j."first", NULL, j."first", 1 > v_flap_thr
-          FROM unnest(p_fp, p_source, p_resource, p_check, p_dedup_key, p_ci_id, p_summary,
-                      p_labels, p_severity, p_n, p_first, p_last)
-                 WITH ORDINALITY j(fp, source, resource, "check", dedup_key, ci_id, summary,
-                                   labels, severity, n, "first", "last", o)
-         WHERE v_nlean = 0 OR NOT v_lean[j.o]
-         ORDER BY j.fp
-        RETURNING a.id, a.fingerprint, a.resource, a.check_name, a.ci_id, a.severity,
-                  a.occurrences, a.first_seen, a.last_seen, a.flapping),
-      hist AS (
-        INSERT INTO triaged.alert_history (alert_id, at, from_status, to_status, severity,
-                                           occurrences, detail)
-        SELECT ins.id, ins.first_seen, NULL, 'firing', ins.severity, ins.occurrences,
-               CASE WHEN ins.flapping THEN '{"flapping": true}'::jsonb ELSE '{}'::jsonb END
-          FROM ins),
-      m AS (
-        SELECT ins.*, g.incident_id, g.number
-          FROM ins JOIN unnest(v_grp) g ON g.gkey = triaged._gkey(ins.ci_id, ins.resource)),
+      -- their links; their published rows and changes kept for below
+      WITH m AS (
+        SELECT n.*, g.incident_id, g.number
+          FROM unnest(v_nid, v_nfp, v_nres, v_nchk, v_nci, v_nsev, v_nocc, v_nfirst, v_nlast,
+                      v_nflap)
+                 n(id, fingerprint, resource, check_name, ci_id, severity, occurrences,
+                   first_seen, last_seen, flapping)
+          JOIN unnest(v_grp) g ON g.gkey = triaged._gkey(n.ci_id, n.resource)),
       lnk AS (
         INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
         SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id
@@ -434,8 +466,8 @@ BEGIN
              coalesce(array_agg(ROW(m.incident_id, 'attached', m.fingerprint, m.first_seen,
                                     m.severity, NULL)::triaged._change ORDER BY m.fingerprint),
                       '{}'),
-             (SELECT count(*) FROM ins), (SELECT count(*) FROM lnk)
-        INTO v_alrows, v_changes, v_nalert, v_nlinked
+             (SELECT count(*) FROM lnk)
+        INTO v_alrows, v_changes, v_nlinked
         FROM m;
       IF v_nlinked <> v_nalert THEN
         RAISE EXCEPTION 'triaged.ingest: % new alerts without an incident', v_nalert - v_nlinked;

@@ -399,6 +399,34 @@ want "019: a fingerprint created meanwhile: the trigger ran, then 018's steps" \
     "3 $((c0 + 1)) 2"
 psql "$arr" -qAtX -c "DROP TRIGGER race_first ON triaged.alert" >/dev/null
 same_state "a fingerprint created meanwhile (019)"
+# The race as it happens: another transaction holds a new fingerprint (q1,
+# not yet committed) when a batch of new alerts (q1 and q2 on r9: a new
+# incident) comes. The batch's INSERT waits for it and fails when it
+# commits; the batch goes through 018's steps. 019 writes its alerts before
+# any incident, as 018's steps do, so nothing was locked in the incident
+# table meanwhile and no incident number was spent: ids, numbers and rows
+# as in fast and ref, where q1 was committed before the batch.
+race_row="INSERT INTO triaged.alert (fingerprint, source, resource, check_name, severity,
+  status, occurrences, first_seen, last_seen, fired_at, state_changed_at)
+  VALUES ('q1', 'race', 'r9', 'race', 'info', 'firing', 1, '2024-03-01T23:59:59.7Z',
+          '2024-03-01T23:59:59.7Z', '2024-03-01T23:59:59.7Z', '2024-03-01T23:59:59.7Z')"
+for pg in "$fast" "$ref"; do
+    psql "$pg" -qAtX -v ON_ERROR_STOP=1 -c "$race_row" >/dev/null || t_fail "q1 in fast/ref"
+done
+psql "$arr" -qAtX -v ON_ERROR_STOP=1 -c "BEGIN" -c "$race_row" -c "SELECT pg_sleep(2)" \
+    -c "COMMIT" > /dev/null 2> "$T_DIR/race.err" &
+racer=$!
+racing() {
+    [ "$(psql "$arr" -qAtX -c "SELECT count(*) FROM pg_stat_activity
+                                 WHERE query = 'SELECT pg_sleep(2)' AND state = 'active'")" = 1 ]
+}
+t_wait_until 10 "the other transaction to hold q1" racing
+c0=$(fn _create_alerts) t0=$SECONDS
+ingest 23:59:59.8 "$(seg q1 r9 major firing 23:59:59.75)" "$(seg q2 r9 minor firing 23:59:59.75)"
+wait "$racer" || t_fail "the other transaction: $(cat "$T_DIR/race.err")"
+want "019: a fingerprint another transaction held: the batch waited for it, then 018's steps (new_alerts, _create_alerts calls)" \
+    "$(stat new_alerts) $(fn _create_alerts)" "1 $((c0 + 1))"
+same_state "a fingerprint another transaction held (019)"
 
 # ---- 011 on bound CIs: the jsonb statement (fast) against the arrays one (arr)
 cat > "$T_DIR/cmdb.json" <<'JSON'
@@ -473,7 +501,7 @@ want "bound: m1 suppressed, then not" "$(q2 "SELECT string_agg(coalesce(h.detail
 want "bound: m1 has its incident" "$(q2 "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'm1'")" "1"
 # 011's paths: every batch through _ingest_batch but the two with a
 # heartbeat or a CI in maintenance, handed to the jsonb statement
-want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=28 ingest_all_arrays=2"
+want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=29 ingest_all_arrays=2"
 # malformed batches: the same error (22023, same message) from both
 # statements, nothing applied
 for bad in "$(bseg x1 null r major firing 12:50:00 ',"n":0')" \
