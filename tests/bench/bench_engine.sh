@@ -27,7 +27,8 @@
 # PROFILE=1: also the top statements of each phase from pg_stat_statements
 # (the server needs shared_preload_libraries = 'pg_stat_statements' and
 # pg_stat_statements.track = all; planning time is 0 unless
-# pg_stat_statements.track_planning = on).
+# pg_stat_statements.track_planning = on: a stack started with
+# TD_STACK_PG_STATEMENTS=1 has all three).
 # Uses a running stack when TD_TEST_* is set, else starts one.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

@@ -26,7 +26,9 @@
 # Settings (environment): STACK_TIMEOUT (seconds per wait, default 30),
 # TD_KEEP_STACK=1 (keep the folder at stack_down), TD_STACK_MAX_LIFETIME,
 # TD_STACK_PG_DURABLE=1 (fsync, synchronous_commit and full_page_writes on;
-# off by default: the data is thrown away),
+# off by default: the data is thrown away), TD_STACK_PG_STATEMENTS=1
+# (pg_stat_statements loaded, tracking nested statements and planning: for
+# bench_engine.sh PROFILE=1 and bench_cmdb.sh PGSS=1),
 # TD_STACK_KAFKA_BROKERS (default 1), TD_STACK_KAFKA_PARTITIONS (default 8),
 # TD_MOCKBROKER (binary; else $BUILD_DIR, $TD_BUILD_DIR or build/, plus
 # /tests/td-mockbroker), TD_PG_BINDIR (default /usr/lib/postgresql/15/bin).
@@ -258,6 +260,13 @@ synchronous_commit = $durable
 full_page_writes = $durable
 max_connections = 100
 EOF
+    if [ "${TD_STACK_PG_STATEMENTS:-0}" = 1 ]; then
+        cat >>"$dir/pg/data/stack.conf" <<EOF || return 1
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
+pg_stat_statements.track_planning = on
+EOF
+    fi
     if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$dir/pg/data/stack.conf" || return 1; fi
     echo "$port" >"$dir/pg.port"
 }
