@@ -157,11 +157,11 @@ DECLARE
   v_known     triaged._known[];
   v_counted   integer;
   v_ncount    integer;
-  v_unksegs   triaged._segment[];
-  v_newsegs   triaged._segment[];
-  v_loopsegs  triaged._segment[];
-  v_unknown   integer;
-  v_stale     integer;
+  v_unksegs   triaged._segment[] := '{}';  -- (019) the classes: empty unless classified
+  v_newsegs   triaged._segment[] := '{}';
+  v_loopsegs  triaged._segment[] := '{}';
+  v_unknown   integer := 0;
+  v_stale     integer := 0;
   v_dups      integer;
   v_ndup_hint integer;
   v_new       triaged._new_alert[] := '{}';
@@ -176,11 +176,11 @@ DECLARE
   v_plain     text[];
   v_unsup     bigint[];
   v_corr      bigint[];
-  v_older     triaged._older[];
+  v_older     triaged._older[] := '{}';
   v_delta     triaged._count_delta[] := '{}';
   v_recount   bigint[] := '{}';
-  v_loopids   bigint[];
-  v_loops0    text[];
+  v_loopids   bigint[] := '{}';
+  v_loops0    text[] := '{}';
   v_bound     boolean;
   v_single    boolean;
   v_lean      boolean[];   -- (018) segment i was applied by the lean path
@@ -481,15 +481,8 @@ BEGIN
     END;
   END IF;
   IF v_fastnew THEN
-    -- (019) no other class: the new alerts' rows first, as step 3's
-    v_newsegs := '{}';
-    v_loopsegs := '{}';
-    v_unksegs := '{}';
-    v_unknown := 0;
-    v_stale := 0;
-    v_older := '{}';
-    v_loopids := '{}';
-    v_loops0 := '{}';
+    -- (019) no other class (their arrays stay empty): the new alerts'
+    -- rows first, as step 3's
     RETURN QUERY SELECT * FROM unnest(v_alrows);
     SELECT v_changes || coalesce(array_agg(ROW(g.incident_id, 'opened', NULL, NULL, NULL, NULL)
                                            ::triaged._change), '{}'),
@@ -635,16 +628,8 @@ BEGIN
       MESSAGE = format('triaged.ingest: %s of %s locked alerts changed under the lock (retry)',
                        v_ncount - v_counted, v_ncount);
   END IF;
-  ELSE
-    -- (018) every segment counted by the lean path (or none at all)
-    v_newsegs := '{}';
-    v_loopsegs := '{}';
-    v_unksegs := '{}';
-    v_unknown := 0;
-    v_stale := 0;
-    v_older := '{}';
-    v_loopids := '{}';
-    v_loops0 := '{}';
+  -- (018) else every segment was counted by the lean path (or there
+  -- were none): no class to apply
   END IF;
   v_dups := 0;
   v_ndup_hint := 0;
