@@ -413,15 +413,30 @@ race_row="INSERT INTO triaged.alert (fingerprint, source, resource, check_name, 
 for pg in "$fast" "$ref"; do
     psql "$pg" -qAtX -v ON_ERROR_STOP=1 -c "$race_row" >/dev/null || t_fail "q1 in fast/ref"
 done
-psql "$arr" -qAtX -v ON_ERROR_STOP=1 -c "BEGIN" -c "$race_row" -c "SELECT pg_sleep(2)" \
-    -c "COMMIT" > /dev/null 2> "$T_DIR/race.err" &
+# (it commits once the batch waits for its row: never before, so the race
+# does happen; it fails, and so does the test, if no wait comes in 20 s)
+PGAPPNAME=td_racer psql "$arr" -qAtX -v ON_ERROR_STOP=1 -c "BEGIN" -c "$race_row" -c "
+DO \$\$
+BEGIN
+  FOR i IN 1..2000 LOOP
+    PERFORM pg_stat_clear_snapshot();
+    IF EXISTS (SELECT 1 FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  AND wait_event_type = 'Lock') THEN
+      RETURN;
+    END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+  RAISE EXCEPTION 'no batch waited for q1';
+END \$\$" -c "COMMIT" > /dev/null 2> "$T_DIR/race.err" &
 racer=$!
 racing() {
     [ "$(psql "$arr" -qAtX -c "SELECT count(*) FROM pg_stat_activity
-                                 WHERE query = 'SELECT pg_sleep(2)' AND state = 'active'")" = 1 ]
+                                 WHERE application_name = 'td_racer' AND query LIKE '%DO %'
+                                   AND state = 'active'")" = 1 ]
 }
 t_wait_until 10 "the other transaction to hold q1" racing
-c0=$(fn _create_alerts) t0=$SECONDS
+c0=$(fn _create_alerts)
 ingest 23:59:59.8 "$(seg q1 r9 major firing 23:59:59.75)" "$(seg q2 r9 minor firing 23:59:59.75)"
 wait "$racer" || t_fail "the other transaction: $(cat "$T_DIR/race.err")"
 want "019: a fingerprint another transaction held: the batch waited for it, then 018's steps (new_alerts, _create_alerts calls)" \
