@@ -14,7 +14,11 @@
 # latency: 5,000 new alerts/s for 20 s (1 in 10 opens an incident): p50/p99
 #          of produce -> incident committed (the Kafka timestamp of its
 #          incident.opened event minus its opened_at), and of produce -> the
-#          alert's transaction start (created_at - first_seen)
+#          alert's transaction start (created_at - first_seen);
+#          TD_BENCH_LAT_SECONDS=1 adds the latter second by second, and
+#          the autovacuum/autoanalyze runs of triaged's tables during the run
+#          (a stall shows as one bad second: a vacuum or analyze competes for
+#          the CPU with a busy lane's backend, and invalidates its plans)
 # Uses a running stack when TD_TEST_* is set, else starts one.
 # TD_BENCH_KAFKA_EXTRA: more lines for triaged's [kafka] section.
 # TD_BENCH_LANES: triaged's [pipeline] lanes (default: its own default).
@@ -235,6 +239,20 @@ print(f"produce -> incident committed and published, over {len(lat)} incidents: 
         round(1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM created_at - first_seen))::numeric, 1) || ' ms, p99 ' ||
         round(1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM created_at - first_seen))::numeric, 1) || ' ms, max ' ||
         round(1000 * max(extract(epoch FROM created_at - first_seen))::numeric, 1) || ' ms' FROM triaged.alert"
+    if [ "${TD_BENCH_LAT_SECONDS:-0}" = 1 ]; then
+        echo "second by second (first_seen's minute:second, alerts, produce -> transaction start p50 / p99 / max ms):"
+        psql "$pg" -qAtF ' ' -c "SELECT to_char(s, 'MI:SS'), count(*),
+              round(1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY d)::numeric),
+              round(1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY d)::numeric),
+              round(1000 * max(d)::numeric)
+              FROM (SELECT date_trunc('second', first_seen) AS s,
+                           extract(epoch FROM created_at - first_seen) AS d FROM triaged.alert) x
+              GROUP BY s ORDER BY s" | sed 's/^/  /'
+        psql "$pg" -qAtF ' ' -c "SELECT '  ' || relname, 'autovacuum ' || coalesce(to_char(last_autovacuum, 'MI:SS.MS'), '-'),
+              'autoanalyze ' || coalesce(to_char(last_autoanalyze, 'MI:SS.MS'), '-')
+              FROM pg_stat_user_tables WHERE schemaname = 'triaged'
+               AND (last_autovacuum IS NOT NULL OR last_autoanalyze IS NOT NULL) ORDER BY relname"
+    fi
     stop_triaged
     unset TD_BENCH_INCIDENTS_TOPIC
 }
