@@ -7,8 +7,8 @@
 -- the fingerprint index, the fingerprints, row versions and ids gathered
 -- into three arrays, and a count of the distinct fingerprints), then
 -- updated them by row version (the three arrays unnested again and hash
--- joined with the segments). A batch of duplicates paid both passes:
--- ~0.3 ms of its ~1.7 ms in _count_lean at 100 a batch.
+-- joined with the segments). A batch of duplicates paid both passes (the
+-- look-up ~0.2 ms of a batch of 100).
 --
 -- Now one UPDATE finds and updates them: the segments, sorted by
 -- fingerprint, each probe the fingerprint index (a nested loop: the same
@@ -25,11 +25,17 @@
 --
 -- When every segment was applied (a batch of duplicates) that is all:
 -- every fingerprint has one segment (single), lean is all true, rest
--- empty. Otherwise the segments not applied are looked up (their known
--- alerts, in position order, are rest: step 0 locks them), with what lean
--- and single were in 019; a batch of new alerts pays the UPDATE's probes
--- that found nothing on top of 019's look-up (see the README's benchmark
--- section, sql/022).
+-- empty. Otherwise positions are marked from the UPDATE's answer (no join)
+-- and one statement probes the segments not applied (their known alerts,
+-- in position order, are rest: step 0 locks them) and counts the distinct
+-- fingerprints (single).
+--
+-- A batch of new alerts only would pay the UPDATE's probes for nothing
+-- and then probe again (+0.8 ms a batch of 100): when its first
+-- fingerprint is new (a storm's first sight; bench_http's new alerts are
+-- 1 in 10) the batch's known alerts are looked for first, as in 019, and
+-- when there are none that is all; else the UPDATE runs as above. (Costs
+-- and what was measured: the README's benchmark section, sql/022.)
 --
 -- The answers are 019's: lean NULL when no fingerprint of the batch is
 -- known, else lean[i] = segment i applied; rest, nlean and single as
@@ -50,6 +56,9 @@ SET enable_mergejoin = off
 AS $$
 DECLARE
   v_done  integer[];
+  v_lean  boolean[];
+  v_o     integer;
+  v_none  boolean;
   v_n     integer := coalesce(cardinality(p_fp), 0);
 BEGIN
   IF v_n = 0 THEN
@@ -57,6 +66,19 @@ BEGIN
     nlean := 0;
     single := true;
     RETURN;
+  END IF;
+  -- a batch whose first fingerprint is new is most likely new alerts only
+  -- (a storm's first sight): its known alerts are looked for first, and
+  -- when there are none, that is all (019's cost)
+  IF NOT EXISTS (SELECT 1 FROM triaged.alert a WHERE a.fingerprint = p_fp[1]) THEN
+    SELECT NOT EXISTS (SELECT 1 FROM triaged.alert a WHERE a.fingerprint = ANY (p_fp)),
+           (SELECT count(DISTINCT f.fp) FROM unnest(p_fp) f(fp)) = v_n
+      INTO v_none, single;
+    IF v_none THEN
+      rest := '{}';
+      nlean := 0;
+      RETURN;
+    END IF;
   END IF;
   -- 019's UPDATE (013's 'count' of a segment of the alert's status), the
   -- alert found by its fingerprint rather than by a row version looked up
@@ -95,22 +117,20 @@ BEGIN
     single := true;
     RETURN;
   END IF;
-  single := (SELECT count(DISTINCT f.fp) FROM unnest(p_fp) f(fp)) = v_n;
-  -- (some not applied: which, by position, without a join: each position
-  -- once from the positions, once more if applied)
-  SELECT array_agg(x.applied ORDER BY x.o) INTO lean
-    FROM (SELECT p.o, count(*) > 1 AS applied
-            FROM (SELECT g.o FROM generate_series(1, v_n) g(o)
-                  UNION ALL
-                  SELECT d.o FROM unnest(v_done) d(o)) p
-           GROUP BY p.o) x;
-  -- the known alerts of the others, in position order (a probe of the
-  -- index for each segment not applied)
-  SELECT coalesce(array_agg(j.fp ORDER BY j.o), '{}') INTO rest
+  -- (some not applied: which, by position, and the known alerts of the
+  -- others, in position order, each probed once; in one statement)
+  v_lean := array_fill(false, ARRAY[v_n]);
+  FOREACH v_o IN ARRAY v_done LOOP
+    v_lean[v_o] := true;
+  END LOOP;
+  SELECT (SELECT count(DISTINCT f.fp) FROM unnest(p_fp) f(fp)) = v_n,
+         coalesce(array_agg(j.fp ORDER BY j.o)
+                    FILTER (WHERE EXISTS (SELECT 1 FROM triaged.alert a WHERE a.fingerprint = j.fp)),
+                  '{}')
+    INTO single, rest
     FROM unnest(p_fp) WITH ORDINALITY j(fp, o)
-   WHERE NOT lean[j.o]
-     AND EXISTS (SELECT 1 FROM triaged.alert a WHERE a.fingerprint = j.fp);
-  IF nlean = 0 AND cardinality(rest) = 0 THEN
-    lean := NULL;   -- (019: NULL when none of the batch's alerts is known)
+   WHERE NOT v_lean[j.o];
+  IF nlean > 0 OR cardinality(rest) > 0 THEN
+    lean := v_lean;   -- (019: NULL when none of the batch's alerts is known)
   END IF;
 END $$;
