@@ -50,9 +50,13 @@ CREATE OR REPLACE FUNCTION triaged._count_lean(
 LANGUAGE plpgsql
 -- the UPDATE probes the index segment by segment in fingerprint order
 -- (the lock order), whatever the batch's size; the caller has
--- enable_seqscan off (_ingest_batch)
+-- enable_seqscan off (_ingest_batch). Plans made once per session: a
+-- custom plan, costed with the batch's size, looks cheaper than the
+-- generic one (costed with 1,000 positions) and would be made again at
+-- every call
 SET enable_hashjoin = off
 SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_done  integer[];
