@@ -20,6 +20,10 @@
 #   new    fingerprints never seen only (a storm's first sight)
 # The segments are sent as text, as bench_engine does: parsing them is in
 # both figures (~6-8 µs a segment at 100), not in their difference.
+# FULL=1: the whole batch instead, _ingest_batch as shipped against a copy
+# of 019's _ingest_batch calling 019's _count_lean (the new alerts of mixed
+# and new batches are then created: every batch's new fingerprints are
+# fresh ones).
 # Uses a running stack when TD_TEST_* is set, else starts one.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -48,13 +52,28 @@ printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pg"
 sed -n '/^CREATE OR REPLACE FUNCTION triaged._count_lean(/,/^END \$\$;/p' \
     "$root/sql/019_front.sql" | sed '1s/_count_lean(/_count_lean_019(/' > "$work/lean019.sql"
 grep -q 'v_ktid' "$work/lean019.sql" || { echo "bench_dups: 019's _count_lean not found" >&2; exit 1; }
+# 019's _ingest_batch, renamed, calling 019's _count_lean
+sed -n '/^CREATE OR REPLACE FUNCTION triaged._ingest_batch(/,/^END \$\$;/p' \
+    "$root/sql/019_front.sql" \
+    | sed '1s/_ingest_batch(/_ingest_batch_019(/; s/FROM triaged._count_lean(p_fp/FROM triaged._count_lean_019(p_fp/' \
+    >> "$work/lean019.sql"
+grep -q '_count_lean_019(p_fp' "$work/lean019.sql" || { echo "bench_dups: 019's _ingest_batch not found" >&2; exit 1; }
 psql "$pg" -qAtX -v ON_ERROR_STOP=1 -f "$work/lean019.sql" >/dev/null
+if [ "${FULL:-0}" = 1 ]; then
+    fns="_ingest_batch _ingest_batch_019"
+    call() { echo "SELECT count(*) FROM triaged.$1($args13, NULL, NULL, '{\"actor\":\"bench\"}') \\gset"; }
+else
+    fns="_count_lean _count_lean_019"
+    call() { echo "SELECT l.nlean FROM triaged.$1($args) l \\gset"; }
+fi
 
 # batch KEYEXPR (of k, 0 <= k < B): the psql lines that set the
 # arrays of a batch of firing major segments
 batch() {
     cat <<SQL
 SELECT array_agg('a' || lpad(to_hex(kk), 15, '0') ORDER BY kk) AS fp,
+       array_agg('bench'::text ORDER BY kk) AS src, array_agg('bench-' || (kk / 10) ORDER BY kk) AS res,
+       array_agg('check' || (kk % 10) ORDER BY kk) AS chk, array_agg(NULL::text ORDER BY kk) AS dk,
        array_agg(NULL::bigint ORDER BY kk) AS ci, array_agg('bench'::text ORDER BY kk) AS sm,
        array_agg(jsonb_build_object('env', 'bench') ORDER BY kk) AS lab,
        array_agg('major'::text ORDER BY kk) AS sev, array_agg('firing'::text ORDER BY kk) AS st,
@@ -65,6 +84,7 @@ SELECT array_agg('a' || lpad(to_hex(kk), 15, '0') ORDER BY kk) AS fp,
 SQL
 }
 cpu_now="awk '{print \$1}' /proc/\$BPID/schedstat"
+args13=":'fp'::text[], :'src'::text[], :'res'::text[], :'chk'::text[], :'dk'::text[], :'ci'::int8[], :'sm'::text[], :'lab'::jsonb[], :'sev'::text[], :'st'::text[], :'n'::int8[], :'t0'::timestamptz[], :'t1'::timestamptz[]"
 args=":'fp'::text[], :'ci'::int8[], :'sm'::text[], :'lab'::jsonb[], :'sev'::text[], :'st'::text[], :'n'::int8[], :'t0'::timestamptz[], :'t1'::timestamptz[]"
 {
     echo "SELECT pg_backend_pid() AS pid \\gset"
@@ -95,22 +115,23 @@ SQL
     k=0
     for ((r = 0; r < R; r++)); do
         for shape in dups mixed new; do
-            for fn in _count_lean _count_lean_019; do
-                s=$(( (k * B) % NROWS )); k=$((k + 1))
+            for fn in $fns; do
+                s=$(( (k * B) % NROWS )) u=$((1000000 + k * B)); k=$((k + 1))
                 case $shape in
                 dups) batch "$s + k" ;;
-                mixed) batch "CASE WHEN k % 10 = 9 THEN 1000000 + $s + k ELSE $s + k END" ;;
-                new) batch "1000000 + $s + k" ;;
+                mixed) batch "CASE WHEN k % 10 = 9 THEN $u + k ELSE $s + k END" ;;
+                new) batch "$u + k" ;;
                 esac
                 echo "\\! $cpu_now > $work/c0"
-                echo "SELECT l.nlean FROM triaged.$fn($args) l \\gset"
+                call $fn
                 echo "\\! $cpu_now | awk -v t0=\$(cat $work/c0) '{print \"$r $shape $fn\", (\$1 - t0) / 1000}' >> $work/cpu"
             done
         done
     done
 } | psql "$pg" -X -q -v ON_ERROR_STOP=1 >/dev/null
 
-echo "_count_lean, $B segments a call, $R rounds (the first 5 left out): backend CPU µs a segment"
+set -- $fns
+echo "$1, $B segments a call, $R rounds (the first 5 left out): backend CPU µs a segment"
 python3 - "$work/cpu" "$B" <<'PY'
 import sys, statistics as st
 B = int(sys.argv[2])
@@ -120,7 +141,8 @@ for line in open(sys.argv[1]):
     if int(r) >= 5:
         t.setdefault(shape, {}).setdefault(fn, {})[int(r)] = float(us) / B
 for shape in ("dups", "mixed", "new"):
-    cur, old = t[shape]["_count_lean"], t[shape]["_count_lean_019"]
+    fns = sorted(t[shape])  # (shipped, 019's)
+    cur, old = t[shape][fns[0]], t[shape][fns[1]]
     d = [cur[r] - old[r] for r in cur if r in old]
     print(f"  {shape:<6} shipped {st.median(cur.values()):6.1f} (p25 {st.quantiles(cur.values(), n=4)[0]:5.1f})"
           f"   019 {st.median(old.values()):6.1f} (p25 {st.quantiles(old.values(), n=4)[0]:5.1f})"
