@@ -85,9 +85,16 @@ BEGIN
     END IF;
   END IF;
   -- 019's UPDATE (013's 'count' of a segment of the alert's status), the
-  -- alert found by its fingerprint rather than by a row version looked up
-  -- before; a fingerprint's only segment (c = 1: the others are left to
-  -- the classification)
+  -- alert's row version found in the statement (a probe of the fingerprint
+  -- index for each segment, in fingerprint order: the TID scan's subquery)
+  -- rather than by a look-up before; a fingerprint's only segment (c = 1:
+  -- the others are left to the classification). The plan cannot reach the
+  -- alerts another way: the row is fetched by its version only, and the
+  -- status test is no index condition (IS TRUE). Joined by fingerprint
+  -- instead (~1.5 µs a segment less), a plan made on a nearly empty table
+  -- scanned the fingerprint index whole for the outer side, or probed
+  -- alert_status_idx by status with the fingerprint as a filter: every
+  -- segment then read every firing alert (bench_http: 442 µs a segment)
   WITH u AS (
     UPDATE triaged.alert a
        SET occurrences = a.occurrences + k.n,
@@ -112,8 +119,9 @@ BEGIN
                            unnest(p_n) AS n, unnest(p_first) AS "first",
                            unnest(p_last) AS "last", generate_series(1, v_n) AS o) j
              ORDER BY j.fp) k
-     WHERE a.fingerprint = k.fp AND k.c = 1
-       AND a.status = k.status
+     WHERE k.c = 1
+       AND a.ctid = (SELECT x.ctid FROM triaged.alert x WHERE x.fingerprint = k.fp)
+       AND (a.status = k.status) IS TRUE
        AND (k.status = 'resolved' OR (a.severity = k.severity AND k."first" >= a.fired_at))
        AND NOT a.suppressed
        AND a.ci_id IS NOT DISTINCT FROM k.ci_id
