@@ -10,18 +10,18 @@
 -- joined with the segments). A batch of duplicates paid both passes (the
 -- look-up ~0.2 ms of a batch of 100).
 --
--- Now one UPDATE finds and updates them: the segments, sorted by
--- fingerprint, each probe the fingerprint index (a nested loop: the same
--- rows locked in the same order as 019's, fingerprint order; the function
--- turns hash and merge joins off, which a custom plan for a large batch
--- would otherwise take, scanning the whole index), and its WHERE is 019's
--- (a fingerprint's only segment: a window's count over the sort the
--- UPDATE needs anyway, instead of 019's count(DISTINCT) and hashed
--- subplan). A row changed by another transaction is re-read under its
--- lock (READ COMMITTED) and the WHERE re-checked on its newest version, as
--- before; a fingerprint another transaction creates meanwhile is not seen
--- here (not yet committed), so it is new or, once committed, known to the
--- look-up below: 019's cases, handled as there.
+-- Now one UPDATE finds and updates them: the segments, unnested in its
+-- target list and sorted by fingerprint, each fetch their alert by the
+-- row version a subquery probes by fingerprint (a nested loop in
+-- fingerprint order: the same rows locked in the same order as 019's),
+-- and its WHERE is 019's (a fingerprint's only segment: a window's count
+-- over the sort the UPDATE needs anyway, instead of 019's count(DISTINCT)
+-- and hashed subplan). A row changed by another transaction is re-read
+-- under its lock (READ COMMITTED) and the WHERE re-checked on its newest
+-- version, as before; a fingerprint another transaction creates meanwhile
+-- is not seen here (not yet committed), so it is new or, once committed,
+-- known to the look-up below: 019's cases, handled as there. The plan has
+-- no other way to the alerts (see the UPDATE), and is made once a session.
 --
 -- When every segment was applied (a batch of duplicates) that is all:
 -- every fingerprint has one segment (single), lean is all true, rest
