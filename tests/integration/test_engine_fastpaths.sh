@@ -443,6 +443,85 @@ want "019: a fingerprint another transaction held: the batch waited for it, then
     "$(stat new_alerts) $(fn _create_alerts)" "1 $((c0 + 1))"
 same_state "a fingerprint another transaction held (019)"
 
+# ---- sql/022: the lean path's one UPDATE finds its alerts by fingerprint
+# (no look-up first) and looks for single and rest only when a segment was
+# not applied. Its answers (lean NULL when no fingerprint is known), the
+# labels and summary it writes (the newest message's, else the stored
+# ones, as 013's count), and the re-check of a row another transaction
+# changed while the batch waited for it (READ COMMITTED: the newest version
+# is no longer a duplicate, so the classification takes it).
+lean_raw() { # BATCH: _count_lean's answers as they are (rolled back)
+    psql "$arr" -qAtX -v ON_ERROR_STOP=1 -v b="$1" 2> "$T_DIR/err" <<'SQL' || t_fail "_count_lean: $(cat "$T_DIR/err")"
+BEGIN;
+SET LOCAL enable_seqscan = off;
+SELECT coalesce(l.lean::text, 'null') || ' ' || l.rest::text || ' ' || l.nlean || ' ' || l.single
+  FROM (SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg((e->>'ci_id')::bigint ORDER BY o) ci,
+               array_agg(e->>'summary' ORDER BY o) sm, array_agg(e->'labels' ORDER BY o) lab,
+               array_agg(e->>'severity' ORDER BY o) sev, array_agg(e->>'status' ORDER BY o) st,
+               array_agg((e->>'n')::bigint ORDER BY o) n,
+               array_agg((e->>'first')::timestamptz ORDER BY o) t0,
+               array_agg((e->>'last')::timestamptz ORDER BY o) t1
+          FROM jsonb_array_elements(:'b'::jsonb) WITH ORDINALITY t(e, o)) x,
+       triaged._count_lean(x.fp, x.ci, x.sm, x.lab, x.sev, x.st, x.n, x.t0, x.t1) l;
+ROLLBACK;
+SQL
+}
+want "022: no segment known: lean NULL" \
+    "$(lean_raw "[$(seg n1 r9 major firing 23:59:59.81),$(seg n2 r9 major resolved 23:59:59.81)]")" \
+    "null {} 0 true"
+want "022: an empty batch" "$(lean_raw "[]")" "null {} 0 true"
+want "022: two duplicates of one fingerprint are not lean, a third is" \
+    "$(lean_raw "[$(seg d1 r7 major firing 23:59:59.81),$(seg d1 r7 major firing 23:59:59.82),$(seg c1 r5 minor firing 23:59:59.81)]")" \
+    "{f,f,t} {d1,d1} 1 false"
+want "022: a duplicate and a new alert" \
+    "$(lean_raw "[$(seg n1 r9 major firing 23:59:59.81),$(seg c1 r5 minor firing 23:59:59.81)]")" \
+    "{f,t} {} 1 true"
+want "022: a known alert, not applied" "$(lean_raw "[$(seg d1 r7 major resolved 23:59:59.81)]")" \
+    "{f} {d1} 0 true"
+# duplicates only: d1's labels changed (stored: the newest message's), c1's
+# equal, f1 newer; then f1 older than its last message but not than its
+# firing start: counted, its labels and summary kept
+newlab() { sed "s/\"labels\":{[^}]*}/\"labels\":{\"env\":\"$1\"}/; s/\"summary\":\"[^\"]*\"/\"summary\":\"$2\"/"; }
+want "022: duplicates only" \
+    "$(lean_raw "[$(seg d1 r7 major firing 23:59:59.82 | newlab new s-new),$(seg c1 r5 minor firing 23:59:59.82),$(seg f1 r8 minor firing 23:59:59.84 | newlab f1-new f1-new)]")" \
+    "{t,t,t} {} 3 true"
+ingest 23:59:59.85 "$(seg d1 r7 major firing 23:59:59.82 | newlab new s-new)" \
+    "$(seg c1 r5 minor firing 23:59:59.82)" "$(seg f1 r8 minor firing 23:59:59.84 | newlab f1-new f1-new)"
+ingest 23:59:59.86 "$(seg f1 r8 minor firing 23:59:59.83 | newlab f1-old f1-old)"
+want "022: labels and summary (d1 c1 f1)" "$(psql "$arr" -qAtX -c "SELECT string_agg(fingerprint || ':' || (labels->>'env') || ':' || summary || ':' || occurrences || ':' || to_char(last_seen, 'SS.MS'), ' ' ORDER BY fingerprint) FROM triaged.alert WHERE fingerprint IN ('d1', 'c1', 'f1')")" \
+    "c1:t:c1 firing:5:59.820 d1:new:s-new:5:59.820 f1:f1-new:f1-new:3:59.840"
+same_state "duplicates' labels and summary (022)"
+# d1's severity changes in another transaction that holds its row when a
+# duplicate (major) comes; the batch waits, the change commits, the lean
+# UPDATE re-checks d1's newest version (critical): not a duplicate, the
+# classification counts a severity change. (fast and ref get the change
+# before the batch.)
+sev_row="UPDATE triaged.alert SET severity = 'critical' WHERE fingerprint = 'd1'"
+for pg in "$fast" "$ref"; do
+    psql "$pg" -qAtX -v ON_ERROR_STOP=1 -c "$sev_row" >/dev/null || t_fail "d1's severity in fast/ref"
+done
+PGAPPNAME=td_racer psql "$arr" -qAtX -v ON_ERROR_STOP=1 -c "BEGIN" -c "$sev_row" -c "
+DO \$\$
+BEGIN
+  FOR i IN 1..2000 LOOP
+    PERFORM pg_stat_clear_snapshot();
+    IF EXISTS (SELECT 1 FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  AND wait_event_type = 'Lock') THEN
+      RETURN;
+    END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+  RAISE EXCEPTION 'no batch waited for d1';
+END \$\$" -c "COMMIT" > /dev/null 2> "$T_DIR/race.err" &
+racer=$!
+t_wait_until 10 "the other transaction to hold d1" racing
+ingest 23:59:59.9 "$(seg d1 r7 major firing 23:59:59.88)" "$(seg c1 r5 minor firing 23:59:59.88)"
+wait "$racer" || t_fail "the other transaction: $(cat "$T_DIR/race.err")"
+want "022: a row changed while the batch waited: re-checked (segments dups severity_changes)" \
+    "$(stat segments) $(stat dups) $(stat severity_changes)" "2 0 1"
+same_state "a row changed while the batch waited (022)"
+
 # ---- 011 on bound CIs: the jsonb statement (fast) against the arrays one (arr)
 cat > "$T_DIR/cmdb.json" <<'JSON'
 {"cis": [{"name": "db-01"}, {"name": "web-01"}, {"name": "web-02"}, {"name": "app-01"}],
@@ -516,7 +595,7 @@ want "bound: m1 suppressed, then not" "$(q2 "SELECT string_agg(coalesce(h.detail
 want "bound: m1 has its incident" "$(q2 "SELECT count(*) FROM triaged.incident_alert ia JOIN triaged.alert a ON a.id = ia.alert_id WHERE a.fingerprint = 'm1'")" "1"
 # 011's paths: every batch through _ingest_batch but the two with a
 # heartbeat or a CI in maintenance, handed to the jsonb statement
-want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=29 ingest_all_arrays=2"
+want "arrays statement: engine function / jsonb statement" "$(psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_ingest_batch', 'ingest_all_arrays')")" "_ingest_batch=32 ingest_all_arrays=2"
 # malformed batches: the same error (22023, same message) from both
 # statements, nothing applied
 for bad in "$(bseg x1 null r major firing 12:50:00 ',"n":0')" \
