@@ -249,6 +249,8 @@ fails "an alert on a CI that does not exist" "INSERT INTO triaged.alert (fingerp
 fails "an incident rebound to a CI that does not exist" "UPDATE triaged.incident SET ci_id = 999 WHERE ci_id = 9"
 fails "an impacted service that does not exist" "INSERT INTO triaged.incident_service (incident_id, service_id) SELECT id, 999 FROM triaged.incident WHERE ci_id = 9 AND merged_into IS NULL"
 fails "a CI id changed" "UPDATE triaged.ci SET id = 99 WHERE id = 9"
+fails "an alert id changed (sql/023's AFTER trigger)" "UPDATE triaged.alert SET id = id + 1000000 WHERE id = (SELECT min(id) FROM triaged.alert)"
+fails "an incident id changed" "UPDATE triaged.incident SET id = id + 1000000 WHERE id = (SELECT min(id) FROM triaged.incident)"
 want "a CI no alert or incident refers to deleted" "$(q "INSERT INTO triaged.ci (id, name) VALUES (99, 'spare'); DELETE FROM triaged.ci WHERE id = 99; SELECT count(*) FROM triaged.ci")" "21"
 # a delete of a CI and a write referring to it, at once: whichever comes
 # second waits for the first to end, then fails (as with the foreign keys)
