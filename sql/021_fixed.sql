@@ -234,6 +234,12 @@ DECLARE
   v_alrows    triaged.ingest_row[] := '{}';
   v_folded    boolean := false;  -- (021) the new incidents made whole here
   v_frest     triaged._group_req[];
+  v_rres      text[];            -- (021) the requests' resources
+  v_oid       bigint[];          -- (021) their open incidents
+  v_ores      text[];
+  v_onum      text[];
+  v_pcm       text;
+  v_mode      text;
 BEGIN
   -- options (002's, then 003's)
   IF p_opts IS NULL OR jsonb_typeof(p_opts) <> 'object' THEN
@@ -461,8 +467,9 @@ BEGIN
       SELECT coalesce(array_agg(ROW(x.gkey, x.ci_id, x.resource, x.title, x.opened_at,
                                     triaged.severity_of_rank(x.best))::triaged._group_req
                                 ORDER BY x.gkey), '{}'),
-             coalesce(bool_or(x.ci_id IS NOT NULL), false)
-        INTO v_reqs, v_bound
+             coalesce(bool_or(x.ci_id IS NOT NULL), false),
+             coalesce(array_agg(x.resource), '{}')   -- (021) for the lookup
+        INTO v_reqs, v_bound, v_rres
         FROM (SELECT DISTINCT ON (a.gkey) a.gkey, a.ci_id, a.resource,
                      a."check" || ' on ' || a.resource AS title,
                      min(a."first") OVER w AS opened_at,
@@ -478,27 +485,40 @@ BEGIN
         SELECT coalesce(array_agg(r), '{}') INTO v_grp FROM triaged._open_incidents(v_reqs) r;
       ELSE
         -- (021) the groups' open incidents by resource (the partial unique
-        -- key), locked in resource order (013's order for unbound groups),
-        -- once (MATERIALIZED); planned at each call while the incident
-        -- table has no statistics (see the file's header)
-        IF (SELECT c.reltuples FROM pg_class c
-             WHERE c.oid = 'triaged.incident'::regclass) < 10 THEN
-          PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);
+        -- key), locked in resource order (013's order for unbound groups):
+        -- one single-table statement, planned at each call while the
+        -- incident table has no statistics (see the file's header), with a
+        -- generic plan once it has; the requests are split by what it found
+        -- only when it found one (a storm's new resources: none)
+        SELECT current_setting('plan_cache_mode'),
+               set_config('plan_cache_mode',
+                          CASE WHEN (SELECT c.reltuples FROM pg_class c
+                                      WHERE c.oid = 'triaged.incident'::regclass) < 10
+                               THEN 'force_custom_plan' ELSE 'force_generic_plan' END, true)
+          INTO v_pcm, v_mode;
+        SELECT coalesce(array_agg(o.id), '{}'), coalesce(array_agg(o.resource), '{}'),
+               coalesce(array_agg(o.number), '{}')
+          INTO v_oid, v_ores, v_onum
+          FROM (SELECT i.id, i.resource, i.number FROM triaged.incident i
+                 WHERE i.resource = ANY (v_rres)
+                   AND i.ci_id IS NULL AND i.status IN ('new', 'acknowledged')
+                   AND i.merged_into IS NULL
+                 ORDER BY i.resource
+                   FOR UPDATE OF i) o;
+        v_mode := set_config('plan_cache_mode', v_pcm, true);
+        IF cardinality(v_oid) = 0 THEN
+          v_grp := '{}';
+          v_frest := v_reqs;
+        ELSE
+          SELECT coalesce(array_agg(ROW(r.gkey, NULL, r.resource, o.id, false, o.number)
+                                    ::triaged._group_res ORDER BY r.resource)
+                            FILTER (WHERE o.id IS NOT NULL), '{}'),
+                 coalesce(array_agg(r ORDER BY r.resource) FILTER (WHERE o.id IS NULL), '{}')
+            INTO v_grp, v_frest
+            FROM unnest(v_reqs) r
+            LEFT JOIN unnest(v_oid, v_ores, v_onum) o(id, resource, number)
+                   ON o.resource = r.resource;
         END IF;
-        WITH o AS MATERIALIZED (
-          SELECT i.id, i.resource, i.number FROM triaged.incident i
-           WHERE i.resource = ANY (ARRAY(SELECT r.resource FROM unnest(v_reqs) r))
-             AND i.ci_id IS NULL AND i.status IN ('new', 'acknowledged')
-             AND i.merged_into IS NULL
-           ORDER BY i.resource
-             FOR UPDATE OF i)
-        SELECT coalesce(array_agg(ROW(r.gkey, NULL, r.resource, o.id, false, o.number)
-                                  ::triaged._group_res ORDER BY r.resource)
-                          FILTER (WHERE o.id IS NOT NULL), '{}'),
-               coalesce(array_agg(r ORDER BY r.resource) FILTER (WHERE o.id IS NULL), '{}')
-          INTO v_grp, v_frest
-          FROM unnest(v_reqs) r LEFT JOIN o ON o.resource = r.resource;
-        PERFORM set_config('plan_cache_mode', 'auto', true);
         IF cardinality(v_grp) = 0 THEN
           -- (021) no group has one: each new incident is inserted whole,
           -- as the end of batch would leave it (one 'opened' event, its
