@@ -234,7 +234,8 @@ DECLARE
   v_alrows    triaged.ingest_row[] := '{}';
   v_folded    boolean := false;  -- (021) the new incidents made whole here
   v_frest     triaged._group_req[];
-  v_rres      text[];            -- (021) the requests' resources
+  v_nbound    boolean;           -- (021) a new alert bound to a CI
+  v_nskip     bigint;            -- (021) groups whose incident was not inserted
   v_oid       bigint[];          -- (021) their open incidents
   v_ores      text[];
   v_onum      text[];
@@ -457,19 +458,137 @@ BEGIN
              coalesce(array_agg(ins.occurrences), '{}'),
              coalesce(array_agg(ins.first_seen), '{}'),
              coalesce(array_agg(ins.last_seen), '{}'),
-             coalesce(array_agg(ins.flapping), '{}')
-        INTO v_nid, v_nfp, v_nres, v_nchk, v_nci, v_nsev, v_nocc, v_nfirst, v_nlast, v_nflap
+             coalesce(array_agg(ins.flapping), '{}'),
+             coalesce(bool_or(ins.ci_id IS NOT NULL), false)   -- (021)
+        INTO v_nid, v_nfp, v_nres, v_nchk, v_nci, v_nsev, v_nocc, v_nfirst, v_nlast, v_nflap,
+             v_nbound
         FROM ins;
       v_nalert := cardinality(v_nid);
+      -- (021) unbound groups only (no new alert bound to a CI): their open
+      -- incidents by resource (the partial unique key), locked in resource
+      -- order (013's order for unbound groups), in one single-table
+      -- statement, planned at each call while the incident table has no
+      -- statistics (see the file's header), with a generic plan once it has
+      IF NOT v_nbound THEN
+        SELECT current_setting('plan_cache_mode'),
+               set_config('plan_cache_mode',
+                          CASE WHEN (SELECT c.reltuples FROM pg_class c
+                                      WHERE c.oid = 'triaged.incident'::regclass) < 10
+                               THEN 'force_custom_plan' ELSE 'force_generic_plan' END, true)
+          INTO v_pcm, v_mode;
+        SELECT coalesce(array_agg(o.id), '{}'), coalesce(array_agg(o.resource), '{}'),
+               coalesce(array_agg(o.number), '{}')
+          INTO v_oid, v_ores, v_onum
+          FROM (SELECT i.id, i.resource, i.number FROM triaged.incident i
+                 WHERE i.resource = ANY (v_nres)
+                   AND i.ci_id IS NULL AND i.status IN ('new', 'acknowledged')
+                   AND i.merged_into IS NULL
+                 ORDER BY i.resource
+                   FOR UPDATE OF i) o;
+        v_mode := set_config('plan_cache_mode', v_pcm, true);
+      END IF;
+      IF NOT v_nbound AND cardinality(v_oid) = 0 THEN
+        -- (021) no group has one (a storm's new resources): in one
+        -- statement, each group's request (as below: title and resource of
+        -- its earliest alert, opened at the earliest first time, the most
+        -- severe severity), its new incident inserted whole, as the end of
+        -- batch would leave it (one 'opened' event, its hash, the counts:
+        -- its alerts, all firing; severity, priority and urgency the
+        -- request's, which the end of batch keeps), its event, the links
+        -- and the published rows: no find-or-open, no end of batch. Ids and
+        -- numbers are the column defaults', drawn in the same order
+        -- (resource order). A group whose incident another transaction
+        -- opened meanwhile (ON CONFLICT: not inserted) sends the batch to
+        -- 018's steps (the subtransaction is rolled back).
+        WITH n AS (
+          SELECT n.*, triaged._gkey(NULL, n.resource) AS gkey
+            FROM unnest(v_nid, v_nfp, v_nres, v_nchk, v_nsev, v_nocc, v_nfirst, v_nlast, v_nflap)
+                   n(id, fingerprint, resource, check_name, severity, occurrences, first_seen,
+                     last_seen, flapping)),
+        s AS (
+          SELECT n.gkey, n.resource,
+                 (array_agg(n.check_name || ' on ' || n.resource
+                            ORDER BY n.first_seen, n.fingerprint))[1] AS title,
+                 min(n.first_seen) AS opened_at,
+                 triaged.severity_of_rank(min(triaged.severity_rank(n.severity))) AS severity,
+                 count(*)::integer AS n, array_agg(DISTINCT n.fingerprint) AS fps
+            FROM n GROUP BY n.gkey, n.resource
+           ORDER BY n.resource),
+        k AS (   -- (the column defaults of id and number, in the INSERT's order)
+          SELECT s.*, nextval('triaged.incident_id_seq') AS id,
+                 'INC' || lpad(nextval('triaged.incident_number_seq')::text, 7, '0') AS number
+            FROM s),
+        e AS (
+          SELECT k.*, triaged.severity_rank(k.severity)::smallint AS priority,
+                 triaged.severity_urgency(k.severity)::smallint AS urgency,
+                 jsonb_build_object('title', k.title,
+                                    'priority', triaged.severity_rank(k.severity)::smallint,
+                                    'severity', k.severity, 'ci_id', NULL::bigint,
+                                    'resource', k.resource,
+                                    'fingerprints', coalesce(to_jsonb(k.fps), '[]')) AS detail
+            FROM k),
+        h AS (
+          SELECT e.*, sha256(triaged.event_content(e.id, e.opened_at, v_actor, 'opened',
+                                                   e.detail)) AS hash
+            FROM e),
+        ins AS (
+          INSERT INTO triaged.incident AS i (id, number, title, status, priority, impact,
+                                             urgency, severity, ci_id, resource, opened_at,
+                                             last_event_hash, alert_count, firing_count)
+          SELECT h.id, h.number, h.title, 'new', h.priority, 3, h.urgency, h.severity, NULL,
+                 h.resource, h.opened_at, h.hash, h.n, h.n
+            FROM h ORDER BY h.resource
+          ON CONFLICT (resource) WHERE ci_id IS NULL AND status IN ('new', 'acknowledged')
+                                       AND merged_into IS NULL
+          DO UPDATE SET updated_at = now() WHERE false
+          RETURNING i.*),
+        ev AS (
+          INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash,
+                                              hash)
+          SELECT h.id, h.opened_at, v_actor, 'opened', h.detail, NULL, h.hash
+            FROM ins JOIN h ON h.id = ins.id
+           ORDER BY h.id),
+        m AS (
+          SELECT n.*, k.id AS incident_id, k.number FROM n JOIN k ON k.gkey = n.gkey),
+        lnk AS (
+          INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
+          SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id
+          RETURNING 1)
+        SELECT (SELECT count(*) FROM s) - (SELECT count(*) FROM ins),
+               (SELECT coalesce(array_agg(ROW('incident.opened', i.number,
+                                              triaged._incident_json(i.id, i.number, i.title,
+                                                i.status, i.priority, i.impact, i.urgency,
+                                                i.severity, i.resource, i.ci_id, i.opened_at,
+                                                i.acknowledged_at, i.resolved_at, i.closed_at,
+                                                i.reopen_count, i.resolve_pending_since,
+                                                i.alert_count, i.firing_count)
+                                             )::triaged.ingest_row ORDER BY i.id), '{}')
+                  FROM ins i),
+               (SELECT coalesce(array_agg(ROW('alert.firing', m.fingerprint,
+                                              triaged.alert_payload(m.fingerprint, 'firing',
+                                                m.severity, m.resource, m.check_name,
+                                                m.occurrences, m.first_seen, m.last_seen,
+                                                m.flapping, m.number)
+                                             )::triaged.ingest_row ORDER BY m.fingerprint), '{}')
+                  FROM m),
+               (SELECT count(*) FROM lnk)
+          INTO v_nskip, v_inc, v_alrows, v_nlinked;
+        IF v_nskip > 0 THEN
+          RAISE EXCEPTION USING ERRCODE = 'unique_violation',
+            MESSAGE = 'triaged.ingest: an incident of the batch was opened concurrently';
+        END IF;
+        v_folded := true;
+        v_bound := false;
+        v_opened := cardinality(v_inc);
+      ELSE
       -- one request per group, from the arrays (as step 3 makes them from
       -- the new alerts: title and resource of its earliest alert, opened
       -- at the earliest first time, the most severe severity)
       SELECT coalesce(array_agg(ROW(x.gkey, x.ci_id, x.resource, x.title, x.opened_at,
                                     triaged.severity_of_rank(x.best))::triaged._group_req
                                 ORDER BY x.gkey), '{}'),
-             coalesce(bool_or(x.ci_id IS NOT NULL), false),
-             coalesce(array_agg(x.resource), '{}')   -- (021) for the lookup
-        INTO v_reqs, v_bound, v_rres
+             coalesce(bool_or(x.ci_id IS NOT NULL), false)
+        INTO v_reqs, v_bound
         FROM (SELECT DISTINCT ON (a.gkey) a.gkey, a.ci_id, a.resource,
                      a."check" || ' on ' || a.resource AS title,
                      min(a."first") OVER w AS opened_at,
@@ -484,115 +603,18 @@ BEGIN
       IF v_bound THEN
         SELECT coalesce(array_agg(r), '{}') INTO v_grp FROM triaged._open_incidents(v_reqs) r;
       ELSE
-        -- (021) the groups' open incidents by resource (the partial unique
-        -- key), locked in resource order (013's order for unbound groups):
-        -- one single-table statement, planned at each call while the
-        -- incident table has no statistics (see the file's header), with a
-        -- generic plan once it has; the requests are split by what it found
-        -- only when it found one (a storm's new resources: none)
-        SELECT current_setting('plan_cache_mode'),
-               set_config('plan_cache_mode',
-                          CASE WHEN (SELECT c.reltuples FROM pg_class c
-                                      WHERE c.oid = 'triaged.incident'::regclass) < 10
-                               THEN 'force_custom_plan' ELSE 'force_generic_plan' END, true)
-          INTO v_pcm, v_mode;
-        SELECT coalesce(array_agg(o.id), '{}'), coalesce(array_agg(o.resource), '{}'),
-               coalesce(array_agg(o.number), '{}')
-          INTO v_oid, v_ores, v_onum
-          FROM (SELECT i.id, i.resource, i.number FROM triaged.incident i
-                 WHERE i.resource = ANY (v_rres)
-                   AND i.ci_id IS NULL AND i.status IN ('new', 'acknowledged')
-                   AND i.merged_into IS NULL
-                 ORDER BY i.resource
-                   FOR UPDATE OF i) o;
-        v_mode := set_config('plan_cache_mode', v_pcm, true);
-        IF cardinality(v_oid) = 0 THEN
-          v_grp := '{}';
-          v_frest := v_reqs;
-        ELSE
-          SELECT coalesce(array_agg(ROW(r.gkey, NULL, r.resource, o.id, false, o.number)
-                                    ::triaged._group_res ORDER BY r.resource)
-                            FILTER (WHERE o.id IS NOT NULL), '{}'),
-                 coalesce(array_agg(r ORDER BY r.resource) FILTER (WHERE o.id IS NULL), '{}')
-            INTO v_grp, v_frest
-            FROM unnest(v_reqs) r
-            LEFT JOIN unnest(v_oid, v_ores, v_onum) o(id, resource, number)
-                   ON o.resource = r.resource;
-        END IF;
-        IF cardinality(v_grp) = 0 THEN
-          -- (021) no group has one: each new incident is inserted whole,
-          -- as the end of batch would leave it (one 'opened' event, its
-          -- hash, the counts: its alerts, all firing; severity, priority
-          -- and urgency are the request's, which the end of batch keeps),
-          -- with its event and its published row: no end of batch. Its
-          -- id and number are the defaults', drawn in the same order
-          -- (resource order); a group whose incident another transaction
-          -- opened meanwhile (ON CONFLICT: not inserted) sends the batch
-          -- to 018's steps (the subtransaction is rolled back)
-          WITH a AS (
-            SELECT triaged._gkey(j.ci_id, j.resource) AS gkey, count(*)::integer AS n,
-                   array_agg(DISTINCT j.fp) AS fps
-              FROM unnest(p_fp, p_resource, p_ci_id) WITH ORDINALITY j(fp, resource, ci_id, o)
-             WHERE v_nlean = 0 OR NOT v_lean[j.o]
-             GROUP BY 1),
-          s AS (
-            SELECT r.gkey, r.resource, r.title, r.opened_at, r.severity, a.n, a.fps
-              FROM unnest(v_reqs) r JOIN a ON a.gkey = r.gkey
-             ORDER BY r.resource),
-          k AS (   -- (the column defaults of id and number, in the INSERT's order)
-            SELECT s.*, nextval('triaged.incident_id_seq') AS id,
-                   'INC' || lpad(nextval('triaged.incident_number_seq')::text, 7, '0') AS number
-              FROM s),
-          e AS (
-            SELECT k.*, triaged.severity_rank(k.severity)::smallint AS priority,
-                   triaged.severity_urgency(k.severity)::smallint AS urgency,
-                   jsonb_build_object('title', k.title,
-                                      'priority', triaged.severity_rank(k.severity)::smallint,
-                                      'severity', k.severity, 'ci_id', NULL::bigint,
-                                      'resource', k.resource,
-                                      'fingerprints', coalesce(to_jsonb(k.fps), '[]')) AS detail
-              FROM k),
-          h AS (
-            SELECT e.*, sha256(triaged.event_content(e.id, e.opened_at, v_actor, 'opened',
-                                                     e.detail)) AS hash
-              FROM e),
-          ins AS (
-            INSERT INTO triaged.incident AS i (id, number, title, status, priority, impact,
-                                               urgency, severity, ci_id, resource, opened_at,
-                                               last_event_hash, alert_count, firing_count)
-            SELECT h.id, h.number, h.title, 'new', h.priority, 3, h.urgency, h.severity, NULL,
-                   h.resource, h.opened_at, h.hash, h.n, h.n
-              FROM h ORDER BY h.resource
-            ON CONFLICT (resource) WHERE ci_id IS NULL AND status IN ('new', 'acknowledged')
-                                         AND merged_into IS NULL
-            DO UPDATE SET updated_at = now() WHERE false
-            RETURNING i.*),
-          ev AS (
-            INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash,
-                                                hash)
-            SELECT h.id, h.opened_at, v_actor, 'opened', h.detail, NULL, h.hash
-              FROM ins JOIN h ON h.id = ins.id
-             ORDER BY h.id)
-          SELECT coalesce(array_agg(ROW(triaged._gkey(NULL, i.resource), NULL, i.resource, i.id,
-                                        true, i.number)::triaged._group_res), '{}'),
-                 coalesce(array_agg(ROW('incident.opened', i.number,
-                                        triaged._incident_json(i.id, i.number, i.title, i.status,
-                                          i.priority, i.impact, i.urgency, i.severity,
-                                          i.resource, i.ci_id, i.opened_at, i.acknowledged_at,
-                                          i.resolved_at, i.closed_at, i.reopen_count,
-                                          i.resolve_pending_since, i.alert_count,
-                                          i.firing_count))::triaged.ingest_row
-                                    ORDER BY i.id), '{}')
-            INTO v_grp, v_inc
-            FROM ins i;
-          IF cardinality(v_grp) < cardinality(v_reqs) THEN
-            RAISE EXCEPTION USING ERRCODE = 'unique_violation',
-              MESSAGE = 'triaged.ingest: an incident of the batch was opened concurrently';
-          END IF;
-          v_folded := true;
-        ELSIF cardinality(v_frest) > 0 THEN
-          -- (some have one, some not: 018's find-or-open for the others;
-          -- the end of batch does every incident, as before)
+        -- (021) the groups that have an open incident, found above, and
+        -- 018's find-or-open for the others; the end of batch does every
+        -- incident, as before
+        SELECT coalesce(array_agg(ROW(r.gkey, NULL, r.resource, o.id, false, o.number)
+                                  ::triaged._group_res ORDER BY r.resource)
+                          FILTER (WHERE o.id IS NOT NULL), '{}'),
+               coalesce(array_agg(r ORDER BY r.resource) FILTER (WHERE o.id IS NULL), '{}')
+          INTO v_grp, v_frest
+          FROM unnest(v_reqs) r
+          LEFT JOIN unnest(v_oid, v_ores, v_onum) o(id, resource, number)
+                 ON o.resource = r.resource;
+        IF cardinality(v_frest) > 0 THEN
           v_grp := v_grp || ARRAY(SELECT r FROM triaged._find_or_open(v_frest, '{}') r);
         END IF;
       END IF;
@@ -620,6 +642,7 @@ BEGIN
              (SELECT count(*) FROM lnk)
         INTO v_alrows, v_changes, v_nlinked
         FROM m;
+      END IF;
       IF v_nlinked <> v_nalert THEN
         RAISE EXCEPTION 'triaged.ingest: % new alerts without an incident', v_nalert - v_nlinked;
       END IF;
@@ -635,8 +658,6 @@ BEGIN
     -- (021) the new alerts' rows, then (below) their new incidents' rows;
     -- no change left for the end of batch
     RETURN QUERY SELECT * FROM unnest(v_alrows);
-    v_changes := '{}';
-    v_opened := cardinality(v_grp);
   ELSIF v_fastnew THEN
     -- (019) no other class (their arrays stay empty): the new alerts'
     -- rows first, as step 3's
