@@ -49,29 +49,43 @@ DECLARE
   v_nbound bigint;
   v_nfree  bigint;
   v_mode   text;
+  v_sort0  text := current_setting('enable_sort');
+  v_oid    bigint[];   -- (021) the open incidents found
+  v_ores   text[];
+  v_onum   text[];
 BEGIN
-  -- (018) generic once the incident table has statistics, else custom
-  IF (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'triaged.incident'::regclass) >= 10 THEN
-    v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
-  END IF;
   IF NOT EXISTS (SELECT 1 FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL) THEN
-    -- (021) unbound groups only: their open incidents by resource (the
-    -- partial unique key), locked in resource order (013's), read once
-    -- (MATERIALIZED: the lock runs once, in that order, whatever the join)
-    WITH o AS MATERIALIZED (
-      SELECT i.id, i.resource, i.number FROM triaged.incident i
-       WHERE i.resource = ANY (ARRAY(SELECT r.resource FROM unnest(p_reqs) r))
-         AND i.ci_id IS NULL AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
-       ORDER BY i.resource
-         FOR UPDATE OF i)
+    -- (021) unbound groups only: their open incidents by resource, locked
+    -- in resource order (013's), in one single-table statement with a
+    -- generic plan made with enable_sort off (the partial unique key is
+    -- the only index giving that order: its probe whatever the statistics;
+    -- see the file's header); the requests split by what it found
+    SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
+           set_config('enable_sort', 'off', true)
+      INTO v_mode, v_mode;
+    SELECT coalesce(array_agg(o.id), '{}'), coalesce(array_agg(o.resource), '{}'),
+           coalesce(array_agg(o.number), '{}')
+      INTO v_oid, v_ores, v_onum
+      FROM (SELECT i.id, i.resource, i.number FROM triaged.incident i
+             WHERE i.resource = ANY (ARRAY(SELECT r.resource FROM unnest(p_reqs) r))
+               AND i.ci_id IS NULL AND i.status IN ('new', 'acknowledged')
+               AND i.merged_into IS NULL
+             ORDER BY i.resource
+               FOR UPDATE OF i) o;
+    PERFORM set_config('enable_sort', v_sort0, true);
     SELECT coalesce(array_agg(ROW(r.gkey, NULL, r.resource, o.id, false, o.number)
                               ::triaged._group_res ORDER BY r.resource)
                       FILTER (WHERE o.id IS NOT NULL), '{}'),
            coalesce(array_agg(r ORDER BY r.resource) FILTER (WHERE o.id IS NULL), '{}'),
            0, count(*) FILTER (WHERE o.id IS NULL)
       INTO v_found, v_rest, v_nbound, v_nfree
-      FROM unnest(p_reqs) r LEFT JOIN o ON o.resource = r.resource;
+      FROM unnest(p_reqs) r
+      LEFT JOIN unnest(v_oid, v_ores, v_onum) o(id, resource, number) ON o.resource = r.resource;
   ELSE
+  -- (018) generic once the incident table has statistics, else custom
+  IF (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'triaged.incident'::regclass) >= 10 THEN
+    v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
+  END IF;
   -- (016, 018) both keys in one statement (bound groups first, by CI, then
   -- unbound ones, by resource: 013's lock order)
   SELECT coalesce(array_agg(ROW(r.gkey, coalesce(ob.ci_id, ou.ci_id),
@@ -240,6 +254,7 @@ DECLARE
   v_ores      text[];
   v_onum      text[];
   v_pcm       text;
+  v_sort      text;
   v_mode      text;
 BEGIN
   -- options (002's, then 003's)
@@ -465,17 +480,17 @@ BEGIN
         FROM ins;
       v_nalert := cardinality(v_nid);
       -- (021) unbound groups only (no new alert bound to a CI): their open
-      -- incidents by resource (the partial unique key), locked in resource
-      -- order (013's order for unbound groups), in one single-table
-      -- statement, planned at each call while the incident table has no
-      -- statistics (see the file's header), with a generic plan once it has
+      -- incidents by resource, locked in resource order (013's order for
+      -- unbound groups), in one single-table statement with a generic plan,
+      -- made once a session with enable_sort off: the partial unique key
+      -- incident_open_resource_key is the only index that gives the rows in
+      -- resource order, so its probe is the plan whatever the statistics
+      -- (see the file's header)
       IF NOT v_nbound THEN
-        SELECT current_setting('plan_cache_mode'),
-               set_config('plan_cache_mode',
-                          CASE WHEN (SELECT c.reltuples FROM pg_class c
-                                      WHERE c.oid = 'triaged.incident'::regclass) < 10
-                               THEN 'force_custom_plan' ELSE 'force_generic_plan' END, true)
-          INTO v_pcm, v_mode;
+        SELECT current_setting('plan_cache_mode'), current_setting('enable_sort'),
+               set_config('plan_cache_mode', 'force_generic_plan', true),
+               set_config('enable_sort', 'off', true)
+          INTO v_pcm, v_sort, v_mode, v_mode;
         SELECT coalesce(array_agg(o.id), '{}'), coalesce(array_agg(o.resource), '{}'),
                coalesce(array_agg(o.number), '{}')
           INTO v_oid, v_ores, v_onum
@@ -485,7 +500,8 @@ BEGIN
                    AND i.merged_into IS NULL
                  ORDER BY i.resource
                    FOR UPDATE OF i) o;
-        v_mode := set_config('plan_cache_mode', v_pcm, true);
+        SELECT set_config('plan_cache_mode', v_pcm, true), set_config('enable_sort', v_sort, true)
+          INTO v_mode, v_mode;
       END IF;
       IF NOT v_nbound AND cardinality(v_oid) = 0 THEN
         -- (021) no group has one (a storm's new resources): in one
