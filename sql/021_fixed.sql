@@ -486,11 +486,14 @@ BEGIN
       -- incident_open_resource_key is the only index that gives the rows in
       -- resource order, so its probe is the plan whatever the statistics
       -- (see the file's header)
+      -- (the statements of this path read the batch's arrays, the lookup
+      -- and the incidents' INSERT by key: generic plans, made once)
+      SELECT current_setting('plan_cache_mode'),
+             set_config('plan_cache_mode', 'force_generic_plan', true)
+        INTO v_pcm, v_mode;
       IF NOT v_nbound THEN
-        SELECT current_setting('plan_cache_mode'), current_setting('enable_sort'),
-               set_config('plan_cache_mode', 'force_generic_plan', true),
-               set_config('enable_sort', 'off', true)
-          INTO v_pcm, v_sort, v_mode, v_mode;
+        SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true)
+          INTO v_sort, v_mode;
         SELECT coalesce(array_agg(o.id), '{}'), coalesce(array_agg(o.resource), '{}'),
                coalesce(array_agg(o.number), '{}')
           INTO v_oid, v_ores, v_onum
@@ -500,8 +503,7 @@ BEGIN
                    AND i.merged_into IS NULL
                  ORDER BY i.resource
                    FOR UPDATE OF i) o;
-        SELECT set_config('plan_cache_mode', v_pcm, true), set_config('enable_sort', v_sort, true)
-          INTO v_mode, v_mode;
+        v_mode := set_config('enable_sort', v_sort, true);
       END IF;
       IF NOT v_nbound AND cardinality(v_oid) = 0 THEN
         -- (021) no group has one (a storm's new resources): in one
@@ -659,6 +661,7 @@ BEGIN
         INTO v_alrows, v_changes, v_nlinked
         FROM m;
       END IF;
+      v_mode := set_config('plan_cache_mode', v_pcm, true);
       IF v_nlinked <> v_nalert THEN
         RAISE EXCEPTION 'triaged.ingest: % new alerts without an incident', v_nalert - v_nlinked;
       END IF;
