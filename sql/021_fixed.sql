@@ -1,41 +1,57 @@
 -- 021_fixed.sql — the fixed cost of a batch (issues 3 and 5), same results
 -- (DESIGN.md §3-§4; every published row, event, hash, stored state and
--- stats key as before: tests/integration/test_engine_fastpaths.sh and
--- test_engine_finish.sh compare them with the reference paths).
+-- stats key as before: tests/integration/test_engine_fastpaths.sh compares
+-- them with the jsonb statement's and 002's reference paths).
 --
--- What a batch of ten new alerts paid before it did anything per alert
--- (~5 ms of backend CPU, bench_engine's grouped shape at 10, 50 and 200:
--- the intercept) was mostly statements: their executor start-up (plan
--- trees initialised, indexes opened, ordered aggregates' sorts set up),
--- plans made again at every call, CHECK constraints prepared per
--- modifying statement. Here:
+-- What a batch of new alerts paid before its first alert (~4-5 ms of
+-- backend CPU: bench_engine's grouped shape at 10, 50 and 200, the
+-- intercept) was statements, not rows: their executor start-up (plan
+-- trees, indexes opened, CHECK constraints prepared), plans made again at
+-- each call, and the end of batch's dozen CTEs for incidents this batch
+-- could have written whole. Here, for new alerts of unbound groups (019's
+-- new alerts' path; bound groups as before):
 --
--- 1. find-or-open (_find_or_open) of unbound groups only (no CI: the
---    common case) looks their open incidents up in one single-table
---    statement (resource = ANY, locked in resource order, 013's order for
---    unbound groups), not in 016's statement of two LATERAL probes, two
---    aggregates and FILTERs. While the incident table has no statistics
---    it is still planned at each call (018: no plan shape is right
---    without them -- see below), but planning it costs ~0.15 ms, not
---    ~0.45. Bound groups: 018's statement, unchanged.
+-- 1. Their open incidents are looked up in one single-table statement
+--    (resource = ANY, ORDER BY resource ... FOR UPDATE: 013's lock order)
+--    with a generic plan, made once a session with enable_sort off. On a
+--    table never analysed, PostgreSQL costs the probe of
+--    incident_open_resource_key (the partial unique key) and a whole scan
+--    of incident_outage_idx (a GiST index whose predicate, merged_into IS
+--    NULL, the lookup implies) alike; custom plans kept the scan up to
+--    hundreds of incidents (0.24 ms at 300, growing: 016's 0.4 s a batch
+--    came from a generic plan of it), which is why 016-018 planned the
+--    lookup at each call until the table had statistics (~0.5 ms a
+--    batch). The key is the only index that gives the rows in resource
+--    order: with sorts off its probe is the plan, whatever the statistics,
+--    empty table or not. (An ORDER BY under an equality is dropped as
+--    redundant: hence = ANY, for one resource too.)
+-- 2. When no group has one (a storm's first sight; bench_http's batches'
+--    one new incident), one statement makes each group's request, draws
+--    its incident's id and number (the column defaults' sequences, in the
+--    same order: resource order), inserts the incident as the end of batch
+--    would leave it (one 'opened' event, its detail and SHA-256 computed
+--    before the row; last_event_hash; alert_count = firing_count = its
+--    alerts; severity, priority and urgency the request's, which the end
+--    of batch keeps for a new unbound incident), its event, the links and
+--    the published rows: no find-or-open, no end of batch. A group whose
+--    incident another transaction opened after the lookup is skipped by ON
+--    CONFLICT; the batch then goes through 018's steps (the subtransaction
+--    is rolled back: ids and numbers spent, as in any race).
+-- 3. Otherwise (some group has an open incident) the requests are split
+--    by what the lookup found; find-or-open runs for the others only (its
+--    unbound lookup as 1), and the end of batch as before.
+-- 4. The new alerts' ten arrays come out of one Agg without an ORDER BY
+--    each (ten sorts of the batch: ~1 ms at 200); every aggregate of one
+--    Agg sees the rows in the same order, so they still line up.
 --
--- Why the lookup cannot keep a plan made without statistics: on a table
--- never analysed, the probe of incident_open_resource_key (the partial
--- unique index of the open unbound incidents) and a whole scan of
--- incident_outage_idx (a GiST index whose predicate, merged_into IS NULL,
--- the lookup implies) cost the same (one page each), and PostgreSQL keeps
--- the GiST scan, custom plan or generic. A custom plan made at each call
--- is re-costed as the table grows; a generic one is kept: 016's 0.4 s a
--- batch. No rewording of the lookup separates the two (the index
--- predicates share merged_into IS NULL; an ORDER BY on the key is dropped
--- as redundant under the equality). Once the table has statistics
--- (autovacuum's first ANALYZE: 50 rows), 018's generic plan is kept.
+-- Measured: see the README's benchmark section (sql/021).
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
 -- ---------------------------------------------------------------------------
 -- (021) find-or-open: 018's, with the lookup of unbound-only requests in
--- one single-table statement (see the header); the changes marked "(021)"
+-- one single-table statement with a generic plan (see the header, 1); the
+-- changes marked "(021)"
 CREATE OR REPLACE FUNCTION triaged._find_or_open(p_reqs triaged._group_req[], p_desc triaged._ci_desc[])
 RETURNS SETOF triaged._group_res
 LANGUAGE plpgsql
