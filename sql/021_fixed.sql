@@ -76,9 +76,8 @@ BEGIN
     -- generic plan made with enable_sort off (the partial unique key is
     -- the only index giving that order: its probe whatever the statistics;
     -- see the file's header); the requests split by what it found
-    SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
-           set_config('enable_sort', 'off', true)
-      INTO v_mode, v_mode;
+    v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
+    v_mode := set_config('enable_sort', 'off', true);
     SELECT coalesce(array_agg(o.id), '{}'), coalesce(array_agg(o.resource), '{}'),
            coalesce(array_agg(o.number), '{}')
       INTO v_oid, v_ores, v_onum
@@ -88,7 +87,7 @@ BEGIN
                AND i.merged_into IS NULL
              ORDER BY i.resource
                FOR UPDATE OF i) o;
-    PERFORM set_config('enable_sort', v_sort0, true);
+    v_mode := set_config('enable_sort', v_sort0, true);
     SELECT coalesce(array_agg(ROW(r.gkey, NULL, r.resource, o.id, false, o.number)
                               ::triaged._group_res ORDER BY r.resource)
                       FILTER (WHERE o.id IS NOT NULL), '{}'),
@@ -429,7 +428,8 @@ BEGIN
   -- From here to the end of the engine, the count triggers leave the
   -- incidents' alert_count and firing_count alone: the deltas are worked
   -- out below and applied by _finish_counted (see the file's header).
-  PERFORM set_config('triaged.counts_deferred', 'on', true);
+  -- ((021) an assignment: a simple expression, no statement)
+  v_mode := set_config('triaged.counts_deferred', 'on', true);
 
   -- (018) the lean path: the segments that are certainly pure counts
   -- (duplicates) applied by one plain UPDATE (see _count_lean); the others
@@ -504,12 +504,11 @@ BEGIN
       -- (see the file's header)
       -- (the statements of this path read the batch's arrays, the lookup
       -- and the incidents' INSERT by key: generic plans, made once)
-      SELECT current_setting('plan_cache_mode'),
-             set_config('plan_cache_mode', 'force_generic_plan', true)
-        INTO v_pcm, v_mode;
+      v_pcm := current_setting('plan_cache_mode');
+      v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
       IF NOT v_nbound THEN
-        SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true)
-          INTO v_sort, v_mode;
+        v_sort := current_setting('enable_sort');
+        v_mode := set_config('enable_sort', 'off', true);
         SELECT coalesce(array_agg(o.id), '{}'), coalesce(array_agg(o.resource), '{}'),
                coalesce(array_agg(o.number), '{}')
           INTO v_oid, v_ores, v_onum
@@ -1017,7 +1016,7 @@ BEGIN
   END IF;
   -- the counts are kept by the triggers again (003's steps below: links
   -- made for alerts leaving suppression, merges)
-  PERFORM set_config('triaged.counts_deferred', 'off', true);
+  v_mode := set_config('triaged.counts_deferred', 'off', true);
   IF cardinality(v_inc) > 0 THEN   -- ((019) each statement costs, even on nothing)
     RETURN QUERY SELECT * FROM unnest(v_inc);
   END IF;
