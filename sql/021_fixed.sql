@@ -33,10 +33,12 @@
 --    before the row; last_event_hash; alert_count = firing_count = its
 --    alerts; severity, priority and urgency the request's, which the end
 --    of batch keeps for a new unbound incident), its event, the links and
---    the published rows: no find-or-open, no end of batch. A group whose
---    incident another transaction opened after the lookup is skipped by ON
---    CONFLICT; the batch then goes through 018's steps (the subtransaction
---    is rolled back: ids and numbers spent, as in any race).
+--    the published rows: no find-or-open, no end of batch. A plain INSERT
+--    (no ON CONFLICT's speculative insertion): a group whose incident
+--    another transaction opened after the lookup fails it on the partial
+--    unique key (once that transaction commits), and the batch goes
+--    through 018's steps, which handle that race as before (the
+--    subtransaction is rolled back: ids and numbers spent, as in any race).
 -- 3. Otherwise (some group has an open incident) the requests are split
 --    by what the lookup found; find-or-open runs for the others only (its
 --    unbound lookup as 1), and the end of batch as before.
@@ -264,7 +266,7 @@ DECLARE
   v_folded    boolean := false;  -- (021) the new incidents made whole here
   v_frest     triaged._group_req[];
   v_nbound    boolean;           -- (021) a new alert bound to a CI
-  v_nskip     bigint;            -- (021) groups whose incident was not inserted
+  v_merged    bigint := 0;       -- (021) incidents merged (v_post's rows)
   v_oid       bigint[];          -- (021) their open incidents
   v_ores      text[];
   v_onum      text[];
@@ -531,8 +533,9 @@ BEGIN
         -- and the published rows: no find-or-open, no end of batch. Ids and
         -- numbers are the column defaults', drawn in the same order
         -- (resource order). A group whose incident another transaction
-        -- opened meanwhile (ON CONFLICT: not inserted) sends the batch to
-        -- 018's steps (the subtransaction is rolled back).
+        -- opened meanwhile fails the INSERT (unique_violation on the
+        -- partial unique key): the batch goes to 018's steps (the
+        -- subtransaction is rolled back).
         WITH n AS (
           SELECT n.*, triaged._gkey(NULL, n.resource) AS gkey
             FROM unnest(v_nid, v_nfp, v_nres, v_nchk, v_nsev, v_nocc, v_nfirst, v_nlast, v_nflap)
@@ -571,9 +574,6 @@ BEGIN
           SELECT h.id, h.number, h.title, 'new', h.priority, 3, h.urgency, h.severity, NULL,
                  h.resource, h.opened_at, h.hash, h.n, h.n
             FROM h ORDER BY h.resource
-          ON CONFLICT (resource) WHERE ci_id IS NULL AND status IN ('new', 'acknowledged')
-                                       AND merged_into IS NULL
-          DO UPDATE SET updated_at = now() WHERE false
           RETURNING i.*),
         ev AS (
           INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash,
@@ -587,8 +587,7 @@ BEGIN
           INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
           SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id
           RETURNING 1)
-        SELECT (SELECT count(*) FROM s) - (SELECT count(*) FROM ins),
-               (SELECT coalesce(array_agg(ROW('incident.opened', i.number,
+        SELECT (SELECT coalesce(array_agg(ROW('incident.opened', i.number,
                                               triaged._incident_json(i.id, i.number, i.title,
                                                 i.status, i.priority, i.impact, i.urgency,
                                                 i.severity, i.resource, i.ci_id, i.opened_at,
@@ -605,11 +604,7 @@ BEGIN
                                              )::triaged.ingest_row ORDER BY m.fingerprint), '{}')
                   FROM m),
                (SELECT count(*) FROM lnk)
-          INTO v_nskip, v_inc, v_alrows, v_nlinked;
-        IF v_nskip > 0 THEN
-          RAISE EXCEPTION USING ERRCODE = 'unique_violation',
-            MESSAGE = 'triaged.ingest: an incident of the batch was opened concurrently';
-        END IF;
+          INTO v_inc, v_alrows, v_nlinked;
         v_folded := true;
         v_bound := false;
         v_opened := cardinality(v_inc);
@@ -689,9 +684,11 @@ BEGIN
     END;
   END IF;
   IF v_folded THEN
-    -- (021) the new alerts' rows, then (below) their new incidents' rows;
-    -- no change left for the end of batch
-    RETURN QUERY SELECT * FROM unnest(v_alrows);
+    -- (021) the new alerts' rows, then their new incidents' rows (in one
+    -- statement: nothing comes between them); no change left for the end
+    -- of batch
+    RETURN QUERY SELECT * FROM unnest(v_alrows || v_inc);
+    v_inc := '{}';
   ELSIF v_fastnew THEN
     -- (019) no other class (their arrays stay empty): the new alerts'
     -- rows first, as step 3's
@@ -1027,8 +1024,10 @@ BEGIN
   -- (019) not looked for when every segment was applied by the lean path
   -- (its UPDATE leaves suppressed alerts out, and holds the others' rows)
   -- or made a new alert (never suppressed)
-  IF (v_nlean < v_nsegs AND NOT v_fastnew)
-     AND EXISTS (SELECT 1 FROM triaged.alert a WHERE a.suppressed) THEN
+  -- ((021) the flags first, alone: an expression with a sub-select is a
+  -- statement, run even when the flags make it false)
+  IF v_nlean < v_nsegs AND NOT v_fastnew THEN
+  IF EXISTS (SELECT 1 FROM triaged.alert a WHERE a.suppressed) THEN
     SELECT coalesce(array_agg(DISTINCT s.fp), '{}') INTO v_plain
       FROM unnest(p_fp, p_status) s(fp, status) WHERE s.status = 'firing';
     WITH u AS (
@@ -1044,6 +1043,7 @@ BEGIN
                           AND i.merged_into IS NULL);
     v_post := v_post || ARRAY(SELECT r FROM triaged._open_for_alerts(v_unsup, NULL, v_now,
                                                                       v_actor) r);
+  END IF;
   END IF;
 
   -- (016) both steps below are about the incidents of the rows so far:
@@ -1072,7 +1072,9 @@ BEGIN
 
   IF cardinality(v_post) > 0 THEN
     RETURN QUERY SELECT * FROM unnest(v_post);
+    v_merged := (SELECT count(*) FROM unnest(v_post) r WHERE r.kind = 'incident.merged');
   END IF;
+  -- ((021) a simple expression: the merges counted above, when there are rows)
   RETURN NEXT ROW('stats', NULL, (jsonb_build_object(
     'segments', v_nsegs,
     'dups', v_dups,
@@ -1089,7 +1091,7 @@ BEGIN
     || jsonb_build_object(
     'suppressed', 0,
     'heartbeats', 0,
-    'merged', (SELECT count(*) FROM unnest(v_post) r WHERE r.kind = 'incident.merged')))::json)
+    'merged', v_merged))::json)
     ::triaged.ingest_row;
   RETURN;
 END $$;

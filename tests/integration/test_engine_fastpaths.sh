@@ -566,8 +566,8 @@ t_log "$(wc -l < "$T_DIR/all2.out") published rows and $(wc -l < "$T_DIR/state.a
 # ---- sql/021: the race its whole new incidents leave to 018's steps:
 # another transaction holds r13's new incident (not yet committed: the
 # batch's lookup does not see it) when a batch of new alerts on r13 comes;
-# the batch's INSERT waits for it, skips its row (ON CONFLICT) once it
-# commits, the new alerts' path is rolled back, and the batch goes through
+# the batch's INSERT waits for it and fails on the partial unique key once
+# it commits, the new alerts' path is rolled back, and the batch goes through
 # the classification and find-or-open, which finds the other one. Ids and
 # numbers were spent, so the state is checked, not compared.
 race_inc="INSERT INTO triaged.incident (title, severity, resource, opened_at)
