@@ -24,7 +24,11 @@
 --    batch). The key is the only index that gives the rows in resource
 --    order: with sorts off its probe is the plan, whatever the statistics,
 --    empty table or not. (An ORDER BY under an equality is dropped as
---    redundant: hence = ANY, for one resource too.)
+--    redundant: hence = ANY, for one resource too.) find-or-open, which
+--    018's steps and batches with an open incident still call, looks up
+--    so too: bound groups by ci_id = ANY ... ORDER BY ci_id (the CI keys
+--    are the indexes in that order), then unbound ones as above, instead
+--    of 016's statement of two LATERAL probes planned at each call.
 -- 2. When no group has one (a storm's first sight; bench_http's batches'
 --    one new incident), one statement makes each group's request, draws
 --    its incident's id and number (the column defaults' sequences, in the
@@ -55,8 +59,8 @@
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
 -- ---------------------------------------------------------------------------
--- (021) find-or-open: 018's, with the lookup of unbound-only requests in
--- one single-table statement with a generic plan (see the header, 1); the
+-- (021) find-or-open: 018's, its lookup in one single-table statement
+-- for each kind of group, with generic plans (see the header, 1); the
 -- changes marked "(021)"
 CREATE OR REPLACE FUNCTION triaged._find_or_open(p_reqs triaged._group_req[], p_desc triaged._ci_desc[])
 RETURNS SETOF triaged._group_res
@@ -72,68 +76,69 @@ DECLARE
   v_nfree  bigint;
   v_mode   text;
   v_sort0  text := current_setting('enable_sort');
-  v_oid    bigint[];   -- (021) the open incidents found
-  v_ores   text[];
-  v_onum   text[];
+  v_nb     bigint;     -- (021) bound and unbound requests
+  v_nu     bigint;
+  v_bid    bigint[] := '{}';   -- (021) the open incidents found: bound
+  v_bci    bigint[] := '{}';
+  v_bres   text[] := '{}';
+  v_bnum   text[] := '{}';
+  v_oid    bigint[] := '{}';   -- (021) unbound
+  v_ores   text[] := '{}';
+  v_onum   text[] := '{}';
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM unnest(p_reqs) r WHERE r.ci_id IS NOT NULL) THEN
-    -- (021) unbound groups only: their open incidents by resource, locked
-    -- in resource order (013's), in one single-table statement with a
-    -- generic plan made with enable_sort off (the partial unique key is
-    -- the only index giving that order: its probe whatever the statistics;
-    -- see the file's header); the requests split by what it found
-    v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
-    v_mode := set_config('enable_sort', 'off', true);
+  -- (021) the groups' open incidents, bound groups first, by CI, then
+  -- unbound ones, by resource (013's lock order), each kind in one
+  -- single-table statement (= ANY, ORDER BY its key ... FOR UPDATE) with a
+  -- generic plan made with enable_sort off: the indexes that give the rows
+  -- in that order are the keys' (incident_open_ci_key or
+  -- incident_ci_opened_idx; incident_open_resource_key), so their probes
+  -- are the plans whatever the statistics (see the file's header; 016-018
+  -- planned one statement of two LATERAL probes at each call while the
+  -- table had none); then the requests are split by what they found
+  SELECT count(*) FILTER (WHERE r.ci_id IS NOT NULL), count(*) FILTER (WHERE r.ci_id IS NULL)
+    INTO v_nb, v_nu
+    FROM unnest(p_reqs) r;
+  v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
+  v_mode := set_config('enable_sort', 'off', true);
+  IF v_nb > 0 THEN
+    SELECT coalesce(array_agg(o.id), '{}'), coalesce(array_agg(o.ci_id), '{}'),
+           coalesce(array_agg(o.resource), '{}'), coalesce(array_agg(o.number), '{}')
+      INTO v_bid, v_bci, v_bres, v_bnum
+      FROM (SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
+             WHERE i.ci_id = ANY (ARRAY(SELECT r.ci_id FROM unnest(p_reqs) r
+                                         WHERE r.ci_id IS NOT NULL))
+               AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
+             ORDER BY i.ci_id
+               FOR UPDATE OF i) o;
+  END IF;
+  IF v_nu > 0 THEN
     SELECT coalesce(array_agg(o.id), '{}'), coalesce(array_agg(o.resource), '{}'),
            coalesce(array_agg(o.number), '{}')
       INTO v_oid, v_ores, v_onum
       FROM (SELECT i.id, i.resource, i.number FROM triaged.incident i
-             WHERE i.resource = ANY (ARRAY(SELECT r.resource FROM unnest(p_reqs) r))
+             WHERE i.resource = ANY (ARRAY(SELECT r.resource FROM unnest(p_reqs) r
+                                            WHERE r.ci_id IS NULL))
                AND i.ci_id IS NULL AND i.status IN ('new', 'acknowledged')
                AND i.merged_into IS NULL
              ORDER BY i.resource
                FOR UPDATE OF i) o;
-    v_mode := set_config('enable_sort', v_sort0, true);
-    SELECT coalesce(array_agg(ROW(r.gkey, NULL, r.resource, o.id, false, o.number)
-                              ::triaged._group_res ORDER BY r.resource)
-                      FILTER (WHERE o.id IS NOT NULL), '{}'),
-           coalesce(array_agg(r ORDER BY r.resource) FILTER (WHERE o.id IS NULL), '{}'),
-           0, count(*) FILTER (WHERE o.id IS NULL)
-      INTO v_found, v_rest, v_nbound, v_nfree
-      FROM unnest(p_reqs) r
-      LEFT JOIN unnest(v_oid, v_ores, v_onum) o(id, resource, number) ON o.resource = r.resource;
-  ELSE
-  -- (018) generic once the incident table has statistics, else custom
-  IF (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'triaged.incident'::regclass) >= 10 THEN
-    v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
   END IF;
-  -- (016, 018) both keys in one statement (bound groups first, by CI, then
-  -- unbound ones, by resource: 013's lock order)
-  SELECT coalesce(array_agg(ROW(r.gkey, coalesce(ob.ci_id, ou.ci_id),
-                                coalesce(ob.resource, ou.resource), coalesce(ob.id, ou.id),
-                                false, coalesce(ob.number, ou.number))::triaged._group_res
+  v_mode := set_config('enable_sort', v_sort0, true);
+  SELECT coalesce(array_agg(ROW(r.gkey, ob.ci_id, coalesce(ob.resource, ou.resource),
+                                coalesce(ob.id, ou.id), false,
+                                coalesce(ob.number, ou.number))::triaged._group_res
                             ORDER BY r.ci_id IS NULL, r.ci_id, r.resource)
                     FILTER (WHERE coalesce(ob.id, ou.id) IS NOT NULL), '{}'),
-         coalesce(array_agg(r.req ORDER BY r.ci_id IS NULL, r.ci_id, r.resource)
+         coalesce(array_agg(r ORDER BY r.ci_id IS NULL, r.ci_id, r.resource)
                     FILTER (WHERE coalesce(ob.id, ou.id) IS NULL), '{}'),
          count(*) FILTER (WHERE ob.id IS NULL AND r.ci_id IS NOT NULL),
          count(*) FILTER (WHERE ou.id IS NULL AND r.ci_id IS NULL)
     INTO v_found, v_rest, v_nbound, v_nfree
-    FROM (SELECT r AS req, r.gkey, r.ci_id, r.resource FROM unnest(p_reqs) r
-           ORDER BY r.ci_id IS NULL, r.ci_id, r.resource) r
-    LEFT JOIN LATERAL (
-      SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
-       WHERE r.ci_id IS NOT NULL
-         AND i.ci_id = r.ci_id AND i.status IN ('new', 'acknowledged')
-         AND i.merged_into IS NULL
-      OFFSET 0 FOR UPDATE OF i) ob ON true
-    LEFT JOIN LATERAL (
-      SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
-       WHERE r.ci_id IS NULL
-         AND i.resource = r.resource AND i.ci_id IS NULL
-         AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
-      OFFSET 0 FOR UPDATE OF i) ou ON true;
-  END IF;
+    FROM unnest(p_reqs) r
+    LEFT JOIN unnest(v_bid, v_bci, v_bres, v_bnum) ob(id, ci_id, resource, number)
+           ON r.ci_id IS NOT NULL AND ob.ci_id = r.ci_id
+    LEFT JOIN unnest(v_oid, v_ores, v_onum) ou(id, resource, number)
+           ON r.ci_id IS NULL AND ou.resource = r.resource;
   -- (016) from here to the fallback below, statements over the arrays only
   v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
   IF cardinality(v_rest) = 0 THEN
