@@ -413,9 +413,17 @@ race_row="INSERT INTO triaged.alert (fingerprint, source, resource, check_name, 
 for pg in "$fast" "$ref"; do
     psql "$pg" -qAtX -v ON_ERROR_STOP=1 -c "$race_row" >/dev/null || t_fail "q1 in fast/ref"
 done
-# (it commits once the batch waits for its row: never before, so the race
-# does happen; it fails, and so does the test, if no wait comes in 20 s)
-PGAPPNAME=td_racer psql "$arr" -qAtX -v ON_ERROR_STOP=1 -c "BEGIN" -c "$race_row" -c "
+racing() {
+    [ "$(psql "$arr" -qAtX -c "SELECT count(*) FROM pg_stat_activity
+                                 WHERE application_name = 'td_racer' AND query LIKE '%DO %'
+                                   AND state = 'active'")" = 1 ]
+}
+# hold SQL WHAT: another session (td_racer) runs SQL in a transaction and
+# commits once a batch waits for a lock it holds: never before, so the race
+# does happen; it fails, and so does the test, if no wait comes in 20 s.
+# $racer is its pid; wait for it after the batch.
+hold() {
+    PGAPPNAME=td_racer psql "$arr" -qAtX -v ON_ERROR_STOP=1 -c "BEGIN" -c "$1" -c "
 DO \$\$
 BEGIN
   FOR i IN 1..2000 LOOP
@@ -427,15 +435,12 @@ BEGIN
     END IF;
     PERFORM pg_sleep(0.01);
   END LOOP;
-  RAISE EXCEPTION 'no batch waited for q1';
+  RAISE EXCEPTION 'no batch waited for $2';
 END \$\$" -c "COMMIT" > /dev/null 2> "$T_DIR/race.err" &
-racer=$!
-racing() {
-    [ "$(psql "$arr" -qAtX -c "SELECT count(*) FROM pg_stat_activity
-                                 WHERE application_name = 'td_racer' AND query LIKE '%DO %'
-                                   AND state = 'active'")" = 1 ]
+    racer=$!
+    t_wait_until 10 "the other transaction to hold $2" racing
 }
-t_wait_until 10 "the other transaction to hold q1" racing
+hold "$race_row" q1
 c0=$(fn _create_alerts)
 ingest 23:59:59.8 "$(seg q1 r9 major firing 23:59:59.75)" "$(seg q2 r9 minor firing 23:59:59.75)"
 wait "$racer" || t_fail "the other transaction: $(cat "$T_DIR/race.err")"
@@ -527,22 +532,7 @@ sev_row="UPDATE triaged.alert SET severity = 'critical' WHERE fingerprint = 'd1'
 for pg in "$fast" "$ref"; do
     psql "$pg" -qAtX -v ON_ERROR_STOP=1 -c "$sev_row" >/dev/null || t_fail "d1's severity in fast/ref"
 done
-PGAPPNAME=td_racer psql "$arr" -qAtX -v ON_ERROR_STOP=1 -c "BEGIN" -c "$sev_row" -c "
-DO \$\$
-BEGIN
-  FOR i IN 1..2000 LOOP
-    PERFORM pg_stat_clear_snapshot();
-    IF EXISTS (SELECT 1 FROM pg_stat_activity
-                WHERE datname = current_database() AND pid <> pg_backend_pid()
-                  AND wait_event_type = 'Lock') THEN
-      RETURN;
-    END IF;
-    PERFORM pg_sleep(0.01);
-  END LOOP;
-  RAISE EXCEPTION 'no batch waited for d1';
-END \$\$" -c "COMMIT" > /dev/null 2> "$T_DIR/race.err" &
-racer=$!
-t_wait_until 10 "the other transaction to hold d1" racing
+hold "$sev_row" "d1"
 ingest 23:59:59.9 "$(seg d1 r7 major firing 23:59:59.88)" "$(seg c1 r5 minor firing 23:59:59.88)"
 wait "$racer" || t_fail "the other transaction: $(cat "$T_DIR/race.err")"
 want "022: a row changed while the batch waited: re-checked (segments dups severity_changes)" \
@@ -651,22 +641,7 @@ t_log "$(wc -l < "$T_DIR/all2.out") published rows and $(wc -l < "$T_DIR/state.a
 # numbers were spent, so the state is checked, not compared.
 race_inc="INSERT INTO triaged.incident (title, severity, resource, opened_at)
   VALUES ('raced', 'info', 'r13', '2024-03-01T13:00:00Z')"
-PGAPPNAME=td_racer psql "$arr" -qAtX -v ON_ERROR_STOP=1 -c "BEGIN" -c "$race_inc" -c "
-DO \$\$
-BEGIN
-  FOR i IN 1..2000 LOOP
-    PERFORM pg_stat_clear_snapshot();
-    IF EXISTS (SELECT 1 FROM pg_stat_activity
-                WHERE datname = current_database() AND pid <> pg_backend_pid()
-                  AND wait_event_type = 'Lock') THEN
-      RETURN;
-    END IF;
-    PERFORM pg_sleep(0.01);
-  END LOOP;
-  RAISE EXCEPTION 'no batch waited for r13';
-END \$\$" -c "COMMIT" > /dev/null 2> "$T_DIR/race.err" &
-racer=$!
-t_wait_until 10 "the other transaction to hold r13's incident" racing
+hold "$race_inc" "r13"
 c0=$(fn _create_alerts)
 ingest_into arr 13:00:05 "[$(seg k1 r13 major firing 13:00:00),$(seg k2 r13 minor firing 13:00:01)]" \
     || t_fail "021 race: $(cat "$T_DIR/err")"
