@@ -294,12 +294,14 @@ same_state "small batches (016)"
 # segments it applies is asked of _count_lean itself (rolled back), then
 # the batch goes in; rows, stats and state as the jsonb statement's and
 # the reference's. A batch of duplicates only follows.
-lean_of() { # BATCH: the fingerprints _count_lean applies in arr (rolled back)
-    psql "$arr" -qAtX -v ON_ERROR_STOP=1 -v b="$1" 2> "$T_DIR/err" <<'SQL' || t_fail "_count_lean: $(cat "$T_DIR/err")"
+lean_ask() { # BATCH SELECT: _count_lean asked of BATCH in arr (rolled back);
+    # SELECT reads a: the batch's fingerprints (fp) and the answer (lean,
+    # rest, nlean, single)
+    psql "$arr" -qAtX -v ON_ERROR_STOP=1 -v b="$1" -v sel="$2" 2> "$T_DIR/err" <<'SQL' || t_fail "_count_lean: $(cat "$T_DIR/err")"
 BEGIN;
 SET LOCAL enable_seqscan = off;
-SELECT coalesce(string_agg(u.fp, ',' ORDER BY u.fp) FILTER (WHERE u.lean), '-')
-       || ' ' || l.nlean || ' ' || l.single || ' ' || array_to_string(l.rest, ',')
+WITH a AS (
+SELECT x.fp, l.lean, l.rest, l.nlean, l.single
   FROM (SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg((e->>'ci_id')::bigint ORDER BY o) ci,
                array_agg(e->>'summary' ORDER BY o) sm, array_agg(e->'labels' ORDER BY o) lab,
                array_agg(e->>'severity' ORDER BY o) sev, array_agg(e->>'status' ORDER BY o) st,
@@ -307,11 +309,13 @@ SELECT coalesce(string_agg(u.fp, ',' ORDER BY u.fp) FILTER (WHERE u.lean), '-')
                array_agg((e->>'first')::timestamptz ORDER BY o) t0,
                array_agg((e->>'last')::timestamptz ORDER BY o) t1
           FROM jsonb_array_elements(:'b'::jsonb) WITH ORDINALITY t(e, o)) x,
-       triaged._count_lean(x.fp, x.ci, x.sm, x.lab, x.sev, x.st, x.n, x.t0, x.t1) l,
-       unnest(x.fp, l.lean) u(fp, lean)
- GROUP BY l.nlean, l.single, l.rest;
+       triaged._count_lean(x.fp, x.ci, x.sm, x.lab, x.sev, x.st, x.n, x.t0, x.t1) l)
+:sel;
 ROLLBACK;
 SQL
+}
+lean_of() { # BATCH: the fingerprints _count_lean applies in arr (rolled back)
+    lean_ask "$1" "SELECT coalesce(string_agg(u.fp, ',' ORDER BY u.fp) FILTER (WHERE u.lean), '-') || ' ' || a.nlean || ' ' || a.single || ' ' || array_to_string(a.rest, ',') FROM a, unnest(a.fp, a.lean) u(fp, lean) GROUP BY a.nlean, a.single, a.rest"
 }
 ingest 23:59:35 "$(seg d1 r7 major firing 23:59:30)" "$(seg d2 r7 major firing 23:59:30)" \
     "$(seg d3 r7 major firing 23:59:30)" "$(seg d4 r7 major firing 23:59:30)" \
@@ -483,20 +487,7 @@ same_state "an open incident and a new one (021)"
 # changed while the batch waited for it (READ COMMITTED: the newest version
 # is no longer a duplicate, so the classification takes it).
 lean_raw() { # BATCH: _count_lean's answers as they are (rolled back)
-    psql "$arr" -qAtX -v ON_ERROR_STOP=1 -v b="$1" 2> "$T_DIR/err" <<'SQL' || t_fail "_count_lean: $(cat "$T_DIR/err")"
-BEGIN;
-SET LOCAL enable_seqscan = off;
-SELECT coalesce(l.lean::text, 'null') || ' ' || l.rest::text || ' ' || l.nlean || ' ' || l.single
-  FROM (SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg((e->>'ci_id')::bigint ORDER BY o) ci,
-               array_agg(e->>'summary' ORDER BY o) sm, array_agg(e->'labels' ORDER BY o) lab,
-               array_agg(e->>'severity' ORDER BY o) sev, array_agg(e->>'status' ORDER BY o) st,
-               array_agg((e->>'n')::bigint ORDER BY o) n,
-               array_agg((e->>'first')::timestamptz ORDER BY o) t0,
-               array_agg((e->>'last')::timestamptz ORDER BY o) t1
-          FROM jsonb_array_elements(:'b'::jsonb) WITH ORDINALITY t(e, o)) x,
-       triaged._count_lean(x.fp, x.ci, x.sm, x.lab, x.sev, x.st, x.n, x.t0, x.t1) l;
-ROLLBACK;
-SQL
+    lean_ask "$1" "SELECT coalesce(a.lean::text, 'null') || ' ' || a.rest::text || ' ' || a.nlean || ' ' || a.single FROM a"
 }
 want "022: no segment known: lean NULL" \
     "$(lean_raw "[$(seg n1 r9 major firing 23:59:59.81),$(seg n2 r9 major resolved 23:59:59.81)]")" \
