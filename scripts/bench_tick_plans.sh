@@ -46,7 +46,7 @@ busy() {
     local r
     for r in $(seq "$1" "$2"); do
         cat <<SQL
-UPDATE triaged.alert a SET status = 'resolved'
+UPDATE triaged.alert a SET status = 'resolved', resolved_at = '2026-11-26T21:00:00Z'
   FROM triaged.incident_alert ia WHERE ia.alert_id = a.id AND ia.incident_id BETWEEN $((r*100+1)) AND $((r*100+20));
 UPDATE triaged.incident SET resolve_pending_since = '2026-11-26T21:00:00Z', resolve_at = '2026-11-26T21:00:00Z'
  WHERE id BETWEEN $((r*100+1)) AND $((r*100+20));
@@ -74,5 +74,6 @@ SQL
 } | psql -qAtX "$conn" 2>&1 | awk '
     /^phase / { if (p != "") print p ": " t; p = $2; t = ""; next }
     /^Time:/ { t = t sprintf("%.1f ", $2) }
+    /^(ERROR|FATAL)/ { print > "/dev/stderr" }
     END { print p ": " t }'
 psql -qAtX "$TD_TEST_PG_ADMIN_CONNINFO" -c "DROP DATABASE $db"
