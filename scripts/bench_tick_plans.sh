@@ -5,13 +5,16 @@
 #
 # One psql session (one plan cache, as the daemon's tick connection) on a
 # fresh database, autovacuum off on the engine tables (no autoanalyze may
-# replace the plans mid-run): 8 ticks on the empty database, NB (100)
-# batches of 1,000 new alerts through ingest_arrays, then ticks with
-# nothing to do (idle), ticks that each find work (busy: 20 incidents
-# pending resolve, 20 resolved long ago to close, 20 flapping alerts to
-# calm, 20 suppressed firing alerts whose maintenance is over; the set-up
-# before each is not timed), ANALYZE, and the same again. Prints each
-# phase's tick times (ms, psql's \timing). Against the stack of
+# replace the plans mid-run): 8 ticks on the empty database (empty), 400
+# alerts in 40 incidents and 8 ticks that each find a little work (tiny:
+# one incident to resolve, one to close, ...: the statements skipped while
+# there is nothing to do make their plans here), NB-1 (99) batches of
+# 1,000 new alerts through ingest_arrays, then ticks with nothing to do
+# (idle), ticks that each find work (busy: 20 incidents pending resolve,
+# 20 resolved long ago to close, 2 of them with their 20 firing alerts
+# suppressed (maintenance over: new incidents), 20 flapping alerts to
+# calm; the set-up before each is not timed), ANALYZE, and the same again.
+# Prints each phase's tick times (ms, psql's \timing). Against the stack of
 # tests/stack/stack.sh (TD_TEST_PG_ADMIN_CONNINFO), with $BUILD_DIR's
 # triagectl (default build/). Nothing is asserted: figures only.
 #
@@ -40,37 +43,45 @@ psql -qAtX "$conn" -c "DO \$\$ DECLARE t text; BEGIN
 T="SELECT count(*) FROM triaged.tick('{\"now\":\"2026-11-26T22:10:00Z\",\"actor\":\"triaged\",\"reopen_window_ms\":3600000,\"flap_threshold\":5,\"flap_window_ms\":600000,\"correlation_window_ms\":600000,\"priority_matrix\":\"\",\"impact_many_services\":3,\"resolve_grace_ms\":300000,\"close_after_ms\":86400000}');"
 phase() { echo "\\echo phase $1"; }
 idle() { echo '\timing on'; for _ in $(seq "$1"); do echo "$T"; done; echo '\timing off'; }
-# round r: work for the tick in incidents 100*r+1 .. 100*r+60 (ids are
-# given in order by the batches) and their alerts
+# round r of busy R0 R1 STEP W: work for the tick in incidents from
+# STEP*r+1 (ids are given in order by the batches): W pending resolve
+# (their alerts resolved), W resolved long ago (to close; the firing
+# alerts of F = max(1, W/10) of them suppressed: they open new incidents),
+# F with flapping alerts
 busy() {
-    local r
+    local r b w=$4 f=$(( $4 >= 10 ? $4 / 10 : 1 ))
     for r in $(seq "$1" "$2"); do
+        b=$(( r * $3 ))
         cat <<SQL
 UPDATE triaged.alert a SET status = 'resolved', resolved_at = '2026-11-26T21:00:00Z'
-  FROM triaged.incident_alert ia WHERE ia.alert_id = a.id AND ia.incident_id BETWEEN $((r*100+1)) AND $((r*100+20));
+  FROM triaged.incident_alert ia WHERE ia.alert_id = a.id AND ia.incident_id BETWEEN $((b+1)) AND $((b+w));
 UPDATE triaged.incident SET resolve_pending_since = '2026-11-26T21:00:00Z', resolve_at = '2026-11-26T21:00:00Z'
- WHERE id BETWEEN $((r*100+1)) AND $((r*100+20));
+ WHERE id BETWEEN $((b+1)) AND $((b+w));
 UPDATE triaged.incident SET status = 'resolved', resolved_at = '2026-11-20T00:00:00Z', resolved_decided_at = '2026-11-20T00:00:00Z'
- WHERE id BETWEEN $((r*100+21)) AND $((r*100+40));
-UPDATE triaged.alert SET flapping = true WHERE id IN (SELECT ia.alert_id FROM triaged.incident_alert ia WHERE ia.incident_id BETWEEN $((r*100+41)) AND $((r*100+42)));
-UPDATE triaged.alert SET suppressed = true WHERE id IN (SELECT ia.alert_id FROM triaged.incident_alert ia WHERE ia.incident_id BETWEEN $((r*100+43)) AND $((r*100+44)));
+ WHERE id BETWEEN $((b+w+1)) AND $((b+2*w));
+UPDATE triaged.alert SET flapping = true WHERE id IN (SELECT ia.alert_id FROM triaged.incident_alert ia WHERE ia.incident_id BETWEEN $((b+2*w+1)) AND $((b+2*w+f)));
+UPDATE triaged.alert SET suppressed = true WHERE id IN (SELECT ia.alert_id FROM triaged.incident_alert ia WHERE ia.incident_id BETWEEN $((b+w+1)) AND $((b+w+f)));
 \\timing on
 $T
 \\timing off
 SQL
     done
 }
+# batch B of N new alerts (fingerprints from 1000*B, 10 a resource)
+batch() { cat <<SQL
+SELECT count(*) FROM (SELECT array_agg('a' || lpad(to_hex(k), 15, '0') ORDER BY k) AS fp, array_agg('bench'::text) AS src, array_agg('bench-' || (k / 10) ORDER BY k) AS res, array_agg('check' || (k % 10) ORDER BY k) AS chk, array_agg(NULL::text) AS dk, array_agg(NULL::bigint) AS ci, array_agg('bench'::text) AS sum, array_agg('{}'::jsonb) AS lab, array_agg('major'::text) AS sev, array_agg('firing'::text) AS st, array_agg(1::bigint) AS n, array_agg(now()) AS t0, array_agg(now()) AS t1 FROM generate_series($(($1*1000)), $(($1*1000+$2-1))) k) x, LATERAL triaged.ingest_arrays(fp, src, res, chk, dk, ci, sum, lab, sev, st, n, t0, t1, NULL, NULL, '{"actor":"bench"}') r;
+SQL
+}
 {
     phase empty; idle 8
-    for b in $(seq 0 $((nb - 1))); do cat <<SQL
-SELECT count(*) FROM (SELECT array_agg('a' || lpad(to_hex(k), 15, '0') ORDER BY k) AS fp, array_agg('bench'::text) AS src, array_agg('bench-' || (k / 10) ORDER BY k) AS res, array_agg('check' || (k % 10) ORDER BY k) AS chk, array_agg(NULL::text) AS dk, array_agg(NULL::bigint) AS ci, array_agg('bench'::text) AS sum, array_agg('{}'::jsonb) AS lab, array_agg('major'::text) AS sev, array_agg('firing'::text) AS st, array_agg(1::bigint) AS n, array_agg(now()) AS t0, array_agg(now()) AS t1 FROM generate_series($((b*1000)), $((b*1000+999))) k) x, LATERAL triaged.ingest_arrays(fp, src, res, chk, dk, ci, sum, lab, sev, st, n, t0, t1, NULL, NULL, '{"actor":"bench"}') r;
-SQL
-    done
+    batch 0 400                        # 40 incidents
+    phase tiny; busy 0 7 5 1
+    for b in $(seq 1 $((nb - 1))); do batch "$b" 1000; done
     phase idle; idle 6
-    phase busy; busy 1 6
+    phase busy; busy 1 6 100 20
     echo "ANALYZE;"
     phase idle_analyzed; idle 6
-    phase busy_analyzed; busy 7 12
+    phase busy_analyzed; busy 7 12 100 20
 } | psql -qAtX "$conn" 2>&1 | awk '
     /^phase / { if (p != "") print p ": " t; p = $2; t = ""; next }
     /^Time:/ { t = t sprintf("%.1f ", $2) }

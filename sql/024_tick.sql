@@ -130,7 +130,7 @@ BEGIN
   IF cardinality(v_tids) > 0 THEN
     WITH upd AS (
       UPDATE triaged.alert a SET flapping = false, updated_at = now()
-       WHERE a.ctid = ANY (v_tids) AND a.flapping
+       WHERE a.ctid = ANY (v_tids) AND a.flapping IS TRUE
          AND (SELECT count(*) FROM triaged.alert_history h
                WHERE h.alert_id = a.id AND h.at > v_now - v_flap_win
                  AND h.from_status IS DISTINCT FROM h.to_status) <= v_flap_thr
@@ -160,8 +160,8 @@ BEGIN
          SET status = 'resolved', resolved_at = coalesce(i.resolve_at, v_now),
              resolved_decided_at = v_now, resolve_pending_since = NULL, resolve_at = NULL
        WHERE i.ctid = ANY (v_tids)
-         AND i.resolve_pending_since <= v_now - v_grace
-         AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
+         AND (i.resolve_pending_since <= v_now - v_grace
+              AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) IS TRUE
          AND NOT EXISTS (SELECT 1 FROM triaged.incident_alert ia
                           CROSS JOIN LATERAL (SELECT x.status, x.flapping FROM triaged.alert x
                                                WHERE x.id = ia.alert_id OFFSET 0) a
@@ -193,7 +193,7 @@ BEGIN
     WITH upd AS (
       UPDATE triaged.incident i
          SET status = 'closed', closed_at = v_now
-       WHERE i.ctid = ANY (v_tids) AND i.status = 'resolved'
+       WHERE i.ctid = ANY (v_tids) AND (i.status = 'resolved') IS TRUE
       RETURNING i.id)
     SELECT coalesce(array_agg(upd.id ORDER BY upd.id), '{}'),
            coalesce(array_agg(ROW(upd.id, 1, v_now, 'closed', '{}'::jsonb)::triaged._event_in
@@ -262,7 +262,7 @@ BEGIN
   IF cardinality(v_tids) > 0 THEN
     WITH upd AS (
       UPDATE triaged.heartbeat h SET missing_since = h.last_at + h.timeout, updated_at = now()
-       WHERE h.ctid = ANY (v_tids) AND h.missing_since IS NULL AND h.last_at + h.timeout <= v_now
+       WHERE h.ctid = ANY (v_tids) AND (h.missing_since IS NULL AND h.last_at + h.timeout <= v_now) IS TRUE
       RETURNING h.source, h.resource, h.ci_id, h.last_at, h.timeout, h.missing_since)
     SELECT coalesce(jsonb_agg(jsonb_build_object(
              'fp', triaged.heartbeat_fingerprint(upd.source, upd.resource),
