@@ -81,7 +81,7 @@ SQL
     phase busy; busy 1 6 100 20
     echo "ANALYZE;"
     phase idle_analyzed; idle 6
-    phase busy_analyzed; busy 7 12 100 20
+    phase busy_analyzed; busy 7 ${NBUSY:-12} 100 20
 } | psql -qAtX "$conn" 2>&1 | awk '
     /^phase / { if (p != "") print p ": " t; p = $2; t = ""; next }
     /^Time:/ { t = t sprintf("%.1f ", $2) }
