@@ -23,10 +23,14 @@
 --    indexes' key is id, as before; the resolve and close look-ups now lock
 --    in resolve_pending_since and decided-at order, the heartbeat look-up
 --    in last_at order, instead of id or (source, resource) order. SKIP
---    LOCKED never waits, so their lock order cannot deadlock with anyone
---    (batches and API actions wait for incident locks in their own orders;
---    a CI delete takes its locks through ON DELETE SET NULL): rows another
---    transaction holds are skipped, as before, whatever the order.
+--    LOCKED never waits, and neither do the UPDATEs and _add_events after
+--    it (they touch rows the look-up locked, and insert history and events
+--    with no foreign key), so the order in which the look-ups take their
+--    locks is in no wait cycle: batches, API actions and CI deletes may
+--    wait for rows the tick holds, as before; a row one of them holds is
+--    skipped, as before. Which rows the tick holds when it goes on to wait
+--    (ingest for missing heartbeats, _open_for_alerts, _correlate) is what
+--    it was.
 --    Where the status test of the maintenance look-up could be an index
 --    condition of alert_status_idx (which also gives the ids in order,
 --    backward), it is written (a.status = 'firing') IS TRUE: no index
@@ -49,6 +53,12 @@
 --    ~1 ms twice a tick) without events, the published rows without ids,
 --    _open_for_alerts and _correlate without alerts (they return nothing
 --    then).
+-- 5. Since every plan is right whatever the statistics, each is made once
+--    a session (force_generic_plan: _tick_core's SET, and set_config
+--    around tick's own statements, the session's mode restored for the
+--    functions tick calls). With the default mode PostgreSQL kept making
+--    custom plans for some (a generic range like resolve_pending_since <=
+--    $1 is costed at a third of the index): ~6 ms a tick that had work.
 --
 -- What stays proportional to something other than the tick's work: the
 -- heartbeat look-up reads every heartbeat still waiting (last_at +
@@ -93,6 +103,10 @@ LANGUAGE plpgsql
 SET TimeZone = 'UTC'
 SET jit = off
 SET enable_seqscan = off
+-- (024) every plan made once a session (see the header, 5); what runs
+-- inside it is _add_events (a SQL function: planned at each call anyway)
+-- and the incident's touch trigger (no statement)
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_now      timestamptz;
@@ -236,6 +250,7 @@ DECLARE
   v_rows   triaged.ingest_row[] := '{}';
   v_opened bigint[];
   v_sort0  text := current_setting('enable_sort');
+  v_pcm0   text := current_setting('plan_cache_mode');
   v_mode   text;
 BEGIN
   RETURN QUERY SELECT * FROM triaged._tick_core(p_opts);
@@ -247,6 +262,9 @@ BEGIN
   PERFORM set_config('triaged.impact_many_services',
                      coalesce(p_opts->>'impact_many_services', ''), true);
   PERFORM triaged._batch_ci_prepare(NULL);
+  -- (024) this function's statements keep the plans they made first (see
+  -- the header, 5); the functions it calls run with the session's mode
+  v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
 
   -- missing heartbeats raise heartbeat_missing, through ingest (so they
   -- bind, correlate and respect maintenance like any alert); (024) the
@@ -275,7 +293,9 @@ BEGIN
              ORDER BY upd.source, upd.resource), '[]')
       INTO v_batch FROM upd;
     IF jsonb_array_length(v_batch) > 0 THEN
+      v_mode := set_config('plan_cache_mode', v_pcm0, true);
       RETURN QUERY SELECT * FROM triaged.ingest(v_batch, NULL, p_opts) r WHERE r.kind <> 'stats';
+      v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
     END IF;
   END IF;
 
@@ -300,6 +320,7 @@ BEGIN
                         WHERE ia.alert_id = u.id AND i.status IN ('new', 'acknowledged')
                           AND i.merged_into IS NULL
                        OFFSET 0);
+    v_mode := set_config('plan_cache_mode', v_pcm0, true);
     IF cardinality(v_ids) > 0 THEN
       v_rows := ARRAY(SELECT r FROM triaged._open_for_alerts(v_ids, v_now, v_now, v_actor) r);
       SELECT coalesce(array_agg(DISTINCT i.id), '{}') INTO v_opened
@@ -313,6 +334,7 @@ BEGIN
       END IF;
     END IF;
   END IF;
+  v_mode := set_config('plan_cache_mode', v_pcm0, true);
   RETURN;
 END $$;
 
