@@ -13,8 +13,9 @@
 # (idle), ticks that each find work (busy: 20 incidents pending resolve,
 # 20 resolved long ago to close, 2 of them with their 20 firing alerts
 # suppressed (maintenance over: new incidents), 20 flapping alerts to
-# calm; the set-up before each is not timed), ANALYZE, and the same again.
-# Prints each phase's tick times (ms, psql's \timing). Against the stack of
+# calm; the set-up before each is not timed), ANALYZE, and the same again
+# (NBUSY-6 busy rounds, default 6). Prints each phase's tick times (ms,
+# psql's \timing). Against the stack of
 # tests/stack/stack.sh (TD_TEST_PG_ADMIN_CONNINFO), with $BUILD_DIR's
 # triagectl (default build/). Nothing is asserted: figures only.
 #
