@@ -18,6 +18,8 @@
 # look-up on its partial index and each UPDATE a TID scan. Twice: with
 # plpgsql's default plan cache mode (the daemon's: generic plans after 5
 # calls) and with force_generic_plan (every plan made at its first call).
+# Last, SKIP LOCKED as before: rows another session holds are skipped
+# without waiting, and done by the next tick once free.
 source "$(dirname "$0")/lib.sh"
 
 NOW='2026-11-26T22:10:00Z'
@@ -223,6 +225,43 @@ scenario() {
     t_log "ok: $mode: the tick's 13 statements probe their indexes"
 }
 
+# SKIP LOCKED as before: rows another transaction holds (an incident pending
+# resolve, one to close, a flapping alert) are skipped without waiting (the
+# tick runs with lock_timeout 1 s: a wait would fail it), the others done;
+# the next tick, once they are free, does them. In the last scenario's
+# database.
+skip_locked() {
+    t_sql "UPDATE triaged.alert SET status = 'resolved', resolved_at = '2026-11-26T21:00:00Z'
+            WHERE resource IN ('r-0140', 'r-0141');
+           UPDATE triaged.incident SET resolve_pending_since = '2026-11-26T21:00:00Z', resolve_at = '2026-11-26T21:00:00Z'
+            WHERE resource IN ('r-0140', 'r-0141');
+           UPDATE triaged.incident SET status = 'resolved', resolved_at = '2026-11-20T00:00:00Z',
+                  resolved_decided_at = '2026-11-20T00:00:00Z' WHERE resource IN ('r-0150', 'r-0151');
+           UPDATE triaged.alert SET flapping = true
+            WHERE resource = 'r-0160' OR id = (SELECT min(id) FROM triaged.alert WHERE resource = 'r-0161')" \
+        > /dev/null
+    psql "$T_PG" -qAtX -c "BEGIN;
+        SELECT id FROM triaged.incident WHERE resource IN ('r-0141', 'r-0151') FOR UPDATE;
+        SELECT id FROM triaged.alert WHERE resource = 'r-0161' AND flapping FOR UPDATE;
+        SELECT pg_sleep(4) /* t24 holder */; COMMIT" > "$T_DIR/holder.out" 2>&1 &
+    local holder=$!
+    t_wait_sql "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%t24 holder%' AND wait_event = 'PgSleep'" 1 10
+    local got
+    got=$(psql "$T_PG" -qAtX -c "SET lock_timeout = '1s'" \
+              -c "SELECT payload FROM ($TICK) t WHERE kind = 'stats'" 2>&1 | tail -1)
+    [ "$got" = '{"closed": 1, "resolved": 1, "flapping_cleared": 10}' ] \
+        || t_fail "tick next to held rows: [$got]"
+    t_expect_sql "SELECT string_agg(resource || ' ' || status, ',' ORDER BY resource) FROM triaged.incident
+                   WHERE resource IN ('r-0140', 'r-0141', 'r-0150', 'r-0151') AND status <> 'new' OR resource = 'r-0141'" \
+        "r-0140 resolved,r-0141 new,r-0150 closed,r-0151 resolved"
+    wait "$holder" || t_fail "the holding session failed: $(cat "$T_DIR/holder.out")"
+    got=$(t_sql "SELECT payload FROM ($TICK) t WHERE kind = 'stats'")
+    [ "$got" = '{"closed": 1, "resolved": 1, "flapping_cleared": 1}' ] \
+        || t_fail "tick once the rows are free: [$got]"
+    t_log "ok: rows held by another transaction skipped, then done"
+}
+
 scenario auto
 scenario force_generic_plan
+skip_locked
 t_log "PASS"
