@@ -7,8 +7,8 @@
 -- plpgsql keeps each statement's plan for the session (generic after five
 -- calls). Plans made while the tables were empty (every fresh install and
 -- benchmark) stayed until an autoanalyze, and with them a tick at 100,000
--- alerts in 10,000 incidents cost 35-70 ms with nothing to do and about a
--- second with a few incidents to resolve and close (3.7 and 12 ms with
+-- alerts in 10,000 incidents cost 39-117 ms with nothing to do and 1.3-1.7 s
+-- with 20 incidents to resolve and 20 to close (5.5-8 and 19-36 ms with
 -- plans made after ANALYZE): the look-ups scanned incident_outage_idx (a
 -- GiST index whose predicate, merged_into IS NULL, they imply) or
 -- alert_status_idx whole, the UPDATEs by id = ANY did the same, and
