@@ -67,7 +67,7 @@
 -- still in maintenance are filtered).
 --
 -- Measured: the README's benchmark section (sql/024;
--- scripts/bench_tick_plans.sh). Tested: tests/integration/
+-- tests/bench/bench_tick_plans.sh). Tested: tests/integration/
 -- test_tick_plans.sh (plans made on an empty database, then a tick's
 -- results and plans at 3,000 alerts), next to the existing tick tests.
 --

@@ -20,9 +20,9 @@
 # triagectl (default build/). Nothing is asserted: figures only.
 #
 #     bash tests/stack/stack.sh up /tmp/st && source /tmp/st/env.sh
-#     bash scripts/bench_tick_plans.sh
+#     bash tests/bench/bench_tick_plans.sh
 set -eu
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$root/build}
 : "${TD_TEST_PG_ADMIN_CONNINFO:?source the stack env.sh first}"
 db=td_bench_tick
