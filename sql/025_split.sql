@@ -13,26 +13,28 @@
 -- with the rest of the resource whose incident the previous batch opened,
 -- then 3-4 new resources. Here, for unbound groups (bound ones as before):
 --
--- 1. The groups the lookup found attach to their open incident, and the
---    end of batch runs for them only (their 'attached' changes, their
---    count deltas). It runs first: their incidents are older than any the
---    batch opens, so their events take the lower ids, as when one end of
---    batch wrote every incident's events in incident id order.
--- 2. The others' incidents are made whole by 021's statement, which now
---    leaves out the groups found in 1 (the same statement for both cases,
---    so the published rows, events, hashes, ids and numbers are 021's).
---    The alerts' rows of 1 and 2 are published as one list in
---    fingerprint order, then the incidents' rows in id order, as before.
--- 3. Its INSERT has ON CONFLICT DO NOTHING on the partial unique key (021's
---    F1): a group whose incident another transaction opened after the
---    lookup is left out (once that transaction commits), its request comes
---    back, and find-or-open (which finds that incident) and 1's attach and
---    end of batch take it. Only the id and number drawn for that group are
---    spent, as find-or-open's own INSERT ... ON CONFLICT spends them; 021
---    rolled the new alerts' path back (every id and number the batch drew
---    spent, the batch's work done twice) and went through 018's steps.
---    (In that race the events of the incident found come after the new
---    incidents' events; their chains and hashes are per incident.)
+-- 1. The end of batch runs first, for the groups the lookup found only
+--    (their 'attached' changes and count deltas, worked out from the
+--    arrays): their incidents are older than any the batch opens, so their
+--    events take the lower ids, as when one end of batch wrote every
+--    incident's events in incident id order.
+-- 2. Then 021's statement (the same statement for both cases, so the
+--    published rows, events, hashes, ids and numbers are 021's) makes the
+--    other groups' incidents whole, and now inserts the links and makes
+--    the alerts' published rows of every group, found or new: one INSERT
+--    of the links and one list of rows in fingerprint order, as before,
+--    then the incidents' rows in id order (the found ones' from 1 first).
+-- 3. Its incident INSERT has ON CONFLICT DO NOTHING on the partial unique
+--    key (021's F1): a group whose incident another transaction opened
+--    after the lookup is left out (once that transaction commits), its
+--    request comes back, and find-or-open (which finds that incident), its
+--    links and an end of batch of its own take it. Only the id and number
+--    drawn for that group are spent, as find-or-open's own INSERT ... ON
+--    CONFLICT spends them; 021 rolled the new alerts' path back (every id
+--    and number the batch drew spent, the batch's work done twice) and
+--    went through 018's steps. (In that race the events of the incident
+--    found come after the new incidents' events; each incident's chain
+--    and hashes are as ever.)
 --
 -- Measured: see the README's benchmark section (sql/025).
 --
@@ -112,10 +114,8 @@ DECLARE
   v_nflap     boolean[];
   v_alrows    triaged.ingest_row[] := '{}';
   v_folded    boolean := false;  -- (021) the new incidents made whole here
-  v_att       triaged._group_res[];  -- (025) groups attached to an open incident
+  v_att       triaged._group_res[];  -- (025) find-or-open's answer (a lost race)
   v_lost      triaged._group_req[];  -- (025) groups whose incident a race opened
-  v_pass      integer := 0;          -- (025) the loop's pass (0: before the fold)
-  v_lostrace  boolean := false;
   v_arows     triaged.ingest_row[];
   v_irows     triaged.ingest_row[];
   v_nlink     bigint;
@@ -377,92 +377,53 @@ BEGIN
         v_mode := set_config('enable_sort', v_sort, true);
       END IF;
       IF NOT v_nbound THEN
-        -- (025) unbound groups: those the lookup found attach to their open
-        -- incident first, the end of batch for them only (their changes,
-        -- their counts): their events' ids come first, as when one end of
-        -- batch did every incident in id order (theirs are older than any
-        -- this batch opens); then the others' incidents are made whole
-        -- (021's statement, below); then the groups whose incident another
-        -- transaction opened meanwhile (lost by the INSERT's ON CONFLICT DO
-        -- NOTHING) go through find-or-open, which finds it, and attach as
-        -- the first ones did. At most two passes of the loop.
-        SELECT coalesce(array_agg(ROW(triaged._gkey(NULL, o.resource), NULL, o.resource, o.id,
-                                      false, o.number)::triaged._group_res), '{}')
-          INTO v_att
-          FROM unnest(v_oid, v_ores, v_onum) o(id, resource, number);
+        -- (025) unbound groups: the end of batch first for the groups the
+        -- lookup found (their 'attached' changes and count deltas only):
+        -- their incidents are older than any this batch opens, so their
+        -- events take the lower ids, as when one end of batch wrote every
+        -- incident's events in incident id order
         v_inc := '{}';
-        v_alrows := '{}';
-        v_nlinked := 0;
-        LOOP
-          IF cardinality(v_att) > 0 THEN
-            -- (025) their links, their alerts' rows, their changes and
-            -- counts (one firing link per alert), then the end of batch
-            WITH m AS (
-              SELECT n.*, g.incident_id, g.number
-                FROM unnest(v_nid, v_nfp, v_nres, v_nchk, v_nsev, v_nocc, v_nfirst, v_nlast,
-                            v_nflap)
-                       n(id, fingerprint, resource, check_name, severity, occurrences,
-                         first_seen, last_seen, flapping)
-                JOIN unnest(v_att) g ON g.resource = n.resource),
-            lnk AS (
-              INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
-              SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id
-              RETURNING 1)
-            SELECT coalesce(array_agg(ROW('alert.firing', m.fingerprint,
-                                          triaged.alert_payload(m.fingerprint, 'firing',
-                                                                m.severity, m.resource,
-                                                                m.check_name, m.occurrences,
-                                                                m.first_seen, m.last_seen,
-                                                                m.flapping, m.number)
-                                         )::triaged.ingest_row ORDER BY m.fingerprint), '{}'),
-                   coalesce(array_agg(ROW(m.incident_id, 'attached', m.fingerprint,
-                                          m.first_seen, m.severity, NULL)::triaged._change
-                                      ORDER BY m.fingerprint), '{}'),
-                   (SELECT coalesce(array_agg(ROW(d.incident_id, d.n, d.n)::triaged._count_delta),
-                                    '{}')
-                      FROM (SELECT m.incident_id, count(*)::integer AS n FROM m
-                             GROUP BY m.incident_id) d),
-                   (SELECT count(*) FROM lnk)
-              INTO v_arows, v_changes, v_delta, v_nlink
-              FROM m;
-            IF v_pass > 0 THEN   -- (find-or-open's: an incident it opened)
-              SELECT v_changes || coalesce(array_agg(ROW(g.incident_id, 'opened', NULL, NULL,
-                                                         NULL, NULL)::triaged._change), '{}'),
-                     v_opened + count(*)
-                INTO v_changes, v_opened
-                FROM unnest(v_att) g WHERE g.opened;
-            END IF;
-            v_inc := v_inc || ARRAY(SELECT r FROM triaged._finish_counted(v_changes, v_now,
-                                                                           v_actor, v_delta,
-                                                                           '{}') r);
-            v_alrows := v_alrows || v_arows;
-            v_nlinked := v_nlinked + v_nlink;
-          END IF;
-          EXIT WHEN v_pass > 0 OR v_nlinked = v_nalert;
-          v_pass := 1;
-        -- (021) the groups without an open incident (a storm's new
-        -- resources; (025) the others of a batch whose first groups were
-        -- found above: those are left out), in one statement: each group's
-        -- request (title and resource of its earliest alert, opened at the
-        -- earliest first time, the most severe severity, as find-or-open's
-        -- requests), its new incident inserted whole, as the end of batch
-        -- would leave it (one 'opened' event, its hash, the counts: its
-        -- alerts, all firing; severity, priority and urgency the request's,
-        -- which the end of batch keeps), its event, the links and the
-        -- published rows: no find-or-open, no end of batch. Ids and numbers
-        -- are the column defaults', drawn in the same order (resource
-        -- order). (025) A group whose incident another transaction opened
-        -- meanwhile is left out by ON CONFLICT DO NOTHING (the partial
-        -- unique key; after that transaction commits): its request comes
-        -- back in v_lost, for find-or-open; the id and number drawn for it
-        -- are spent, as find-or-open's INSERT spends them (021 rolled the
-        -- whole path back and spent every id and number: its F1).
+        IF cardinality(v_oid) > 0 THEN
+          WITH m AS (
+            SELECT n.fingerprint, n.severity, n.first_seen, o.id AS incident_id
+              FROM unnest(v_nfp, v_nres, v_nsev, v_nfirst)
+                     n(fingerprint, resource, severity, first_seen)
+              JOIN unnest(v_oid, v_ores) o(id, resource) ON o.resource = n.resource)
+          SELECT coalesce(array_agg(ROW(m.incident_id, 'attached', m.fingerprint, m.first_seen,
+                                        m.severity, NULL)::triaged._change
+                                    ORDER BY m.fingerprint), '{}'),
+                 (SELECT coalesce(array_agg(ROW(d.incident_id, d.n, d.n)::triaged._count_delta),
+                                  '{}')
+                    FROM (SELECT m.incident_id, count(*)::integer AS n FROM m
+                           GROUP BY m.incident_id) d)
+            INTO v_changes, v_delta
+            FROM m;
+          v_inc := ARRAY(SELECT r FROM triaged._finish_counted(v_changes, v_now, v_actor,
+                                                                v_delta, '{}') r);
+        END IF;
+        -- (021) then, in one statement, the groups without an open
+        -- incident (a storm's new resources; (025) not those found above):
+        -- each group's request (title and resource of its earliest alert,
+        -- opened at the earliest first time, the most severe severity, as
+        -- find-or-open's requests), its new incident inserted whole, as the
+        -- end of batch would leave it (one 'opened' event, its hash, the
+        -- counts: its alerts, all firing; severity, priority and urgency
+        -- the request's, which the end of batch keeps), its event; (025)
+        -- the links and the alerts' published rows of every group, found
+        -- or new (one INSERT, one list in fingerprint order, as before);
+        -- the new incidents' rows: no find-or-open, no end of batch for
+        -- them. Ids and numbers are the column defaults', drawn in the same
+        -- order (resource order). (025) A group whose incident another
+        -- transaction opened meanwhile is left out by ON CONFLICT DO
+        -- NOTHING (the partial unique key; once that transaction commits):
+        -- its request comes back in v_lost, for find-or-open below; the id
+        -- and number drawn for it are spent, as find-or-open's INSERT
+        -- spends them (021 rolled the whole path back: its F1).
         WITH n AS (
           SELECT n.*, triaged._gkey(NULL, n.resource) AS gkey
             FROM unnest(v_nid, v_nfp, v_nres, v_nchk, v_nsev, v_nocc, v_nfirst, v_nlast, v_nflap)
                    n(id, fingerprint, resource, check_name, severity, occurrences, first_seen,
-                     last_seen, flapping)
-           WHERE n.resource <> ALL (v_ores)),   -- (025) not those found above
+                     last_seen, flapping)),
         s AS (
           SELECT n.gkey, n.resource,
                  (array_agg(n.check_name || ' on ' || n.resource
@@ -470,7 +431,9 @@ BEGIN
                  min(n.first_seen) AS opened_at,
                  triaged.severity_of_rank(min(triaged.severity_rank(n.severity))) AS severity,
                  count(*)::integer AS n, array_agg(DISTINCT n.fingerprint) AS fps
-            FROM n GROUP BY n.gkey, n.resource
+            FROM n
+           WHERE n.resource <> ALL (v_ores)   -- (025) not those found above
+           GROUP BY n.gkey, n.resource
            ORDER BY n.resource),
         k AS (   -- (the column defaults of id and number, in the INSERT's order)
           SELECT s.*, nextval('triaged.incident_id_seq') AS id,
@@ -506,8 +469,12 @@ BEGIN
           SELECT h.id, h.opened_at, v_actor, 'opened', h.detail, NULL, h.hash
             FROM ins JOIN h ON h.id = ins.id
            ORDER BY h.id),
-        m AS (   -- ((025) the groups inserted only)
-          SELECT n.*, i.id AS incident_id, i.number FROM n JOIN ins i ON i.resource = n.resource),
+        m AS (   -- ((025) the groups inserted, and those found above)
+          SELECT n.*, i.id AS incident_id, i.number FROM n JOIN ins i ON i.resource = n.resource
+          UNION ALL
+          SELECT n.*, o.id, o.number
+            FROM n JOIN unnest(v_oid, v_ores, v_onum) o(id, resource, number)
+                   ON o.resource = n.resource),
         lnk AS (
           INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
           SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id
@@ -534,25 +501,55 @@ BEGIN
                                               k.severity)::triaged._group_req
                                           ORDER BY k.resource), '{}')
                   FROM k WHERE k.id NOT IN (SELECT i.id FROM ins i))
-          INTO v_irows, v_arows, v_nlink, v_lost;
-          v_inc := v_inc || v_irows;   -- (ids above those found: in id order)
-          v_opened := v_opened + cardinality(v_irows);
-          v_nlinked := v_nlinked + v_nlink;
-          IF cardinality(v_alrows) = 0 THEN
-            v_alrows := v_arows;
-          ELSE   -- (025) one list, in fingerprint order, as one statement gave it
-            v_alrows := ARRAY(SELECT r FROM unnest(v_alrows || v_arows) r ORDER BY r.key);
-          END IF;
-          EXIT WHEN cardinality(v_lost) = 0;
+          INTO v_irows, v_alrows, v_nlinked, v_lost;
+        v_inc := v_inc || v_irows;   -- (their ids above those found: id order)
+        v_opened := cardinality(v_irows);
+        IF cardinality(v_lost) > 0 THEN
           -- (025) the lost race: find-or-open finds the other transaction's
-          -- incidents (or opens one, if it is no longer open), then the loop
-          -- attaches their alerts as above; the incidents' rows in id order
+          -- incidents (or opens one, if it is no longer open); their alerts'
+          -- links, rows, changes ('opened' too, for one it opened) and
+          -- counts, their end of batch; the rows merged back into their
+          -- orders (alerts by fingerprint, incidents by id)
           v_att := ARRAY(SELECT r FROM triaged._find_or_open(v_lost, '{}') r);
-          v_lostrace := true;
-        END LOOP;
-        IF v_lostrace THEN
-          v_inc := ARRAY(SELECT r FROM unnest(v_inc) r ORDER BY (r.payload->>'id')::bigint);
-          v_alrows := ARRAY(SELECT r FROM unnest(v_alrows) r ORDER BY r.key);
+          WITH m AS (
+            SELECT n.*, g.incident_id, g.number
+              FROM unnest(v_nid, v_nfp, v_nres, v_nchk, v_nsev, v_nocc, v_nfirst, v_nlast,
+                          v_nflap)
+                     n(id, fingerprint, resource, check_name, severity, occurrences,
+                       first_seen, last_seen, flapping)
+              JOIN unnest(v_att) g ON g.resource = n.resource),
+          lnk AS (
+            INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
+            SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id
+            RETURNING 1)
+          SELECT coalesce(array_agg(ROW('alert.firing', m.fingerprint,
+                                        triaged.alert_payload(m.fingerprint, 'firing',
+                                                              m.severity, m.resource,
+                                                              m.check_name, m.occurrences,
+                                                              m.first_seen, m.last_seen,
+                                                              m.flapping, m.number)
+                                       )::triaged.ingest_row), '{}'),
+                 coalesce(array_agg(ROW(m.incident_id, 'attached', m.fingerprint,
+                                        m.first_seen, m.severity, NULL)::triaged._change
+                                    ORDER BY m.fingerprint), '{}')
+                   || (SELECT coalesce(array_agg(ROW(g.incident_id, 'opened', NULL, NULL, NULL,
+                                                     NULL)::triaged._change), '{}')
+                         FROM unnest(v_att) g WHERE g.opened),
+                 (SELECT coalesce(array_agg(ROW(d.incident_id, d.n, d.n)::triaged._count_delta),
+                                  '{}')
+                    FROM (SELECT m.incident_id, count(*)::integer AS n FROM m
+                           GROUP BY m.incident_id) d),
+                 (SELECT count(*) FROM lnk)
+            INTO v_arows, v_changes, v_delta, v_nlink
+            FROM m;
+          v_opened := v_opened + (SELECT count(*) FROM unnest(v_att) g WHERE g.opened);
+          v_inc := ARRAY(SELECT r
+                           FROM unnest(v_inc || ARRAY(SELECT r FROM triaged._finish_counted(
+                                                          v_changes, v_now, v_actor, v_delta,
+                                                          '{}') r)) r
+                          ORDER BY (r.payload->>'id')::bigint);
+          v_alrows := ARRAY(SELECT r FROM unnest(v_alrows || v_arows) r ORDER BY r.key);
+          v_nlinked := v_nlinked + v_nlink;
         END IF;
         v_changes := '{}';
         v_delta := '{}';

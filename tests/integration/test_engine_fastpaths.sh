@@ -741,6 +741,15 @@ split_same "025: a split batch that escalates"
 # s4: every group has its incident (the end of batch only)
 split 14:03:05 "$(seg v2 rs5 major firing 14:03:00)" "$(seg u3 rs6 minor firing 14:03:00)"
 split_same "025: groups found only"
+# s5: rs2's alerts resolve (its incident's resolve pending); s6: a new
+# alert on rs2 (more severe) attaches next to a new resource: the end of
+# batch escalates rs2's incident and cancels the pending resolve
+split 14:03:35 "$(seg y1 rs2 warning resolved 14:03:30)" "$(seg y2 rs2 warning resolved 14:03:30)"
+split 14:03:55 "$(seg p1 rs9 major firing 14:03:50)" "$(seg y3 rs2 minor firing 14:03:50)"
+want "025: a pending resolve cancelled: rs2's incident (pending, counts) and its events" \
+    "$(psql "$sdb" -qAtX -c "SELECT coalesce(i.resolve_pending_since::text, '-') || ' ' || i.alert_count || '/' || i.firing_count || ' ' || string_agg(e.kind, ',' ORDER BY e.id) FROM triaged.incident i JOIN triaged.incident_event e ON e.incident_id = i.id WHERE i.resource = 'rs2' GROUP BY i.id")" \
+    "- 3/1 opened,alerts_resolved,resolve_pending,alerts_attached,priority_changed,resolve_cancelled"
+split_same "025: a split batch that cancels a pending resolve"
 t_log "$(wc -l < "$T_DIR/all3.out") published rows and $(wc -l < "$T_DIR/sstate.split") stored rows identical to 021's _ingest_batch"
 # the race: another transaction holds rs8's new incident when a split batch
 # comes (w2 attaches to rs4's incident, rs7 and rs8 are new); the INSERT
