@@ -22,6 +22,12 @@
 #   interleaved  N new alerts in a fresh database, a resource's ten alerts
 #                in ten different batches: after the first batch every
 #                alert attaches to an incident an earlier batch opened
+#   split        N new alerts in a fresh database, a resource's ten alerts
+#                consecutive but the batches shifted by five (key k is alert
+#                k + 5): each batch begins with the last five alerts of the
+#                resource whose incident the previous batch opened, then new
+#                resources (the latency run's batches; sql/025). Only when
+#                named in PHASES.
 # PHASES="grouped resolves ...": only those (grouped always runs: the others
 # need its alerts). KEEP=1: keep the databases (bench_engine_*).
 # PROFILE=1: also the top statements of each phase from pg_stat_statements
@@ -124,6 +130,10 @@ want mixed && run mixed "CASE WHEN k % 10 = 9 THEN $N + k / 10 ELSE (k * 7) % $N
     "2026-11-26T01:00:01.5Z"
 want resolves && run resolves "k" resolved 0 "2026-11-26T01:00:02Z"
 want refires && run refires "k" firing 1 "2026-11-26T01:00:03Z"
+if [[ " ${PHASES:-} " == *" split "* ]]; then
+    fresh_db sp
+    run split "k + 5" firing 1 "2026-11-26T01:00:00Z"
+fi
 want interleaved || exit 0
 fresh_db il
 run interleaved "(k % $B) * $NB + (k / $B)" firing 1 "2026-11-26T01:00:00Z"

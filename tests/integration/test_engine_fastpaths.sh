@@ -79,7 +79,8 @@ ingest_into() {
     local which=$1 now=$2 b=$3 pg=$fast
     [ "$which" = ref ] && pg=$ref
     if [ "$which" = arr ]; then
-        psql "$arr" -qAtX -v ON_ERROR_STOP=1 -v b="$b" -v o="$(opts "$now")" \
+        # (into=DB: the arrays statement into DB instead of arr)
+        psql "${into:-$arr}" -qAtX -v ON_ERROR_STOP=1 -v b="$b" -v o="$(opts "$now")" \
             > "$T_DIR/out.$which" 2> "$T_DIR/err" <<'SQL' || failed "$which"
 SELECT r.kind || '|' || coalesce(r.key, '') || '|' || r.payload
   FROM (SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg(e->>'source' ORDER BY o) src,
@@ -265,8 +266,9 @@ want "older firings set-based (arrays statement)" "$(psql "$arr" -qAtX -c "SELEC
 # (a9 fires again, a4 resolves again: no state change) runs no end of
 # batch, correlation or roles in the arrays statement; a batch of new
 # alerts on unbound resources (c1 joins r5's open incident, c2 and c3 open
-# one on r6) calls _find_or_open without _open_incidents. Rows and state
-# as the reference's and the jsonb statement's.
+# one on r6) calls neither _find_or_open ((025) r5's incident was found by
+# the lookup, r6's is made whole) nor _open_incidents. Rows and state as
+# the reference's and the jsonb statement's.
 fcalls() { psql "$arr" -qAtX -c "SELECT coalesce(string_agg(funcname || '=' || calls, ' ' ORDER BY funcname), '') FROM pg_stat_user_functions WHERE funcname IN ('_finish_counted', '_find_or_open', '_fix_roles', '_open_incidents')"; }
 fn() { # NAME: the calls of one function in arr (0: none)
     psql "$arr" -qAtX -c "SELECT coalesce((SELECT calls FROM pg_stat_user_functions WHERE funcname = '$1'), 0)"
@@ -279,8 +281,8 @@ want "counted segments only: stats" "$(grep '^stats|' "$T_DIR/out.arr" | sed 's/
 o0=$(fn _open_incidents) g0=$(fn _find_or_open)
 ingest 23:59:25 "$(seg c1 r5 minor firing 23:59:20)" "$(seg c2 r6 major firing 23:59:20)" \
     "$(seg c3 r6 critical firing 23:59:21)"
-want "unbound groups: find-or-open without _open_incidents (arrays)" \
-    "$(fn _open_incidents) $(fn _find_or_open)" "$o0 $((g0 + 1))"
+want "unbound groups: neither find-or-open nor _open_incidents (arrays)" \
+    "$(fn _open_incidents) $(fn _find_or_open)" "$o0 $g0"
 want "c1 joined r5's incident, c2 and c3 opened r6's" "$(psql "$arr" -qAtX -c "SELECT string_agg(a.fingerprint || ':' || i.resource || ':' || i.alert_count || '/' || i.firing_count, ',' ORDER BY a.fingerprint) FROM triaged.alert a JOIN triaged.incident_alert ia ON ia.alert_id = a.id JOIN triaged.incident i ON i.id = ia.incident_id WHERE a.fingerprint LIKE 'c%'")" "c1:r5:2/2,c2:r6:2/2,c3:r6:2/2"
 same_state "small batches (016)"
 
@@ -458,7 +460,8 @@ same_state "a fingerprint another transaction held (019)"
 # severe first time, titles and the fingerprints of the event as 002's),
 # h4 r11's, next to a duplicate the lean path applies (d1). Then a batch
 # whose groups are both kinds (h5 joins r10's open incident, h6 opens
-# r12's): 018's find-or-open for r12 and the end of batch for both. Rows,
+# r12's): (025) the end of batch for r10 only, r12's incident made whole,
+# no find-or-open. Rows,
 # stats, ids, numbers, events and hashes as the jsonb statement's and the
 # reference's.
 fo0=$(fn _find_or_open) fc0=$(fn _finish_counted)
@@ -475,8 +478,8 @@ want "021: the published incident rows (arrays)" \
     "$(grep -c '^incident.opened|' "$T_DIR/out.arr") $(grep -c '^incident\.' "$T_DIR/out.arr")" "2 2"
 same_state "new incidents made whole (021)"
 ingest 23:59:59.9 "$(seg h5 r10 major firing 23:59:59.88)" "$(seg h6 r12 minor firing 23:59:59.88)"
-want "021: an open incident and a new one: find-or-open and end of batch once each (arrays)" \
-    "$(fn _find_or_open) $(fn _finish_counted)" "$((fo0 + 1)) $((fc0 + 1))"
+want "021: an open incident and a new one: no find-or-open, end of batch once (025, arrays)" \
+    "$(fn _find_or_open) $(fn _finish_counted)" "$fo0 $((fc0 + 1))"
 same_state "an open incident and a new one (021)"
 
 # ---- sql/022: the lean path's one UPDATE finds its alerts by fingerprint
@@ -623,23 +626,162 @@ for bad in "$(bseg x1 null r major firing 12:50:00 ',"n":0')" \
 done
 want "malformed batches applied nothing" "$(q2 "SELECT count(*) FROM triaged.alert WHERE fingerprint LIKE 'x%'")" "0"
 t_log "$(wc -l < "$T_DIR/all2.out") published rows and $(wc -l < "$T_DIR/state.arr") stored rows identical (bound CIs)"
-# ---- sql/021: the race its whole new incidents leave to 018's steps:
-# another transaction holds r13's new incident (not yet committed: the
-# batch's lookup does not see it) when a batch of new alerts on r13 comes;
-# the batch's INSERT waits for it and fails on the partial unique key once
-# it commits, the new alerts' path is rolled back, and the batch goes through
-# the classification and find-or-open, which finds the other one. Ids and
-# numbers were spent, so the state is checked, not compared.
+# ---- sql/021: the race of its whole new incidents: another transaction
+# holds r13's new incident (not yet committed: the batch's lookup does not
+# see it) when a batch of new alerts on r13 comes; the batch's INSERT waits
+# for it and, once it commits, (025) leaves r13 out (ON CONFLICT DO
+# NOTHING): find-or-open finds the other one and the alerts attach to it
+# (021 rolled the path back and went through 018's steps). Only the number
+# drawn for r13 is spent (one, next to the other transaction's).
 race_inc="INSERT INTO triaged.incident (title, severity, resource, opened_at)
   VALUES ('raced', 'info', 'r13', '2024-03-01T13:00:00Z')"
+num0=$(q2 "SELECT last_value FROM triaged.incident_number_seq")
 hold "$race_inc" "r13"
-c0=$(fn _create_alerts)
+c0=$(fn _create_alerts) g0=$(fn _find_or_open)
 ingest_into arr 13:00:05 "[$(seg k1 r13 major firing 13:00:00),$(seg k2 r13 minor firing 13:00:01)]" \
     || t_fail "021 race: $(cat "$T_DIR/err")"
 wait "$racer" || t_fail "the other transaction (021): $(cat "$T_DIR/race.err")"
-want "021: an incident opened meanwhile: 018's steps (_create_alerts), stats (new_alerts incidents_opened)" \
-    "$(fn _create_alerts) $(stat new_alerts) $(stat incidents_opened)" "$((c0 + 1)) 2 0"
+want "021: an incident opened meanwhile: find-or-open (no _create_alerts), stats (new_alerts incidents_opened), numbers drawn" \
+    "$(fn _create_alerts) $(fn _find_or_open) $(stat new_alerts) $(stat incidents_opened) $(($(q2 "SELECT last_value FROM triaged.incident_number_seq") - num0))" \
+    "$c0 $((g0 + 1)) 2 0 2"
 want "021: k1 and k2 joined the incident opened meanwhile, counted" "$(q2 "SELECT string_agg(a.fingerprint || ':' || i.title || ':' || i.alert_count || '/' || i.firing_count, ',' ORDER BY a.fingerprint) FROM triaged.alert a JOIN triaged.incident_alert ia ON ia.alert_id = a.id JOIN triaged.incident i ON i.id = ia.incident_id WHERE a.fingerprint IN ('k1', 'k2')")" "k1:raced:2/2,k2:raced:2/2"
 want "021: one incident on r13, the events' chains intact" "$(q2 "SELECT count(*) FROM triaged.incident WHERE resource = 'r13'") $(q2 "SELECT count(*) FROM triaged.audit_verify()")" "1 0"
 counts_ok "$arr" "021 race"
+# ---- sql/025: the split batch of new alerts (unbound groups, some with an
+# open incident, some without): the groups found attach (the end of batch
+# for them only), the others' incidents are made whole by 021's statement.
+# Compared with 021's _ingest_batch itself (main's: its text from its
+# migration file, installed in a fourth database): every published row in
+# order, and every stored row with its ids (alerts, history, incidents,
+# links, events with their ids, hashes and prev_hash chains; the sequences'
+# last values), but the times PostgreSQL's now() writes.
+sdb=$(t_db_extra split) mdb=$(t_db_extra split021)
+for pg in "$sdb" "$mdb"; do
+    printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pg" > "$T_DIR/conf"
+    "$TD_BUILD_DIR/triagectl" -c "$T_DIR/conf" migrate > "$T_DIR/migrate.log" 2>&1 \
+        || t_fail "migrate: $(cat "$T_DIR/migrate.log")"
+done
+sed -n '/^CREATE OR REPLACE FUNCTION triaged._ingest_batch(/,/^END \$\$;/p' \
+    "$TD_SOURCE_DIR/sql/021_fixed.sql" > "$T_DIR/batch021.sql"
+grep -q 'v_folded := true' "$T_DIR/batch021.sql" || t_fail "021's _ingest_batch not found"
+psql "$mdb" -qAtX -v ON_ERROR_STOP=1 -f "$T_DIR/batch021.sql" >/dev/null \
+    || t_fail "cannot install 021's _ingest_batch"
+sdump() { # DB: every stored row, ids included, in id order (now()'s times left out)
+    psql "$1" -qAtX -v ON_ERROR_STOP=1 <<'SQL'
+SELECT 'alert', to_jsonb(a) - 'created_at' - 'updated_at' FROM triaged.alert a ORDER BY a.id;
+SELECT 'history', to_jsonb(h) - 'recorded_at' FROM triaged.alert_history h ORDER BY h.id;
+SELECT 'incident', to_jsonb(i) - 'created_at' - 'updated_at' FROM triaged.incident i ORDER BY i.id;
+SELECT 'link', to_jsonb(l) - 'attached_at' FROM triaged.incident_alert l ORDER BY l.incident_id, l.alert_id;
+SELECT 'event', e.id, e.incident_id, e.at, e.actor, e.kind, e.detail, encode(e.prev_hash, 'hex'),
+       encode(e.hash, 'hex') FROM triaged.incident_event e ORDER BY e.id;
+SELECT 'seq', (SELECT last_value FROM triaged.incident_id_seq),
+       (SELECT last_value FROM triaged.incident_number_seq),
+       (SELECT last_value FROM triaged.incident_event_id_seq),
+       (SELECT last_value FROM triaged.alert_id_seq);
+SELECT 'audit', count(*) FROM triaged.audit_verify();
+SELECT 'counts', count(*) FROM triaged.incident_counts_verify();
+SQL
+}
+sfn() { # NAME: the calls of one function in sdb (0: none)
+    psql "$sdb" -qAtX -c "SELECT coalesce((SELECT calls FROM pg_stat_user_functions WHERE funcname = '$1'), 0)"
+}
+sstat() { grep '^stats|' "$T_DIR/out.split" | sed "s/.*\"$1\": \([0-9]*\).*/\1/"; }
+# split NOW SEG...: the batch into sdb (025) and mdb (021), rows compared
+split() {
+    local now=$1 b
+    shift
+    b="[$(IFS=,; echo "$*")]"
+    step=$((step + 1))
+    into=$mdb ingest_into arr "$now" "$b"
+    mv "$T_DIR/out.arr" "$T_DIR/out.021"
+    into=$sdb ingest_into arr "$now" "$b"
+    mv "$T_DIR/out.arr" "$T_DIR/out.split"
+    diff "$T_DIR/out.021" "$T_DIR/out.split" > "$T_DIR/diff" \
+        || t_fail "step $step: published rows differ (< 021's _ingest_batch, > 025's):
+$(cat "$T_DIR/diff")"
+    cat "$T_DIR/out.split" >> "$T_DIR/all3.out"
+}
+split_same() { # WHAT
+    counts_ok "$sdb" "$1"
+    sdump "$mdb" > "$T_DIR/sstate.021"
+    sdump "$sdb" > "$T_DIR/sstate.split"
+    diff "$T_DIR/sstate.021" "$T_DIR/sstate.split" > "$T_DIR/diff" \
+        || t_fail "$1: stored state differs (< 021's _ingest_batch, > 025's):
+$(cat "$T_DIR/diff")"
+}
+# s1: every group new (021's whole incidents in both); s2: rs1's last two
+# alerts attach to the incident s1 opened, rs3 and rs4 are new (the split:
+# no find-or-open, the end of batch for rs1's incident only)
+split 14:00:05 "$(seg x1 rs1 minor firing 14:00:00)" "$(seg x2 rs1 major firing 14:00:01)" \
+    "$(seg x3 rs1 minor firing 14:00:01)" "$(seg y1 rs2 warning firing 14:00:00)" \
+    "$(seg y2 rs2 warning firing 14:00:02)"
+fo0=$(sfn _find_or_open) fc0=$(sfn _finish_counted)
+split 14:01:05 "$(seg x5 rs1 minor firing 14:01:00)" "$(seg x4 rs1 info firing 14:01:01)" \
+    "$(seg z2 rs3 minor firing 14:01:01)" "$(seg z1 rs3 major firing 14:01:00)" \
+    "$(seg w1 rs4 info firing 14:01:02)"
+want "025: split: no find-or-open, end of batch once (calls)" \
+    "$(sfn _find_or_open) $(sfn _finish_counted)" "$fo0 $((fc0 + 1))"
+want "025: split: stats (new_alerts attached incidents_opened)" \
+    "$(sstat new_alerts) $(sstat attached) $(sstat incidents_opened)" "5 5 2"
+want "025: split: published rows (kinds in order)" \
+    "$(cut -d'|' -f1,2 "$T_DIR/out.split" | sed 's/^alert.firing|//; s/^incident\.\([a-z]*\)|.*/\1/; s/^stats|//' | tr '\n' ' ')" \
+    "w1 x4 x5 z1 z2 updated opened opened  "
+split_same "025: a split batch"
+# s3: rs3's z3 (critical) attaches to its incident (major): the end of batch
+# escalates it; rs5 and rs6 are new; x1's duplicate goes the lean path
+split 14:02:05 "$(seg v1 rs5 minor firing 14:02:00)" "$(seg z3 rs3 critical firing 14:02:01)" \
+    "$(seg x1 rs1 minor firing 14:02:00)" "$(seg u1 rs6 major firing 14:02:00)" \
+    "$(seg u2 rs6 critical firing 14:02:03)"
+want "025: escalated: rs3's incident (severity priority urgency counts) and its events" \
+    "$(psql "$sdb" -qAtX -c "SELECT i.severity || ' ' || i.priority || ' ' || i.urgency || ' ' || i.alert_count || '/' || i.firing_count || ' ' || string_agg(e.kind, ',' ORDER BY e.id) FROM triaged.incident i JOIN triaged.incident_event e ON e.incident_id = i.id WHERE i.resource = 'rs3' GROUP BY i.id")" \
+    "critical 1 1 3/3 opened,alerts_attached,priority_changed"
+want "025: escalated: stats (segments dups new_alerts incidents_opened)" \
+    "$(sstat segments) $(sstat dups) $(sstat new_alerts) $(sstat incidents_opened)" "5 0 4 2"
+split_same "025: a split batch that escalates"
+# s4: every group has its incident (the end of batch only)
+split 14:03:05 "$(seg v2 rs5 major firing 14:03:00)" "$(seg u3 rs6 minor firing 14:03:00)"
+split_same "025: groups found only"
+# s5: rs2's alerts resolve (its incident's resolve pending); s6: a new
+# alert on rs2 (more severe) attaches next to a new resource: the end of
+# batch escalates rs2's incident and cancels the pending resolve
+split 14:03:35 "$(seg y1 rs2 warning resolved 14:03:30)" "$(seg y2 rs2 warning resolved 14:03:30)"
+split 14:03:55 "$(seg p1 rs9 major firing 14:03:50)" "$(seg y3 rs2 minor firing 14:03:50)"
+want "025: a pending resolve cancelled: rs2's incident (pending, counts) and its events" \
+    "$(psql "$sdb" -qAtX -c "SELECT coalesce(i.resolve_pending_since::text, '-') || ' ' || i.alert_count || '/' || i.firing_count || ' ' || string_agg(e.kind, ',' ORDER BY e.id) FROM triaged.incident i JOIN triaged.incident_event e ON e.incident_id = i.id WHERE i.resource = 'rs2' GROUP BY i.id")" \
+    "- 3/1 opened,alerts_resolved,resolve_pending,alerts_attached,priority_changed,resolve_cancelled"
+split_same "025: a split batch that cancels a pending resolve"
+t_log "$(wc -l < "$T_DIR/all3.out") published rows and $(wc -l < "$T_DIR/sstate.split") stored rows identical to 021's _ingest_batch"
+# the race: another transaction holds rs8's new incident when a split batch
+# comes (w2 attaches to rs4's incident, rs7 and rs8 are new); the INSERT
+# leaves rs8 out once that transaction commits, find-or-open finds its
+# incident, q1 and q2 attach to it. One number spent (rs8's), none twice;
+# the incidents' rows in id order (rs4's, the other transaction's, rs7's).
+race_inc="INSERT INTO triaged.incident (title, severity, resource, opened_at)
+  VALUES ('raced', 'info', 'rs8', '2024-03-01T14:04:00Z')"
+num0=$(psql "$sdb" -qAtX -c "SELECT last_value FROM triaged.incident_number_seq")
+arr0=$arr
+arr=$sdb
+hold "$race_inc" "rs8"
+arr=$arr0
+fo0=$(sfn _find_or_open) fc0=$(sfn _finish_counted) ca0=$(sfn _create_alerts)
+into=$sdb ingest_into arr 14:04:05 "[$(seg q1 rs8 major firing 14:04:01),$(seg t1 rs7 minor firing 14:04:00),$(seg w2 rs4 critical firing 14:04:00),$(seg q2 rs8 minor firing 14:04:02)]" \
+    || t_fail "025 race: $(cat "$T_DIR/err")"
+mv "$T_DIR/out.arr" "$T_DIR/out.split"
+wait "$racer" || t_fail "the other transaction (025): $(cat "$T_DIR/race.err")"
+want "025: race: find-or-open once, end of batch twice, no _create_alerts (calls)" \
+    "$(sfn _find_or_open) $(sfn _finish_counted) $(sfn _create_alerts)" \
+    "$((fo0 + 1)) $((fc0 + 2)) $ca0"
+want "025: race: stats (new_alerts attached incidents_opened), numbers drawn" \
+    "$(sstat new_alerts) $(sstat attached) $(sstat incidents_opened) $(($(psql "$sdb" -qAtX -c "SELECT last_value FROM triaged.incident_number_seq") - num0))" \
+    "4 4 1 3"
+want "025: race: published rows (in order)" \
+    "$(psql "$sdb" -qAtX -c "SELECT string_agg(x.k, ' ' ORDER BY x.o) FROM (SELECT o, CASE WHEN l LIKE 'incident.%' THEN split_part(l, '|', 1) || ':' || (SELECT i.resource FROM triaged.incident i WHERE i.number = split_part(l, '|', 2)) ELSE split_part(l, '|', 2) END AS k FROM unnest(string_to_array(\$q\$$(cat "$T_DIR/out.split")\$q\$, E'\n')) WITH ORDINALITY t(l, o)) x")" \
+    "q1 q2 t1 w2 incident.updated:rs4 incident.updated:rs8 incident.opened:rs7 "
+want "025: race: q1 and q2 joined the other transaction's incident, counted; t1 opened rs7's" \
+    "$(psql "$sdb" -qAtX -c "SELECT string_agg(a.fingerprint || ':' || i.title || ':' || i.alert_count || '/' || i.firing_count, ',' ORDER BY a.fingerprint) FROM triaged.alert a JOIN triaged.incident_alert ia ON ia.alert_id = a.id JOIN triaged.incident i ON i.id = ia.incident_id WHERE a.fingerprint IN ('q1', 'q2', 't1')")" \
+    "q1:raced:2/2,q2:raced:2/2,t1:c-t1 on rs7:1/1"
+want "025: race: one incident on rs8, every alert linked once, the chains intact" \
+    "$(psql "$sdb" -qAtX -c "SELECT (SELECT count(*) FROM triaged.incident WHERE resource = 'rs8') || ' ' || (SELECT count(*) FROM triaged.alert a WHERE (SELECT count(*) FROM triaged.incident_alert ia WHERE ia.alert_id = a.id) <> 1) || ' ' || (SELECT count(*) FROM triaged.audit_verify())")" \
+    "1 0 0"
+counts_ok "$sdb" "025 race"
 echo "test_engine_fastpaths: passed"
