@@ -24,10 +24,16 @@
 --    the alerts' published rows of every group, found or new: one INSERT
 --    of the links and one list of rows in fingerprint order, as before,
 --    then the incidents' rows in id order (the found ones' from 1 first).
--- 3. Its incident INSERT has ON CONFLICT DO NOTHING on the partial unique
---    key (021's F1): a group whose incident another transaction opened
---    after the lookup is left out (once that transaction commits), its
---    request comes back, and find-or-open (which finds that incident), its
+-- 3. Its incident INSERT has ON CONFLICT DO UPDATE ... WHERE false on the
+--    partial unique key (021's F1), as find-or-open's own INSERT: a group
+--    whose incident another transaction opened after the lookup is left
+--    out (once that transaction commits) with that incident LOCKED at once,
+--    in the statement's resource order. (DO NOTHING locked nothing: the
+--    incident was locked later by find-or-open, out of order, while the
+--    batch held the others, and a third transaction that locked it in
+--    between and then waited for one of ours deadlocked: found by review,
+--    reproduced with three sessions, never released.) Its request comes
+--    back, and find-or-open (which finds that incident), its
 --    links and an end of batch of its own take it. Only the id and number
 --    drawn for that group are spent, as find-or-open's own INSERT ... ON
 --    CONFLICT spends them; 021 rolled the new alerts' path back (every id
@@ -415,7 +421,8 @@ BEGIN
         -- them. Ids and numbers are the column defaults', drawn in the same
         -- order (resource order). (025) A group whose incident another
         -- transaction opened meanwhile is left out by ON CONFLICT DO
-        -- NOTHING (the partial unique key; once that transaction commits):
+        -- UPDATE ... WHERE false (the partial unique key; once that
+        -- transaction commits; the row locked, in resource order):
         -- its request comes back in v_lost, for find-or-open below; the id
         -- and number drawn for it are spent, as find-or-open's INSERT
         -- spends them (021 rolled the whole path back: its F1).
@@ -461,7 +468,7 @@ BEGIN
             FROM h ORDER BY h.resource
           ON CONFLICT (resource) WHERE ci_id IS NULL AND status IN ('new', 'acknowledged')
                                        AND merged_into IS NULL
-          DO NOTHING   -- (025)
+          DO UPDATE SET updated_at = now() WHERE false   -- (025: see the header, 3.)
           RETURNING i.*),
         ev AS (
           INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash,
