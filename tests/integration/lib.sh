@@ -129,6 +129,30 @@ t_wait_consuming() {
 
 t_sql() { psql "$T_PG" -qAtX -c "$1"; }
 
+# t_arrays_batch OPTS: the daemon's batch statement (triaged.ingest_arrays)
+# on the segments in psql's variable b (a JSON array of segments as the
+# engine takes them; a segment with "up"/"svc" keys also describes its CI),
+# OPTS the options' JSON; prints the number of rows it returned. Pipe it to
+# psql with -v b=... (or \set b `cat FILE` first: an argument holds 128 kB).
+t_arrays_batch() {
+    cat <<SQL
+SELECT count(*) FROM (
+SELECT r.* FROM (SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg(e->>'source' ORDER BY o) src,
+               array_agg(e->>'resource' ORDER BY o) res, array_agg(e->>'check' ORDER BY o) chk,
+               array_agg(e->>'dedup_key' ORDER BY o) dk, array_agg((e->>'ci_id')::bigint ORDER BY o) ci,
+               array_agg(e->>'summary' ORDER BY o) sm, array_agg(e->'labels' ORDER BY o) lab,
+               array_agg(e->>'severity' ORDER BY o) sev, array_agg(e->>'status' ORDER BY o) st,
+               array_agg((e->>'n')::bigint ORDER BY o) n,
+               array_agg((e->>'first')::timestamptz ORDER BY o) t0,
+               array_agg((e->>'last')::timestamptz ORDER BY o) t1,
+               jsonb_agg(jsonb_build_object('ci_id', e->'ci_id', 'up', e->'up', 'svc', e->'svc')
+                         ORDER BY o) FILTER (WHERE e ? 'up') cis
+          FROM jsonb_array_elements(:'b'::jsonb) WITH ORDINALITY t(e, o)) x,
+       triaged.ingest_arrays(x.fp, x.src, x.res, x.chk, x.dk, x.ci, x.sm, x.lab, x.sev, x.st,
+                             x.n, x.t0, x.t1, x.cis, NULL, '$1'::jsonb) r) y;
+SQL
+}
+
 # Poll SQL until it prints EXPECTED, within TIMEOUT seconds (default 60).
 t_wait_sql() {
     local sql=$1 want=$2 timeout=${3:-60} got=""

@@ -31,26 +31,10 @@ JSON
 ci() { t_sql "SELECT id FROM triaged.ci WHERE name = '$1'"; }
 db=$(ci db-01) web=$(ci web-01)
 
-# batch_sql NOW SEGMENTS-JSON: the daemon's statement (ingest_arrays), the
-# arrays made from one JSON array of segments
+# batch_sql NOW: the daemon's statement with this test's options, on the
+# segments in psql's variable b (t_arrays_batch)
 batch_sql() {
-    cat <<SQL
-SELECT count(*) FROM (
-SELECT r.* FROM (SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg(e->>'source' ORDER BY o) src,
-               array_agg(e->>'resource' ORDER BY o) res, array_agg(e->>'check' ORDER BY o) chk,
-               array_agg(e->>'dedup_key' ORDER BY o) dk, array_agg((e->>'ci_id')::bigint ORDER BY o) ci,
-               array_agg(e->>'summary' ORDER BY o) sm, array_agg(e->'labels' ORDER BY o) lab,
-               array_agg(e->>'severity' ORDER BY o) sev, array_agg(e->>'status' ORDER BY o) st,
-               array_agg((e->>'n')::bigint ORDER BY o) n,
-               array_agg((e->>'first')::timestamptz ORDER BY o) t0,
-               array_agg((e->>'last')::timestamptz ORDER BY o) t1,
-               jsonb_agg(jsonb_build_object('ci_id', e->'ci_id', 'up', e->'up', 'svc', e->'svc')
-                         ORDER BY o) FILTER (WHERE e ? 'up') cis
-          FROM jsonb_array_elements('$2'::jsonb) WITH ORDINALITY t(e, o)) x,
-       triaged.ingest_arrays(x.fp, x.src, x.res, x.chk, x.dk, x.ci, x.sm, x.lab, x.sev, x.st,
-                             x.n, x.t0, x.t1, x.cis, NULL,
-                             '{"now":"2024-03-01T$1Z","actor":"t","reopen_window_ms":1800000,"flap_threshold":3,"flap_window_ms":1800000}'::jsonb) r) y;
-SQL
+    t_arrays_batch '{"now":"2024-03-01T'"$1"'Z","actor":"t","reopen_window_ms":1800000,"flap_threshold":3,"flap_window_ms":1800000}'
 }
 # seg FP CI RESOURCE STATUS TIME [EXTRA]
 seg() {
@@ -60,14 +44,18 @@ seg() {
         "$1" "$3" "$1" "$2" "$4" "$n" "$5" "$5" "${6:-}"
 }
 
-batch_sql 11:00:05 "[$(seg x1 "$web" web-01 firing 11:00:00 ",\"up\":\"{$db}\",\"svc\":\"{1}\"")]" \
-    | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 > /dev/null 2> "$T_DIR/err" || t_fail "x1: $(cat "$T_DIR/err")"
+batch_sql 11:00:05 \
+    | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 \
+            -v b="[$(seg x1 "$web" web-01 firing 11:00:00 ",\"up\":\"{$db}\",\"svc\":\"{1}\"")]" \
+            > /dev/null 2> "$T_DIR/err" || t_fail "x1: $(cat "$T_DIR/err")"
 [ "$(t_sql "SELECT count(*) FROM triaged.incident WHERE status = 'new'")" = 1 ] || t_fail "x1 opened no incident"
 
 # A: db-01's alert, the merge, and 3 s before the commit
-{ batch_sql 11:00:35 "[$(seg d1 "$db" db-01 firing 11:00:30 ",\"up\":\"{}\",\"svc\":\"{}\"")]"
+{ batch_sql 11:00:35
   echo "SELECT pg_sleep(3);"; } | { echo "BEGIN;"; cat; echo "COMMIT;"; } \
-    | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 > "$T_DIR/a.out" 2> "$T_DIR/a.err" &
+    | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 \
+        -v b="[$(seg d1 "$db" db-01 firing 11:00:30 ",\"up\":\"{}\",\"svc\":\"{}\"")]" \
+        > "$T_DIR/a.out" 2> "$T_DIR/a.err" &
 a=$!
 # A has merged and holds its transaction open: it sleeps
 a_sleeps() {
@@ -76,8 +64,10 @@ a_sleeps() {
 }
 t_wait_until 30 "session A in its pg_sleep" a_sleeps
 # B: x1 resolves while A's transaction is open
-batch_sql 11:00:45 "[$(seg x1 "$web" web-01 resolved 11:00:40)]" \
-    | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 > "$T_DIR/b.out" 2> "$T_DIR/b.err"
+batch_sql 11:00:45 \
+    | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 \
+            -v b="[$(seg x1 "$web" web-01 resolved 11:00:40)]" \
+            > "$T_DIR/b.out" 2> "$T_DIR/b.err"
 b_rc=$?
 a_rc=0
 wait $a || a_rc=$?
@@ -86,15 +76,19 @@ wait $a || a_rc=$?
 if [ $a_rc -ne 0 ]; then
     grep -q 'deadlock detected' "$T_DIR/a.err" || t_fail "session A: $(cat "$T_DIR/a.err")"
     t_log "A deadlocked with B and is retried, as the daemon would"
-    batch_sql 11:00:35 "[$(seg d1 "$db" db-01 firing 11:00:30 ",\"up\":\"{}\",\"svc\":\"{}\"")]" \
-        | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 > /dev/null 2> "$T_DIR/a.err" \
+    batch_sql 11:00:35 \
+        | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 \
+                -v b="[$(seg d1 "$db" db-01 firing 11:00:30 ",\"up\":\"{}\",\"svc\":\"{}\"")]" \
+                > /dev/null 2> "$T_DIR/a.err" \
         || t_fail "session A again: $(cat "$T_DIR/a.err")"
 fi
 if [ $b_rc -ne 0 ]; then
     grep -q 'deadlock detected' "$T_DIR/b.err" || t_fail "session B: $(cat "$T_DIR/b.err")"
     t_log "B deadlocked with A and is retried, as the daemon would"
-    batch_sql 11:00:45 "[$(seg x1 "$web" web-01 resolved 11:00:40)]" \
-        | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 > /dev/null 2> "$T_DIR/b.err" \
+    batch_sql 11:00:45 \
+        | psql "$T_PG" -qAtX -v ON_ERROR_STOP=1 \
+                -v b="[$(seg x1 "$web" web-01 resolved 11:00:40)]" \
+                > /dev/null 2> "$T_DIR/b.err" \
         || t_fail "session B again: $(cat "$T_DIR/b.err")"
 fi
 

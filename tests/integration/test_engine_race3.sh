@@ -22,24 +22,10 @@ t_db
 t_ctl
 "${T_CTL[@]}" migrate > "$T_DIR/migrate.log" 2>&1 || t_fail "migrate: $(cat "$T_DIR/migrate.log")"
 
-# batch_sql NOW: the daemon's statement (ingest_arrays), the arrays made
-# from the JSON array of segments in psql's variable b
+# batch_sql NOW: the daemon's statement with this test's options, on the
+# segments in psql's variable b (t_arrays_batch)
 batch_sql() {
-    cat <<SQL
-SELECT count(*) FROM (
-SELECT r.* FROM (SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg(e->>'source' ORDER BY o) src,
-               array_agg(e->>'resource' ORDER BY o) res, array_agg(e->>'check' ORDER BY o) chk,
-               array_agg(e->>'dedup_key' ORDER BY o) dk, array_agg((e->>'ci_id')::bigint ORDER BY o) ci,
-               array_agg(e->>'summary' ORDER BY o) sm, array_agg(e->'labels' ORDER BY o) lab,
-               array_agg(e->>'severity' ORDER BY o) sev, array_agg(e->>'status' ORDER BY o) st,
-               array_agg((e->>'n')::bigint ORDER BY o) n,
-               array_agg((e->>'first')::timestamptz ORDER BY o) t0,
-               array_agg((e->>'last')::timestamptz ORDER BY o) t1
-          FROM jsonb_array_elements(:'b'::jsonb) WITH ORDINALITY t(e, o)) x,
-       triaged.ingest_arrays(x.fp, x.src, x.res, x.chk, x.dk, x.ci, x.sm, x.lab, x.sev, x.st,
-                             x.n, x.t0, x.t1, NULL, NULL,
-                             '{"now":"2024-03-01T$1Z","actor":"t","reopen_window_ms":1800000,"flap_threshold":3,"flap_window_ms":1800000}'::jsonb) r) y;
-SQL
+    t_arrays_batch '{"now":"2024-03-01T'"$1"'Z","actor":"t","reopen_window_ms":1800000,"flap_threshold":3,"flap_window_ms":1800000}'
 }
 # seg FP RESOURCE TIME: a new firing alert
 seg() {
