@@ -45,9 +45,10 @@
 --    subqueries, and the NOT EXISTS tests carry OFFSET 0 (kept a
 --    correlated subplan, not turned into an anti join that may hash a
 --    whole table): a probe of the primary key per link, whatever the
---    statistics. The published incident rows come from _tick_rows, 002's
---    _incident_rows with its counts so probed (_incident_rows itself, used
---    by the CMDB path, is not changed).
+--    statistics. The published incident rows come from 002's
+--    _incident_rows, replaced here with each incident and link so probed
+--    (same rows; its other callers, the CMDB path's merges, get the same
+--    plans).
 -- 4. A statement whose input is empty is skipped: UPDATEs after a look-up
 --    that found nothing, _add_events (a SQL function, planned at each call:
 --    ~1 ms twice a tick) without events, the published rows without ids,
@@ -74,11 +75,12 @@
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
 -- ---------------------------------------------------------------------------
--- published incident rows (002's _incident_rows, its link counts probed)
+-- published incident rows (002's _incident_rows, each incident and link
+-- probed by key)
 
 -- Snapshot rows of several incidents (ids in any order), kind given, in id
 -- order. An inlined SQL function: planned in the caller's statement.
-CREATE FUNCTION triaged._tick_rows(p_kind text, p_ids bigint[])
+CREATE OR REPLACE FUNCTION triaged._incident_rows(p_kind text, p_ids bigint[])
 RETURNS SETOF triaged.ingest_row LANGUAGE sql STABLE AS $$
   SELECT p_kind, (s.i).number, triaged.incident_payload(s.i, c.alert_count, c.firing_count)
     FROM (SELECT DISTINCT u.id FROM unnest(p_ids) u(id)) u
@@ -91,8 +93,8 @@ RETURNS SETOF triaged.ingest_row LANGUAGE sql STABLE AS $$
       WHERE ia.incident_id = u.id) c
    ORDER BY u.id
 $$;
-COMMENT ON FUNCTION triaged._tick_rows(text, bigint[]) IS
-  'The tick''s published incident rows: _incident_rows, each incident and link probed by key.';
+COMMENT ON FUNCTION triaged._incident_rows(text, bigint[]) IS
+  'Published snapshot rows of incidents, in id order: each incident and link probed by key.';
 
 -- ---------------------------------------------------------------------------
 -- 002's tick (flapping, resolve, close); the changes marked "(024)"
@@ -219,10 +221,10 @@ BEGIN
   END IF;
 
   IF cardinality(v_resolved) > 0 THEN
-    RETURN QUERY SELECT * FROM triaged._tick_rows('incident.resolved', v_resolved);
+    RETURN QUERY SELECT * FROM triaged._incident_rows('incident.resolved', v_resolved);
   END IF;
   IF cardinality(v_closed) > 0 THEN
-    RETURN QUERY SELECT * FROM triaged._tick_rows('incident.closed', v_closed);
+    RETURN QUERY SELECT * FROM triaged._incident_rows('incident.closed', v_closed);
   END IF;
   RETURN NEXT ROW('stats', NULL, jsonb_build_object(
     'flapping_cleared', v_nflap, 'resolved', cardinality(v_resolved),
