@@ -133,3 +133,168 @@ BEGIN
    WHERE i.ctid = ANY (v_tids) AND i.ctid = c.tid
      AND (i.alert_count <> c.n OR i.firing_count <> c.f);
 END $$;
+
+-- ---------------------------------------------------------------------------
+-- 4. the tick's heartbeat and maintenance look-ups (024's tick, the changes
+--    marked "(028)"): by key, proportional to what is due / to the CIs
+--    under suppression, not to every waiting heartbeat / suppressed alert
+
+-- When a heartbeat of p_timeout last seen at p_last is due: last_at +
+-- timeout as the tick computes it (TimeZone UTC: the month and day parts of
+-- an interval are added on UTC's calendar), IMMUTABLE so that it can be an
+-- index's key (timestamptz + interval is only STABLE: it depends on the
+-- session's TimeZone).
+CREATE FUNCTION triaged._heartbeat_due(p_last timestamptz, p_timeout interval)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT ((p_last AT TIME ZONE 'UTC') + p_timeout) AT TIME ZONE 'UTC'
+$$;
+COMMENT ON FUNCTION triaged._heartbeat_due(timestamptz, interval) IS
+  'last_at + timeout in UTC (the tick''s time zone): heartbeat_due_idx''s key (028).';
+
+-- the heartbeats still waiting, by when they are due: the tick's look-up
+-- reads those due only (024's heartbeat_waiting_idx, by last_at, read every
+-- waiting one: nothing else used it)
+CREATE INDEX heartbeat_due_idx ON triaged.heartbeat (triaged._heartbeat_due(last_at, timeout))
+  WHERE missing_since IS NULL;
+DROP INDEX triaged.heartbeat_waiting_idx;
+
+-- the firing suppressed alerts by CI: the tick finds the CIs under
+-- suppression one index probe each (a loose scan), asks maintenance_at once
+-- per CI, and reads the alerts of the CIs whose maintenance is over only.
+-- (status <> 'resolved' is status = 'firing' (alert_status_check), written
+-- so that it is no index condition of alert_status_idx; the key (ci_id, id)
+-- is in an order no other index gives, so with enable_sort off this index
+-- is the only plan without a Sort. Only firing suppressed alerts have an
+-- entry; every UPDATE that changes suppressed, status or ci_id is already
+-- no HOT update: alert_suppressed_idx, alert_status_idx, alert_ci_idx.)
+CREATE INDEX alert_suppressed_ci_idx ON triaged.alert (ci_id, id)
+  WHERE suppressed AND status <> 'resolved';
+
+CREATE OR REPLACE FUNCTION triaged.tick(p_opts jsonb)
+RETURNS SETOF triaged.ingest_row
+LANGUAGE plpgsql
+SET TimeZone = 'UTC'
+SET jit = off
+SET enable_seqscan = off -- as 002's: plans cached while the tables were small
+AS $$
+DECLARE
+  v_now    timestamptz;
+  v_actor  text;
+  v_batch  jsonb;
+  v_ids    bigint[];
+  v_tids   tid[];        -- (024) the alerts the look-up locked, by version
+  v_ids2   bigint[];
+  v_tids2  tid[];
+  v_rows   triaged.ingest_row[] := '{}';
+  v_opened bigint[];
+  v_sort0  text := current_setting('enable_sort');
+  v_pcm0   text := current_setting('plan_cache_mode');
+  v_mode   text;
+BEGIN
+  RETURN QUERY SELECT * FROM triaged._tick_core(p_opts);
+  v_now   := coalesce((p_opts->>'now')::timestamptz, now());
+  v_actor := coalesce(nullif(p_opts->>'actor', ''), 'triaged');
+  PERFORM set_config('triaged.priority_matrix', coalesce(p_opts->>'priority_matrix', ''), true);
+  PERFORM set_config('triaged.correlation_window_ms',
+                     coalesce(p_opts->>'correlation_window_ms', ''), true);
+  PERFORM set_config('triaged.impact_many_services',
+                     coalesce(p_opts->>'impact_many_services', ''), true);
+  PERFORM triaged._batch_ci_prepare(NULL);
+  -- (024) this function's statements keep the plans they made first (see
+  -- 024's header, 5); the functions it calls run with the session's mode
+  v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
+
+  -- missing heartbeats raise heartbeat_missing, through ingest (so they
+  -- bind, correlate and respect maintenance like any alert); (028) the
+  -- look-up reads heartbeat_due_idx up to now, in due order (those due
+  -- only), the UPDATE finds the rows by version (the batch is built in
+  -- (source, resource) order, as before)
+  v_mode := set_config('enable_sort', 'off', true);
+  SELECT coalesce(array_agg(d.ctid), '{}') INTO v_tids
+    FROM (SELECT h.ctid FROM triaged.heartbeat h
+           WHERE h.missing_since IS NULL AND triaged._heartbeat_due(h.last_at, h.timeout) <= v_now
+           ORDER BY triaged._heartbeat_due(h.last_at, h.timeout) FOR UPDATE SKIP LOCKED) d;
+  v_mode := set_config('enable_sort', v_sort0, true);
+  IF cardinality(v_tids) > 0 THEN
+    WITH upd AS (
+      UPDATE triaged.heartbeat h SET missing_since = h.last_at + h.timeout, updated_at = now()
+       WHERE h.ctid = ANY (v_tids) AND (h.missing_since IS NULL AND h.last_at + h.timeout <= v_now) IS TRUE
+      RETURNING h.source, h.resource, h.ci_id, h.last_at, h.timeout, h.missing_since)
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+             'fp', triaged.heartbeat_fingerprint(upd.source, upd.resource),
+             'source', upd.source, 'resource', upd.resource, 'check', 'heartbeat_missing',
+             'dedup_key', NULL, 'ci_id', upd.ci_id,
+             'summary', format('no heartbeat from %s since %s (timeout %s)', upd.source,
+                               to_char(upd.last_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), upd.timeout),
+             'labels', '{}'::jsonb, 'severity', 'major', 'status', 'firing', 'n', 1,
+             'first', upd.missing_since, 'last', upd.missing_since, 'hint', 'change')
+             ORDER BY upd.source, upd.resource), '[]')
+      INTO v_batch FROM upd;
+    IF jsonb_array_length(v_batch) > 0 THEN
+      v_mode := set_config('plan_cache_mode', v_pcm0, true);
+      RETURN QUERY SELECT * FROM triaged.ingest(v_batch, NULL, p_opts) r WHERE r.kind <> 'stats';
+      v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
+    END IF;
+  END IF;
+
+  -- maintenance over: suppressed firing alerts get their incident now
+  -- ((028) by alert_suppressed_ci_idx: the CIs under suppression one probe
+  -- each, maintenance_at once per CI, then the alerts of the CIs whose
+  -- maintenance is over in (ci_id, id) order, one statement (one snapshot,
+  -- as 024's one look-up); then those without a CI. The UPDATE by row
+  -- version; each alert's links and their incidents probed by key)
+  v_mode := set_config('enable_sort', 'off', true);
+  SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.ctid), '{}') INTO v_ids, v_tids
+    FROM (SELECT a.id, a.ctid FROM triaged.alert a
+           WHERE a.suppressed AND a.status <> 'resolved'
+             AND a.ci_id = ANY (ARRAY(
+               WITH RECURSIVE c(ci) AS (
+                 (SELECT s.ci_id FROM triaged.alert s
+                   WHERE s.suppressed AND s.status <> 'resolved' AND s.ci_id IS NOT NULL
+                   ORDER BY s.ci_id, s.id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT s.ci_id FROM triaged.alert s
+                          WHERE s.suppressed AND s.status <> 'resolved' AND s.ci_id > c.ci
+                          ORDER BY s.ci_id, s.id LIMIT 1)
+                   FROM c WHERE c.ci IS NOT NULL)
+               SELECT c.ci FROM c
+                WHERE c.ci IS NOT NULL AND triaged.maintenance_at(c.ci, v_now) IS NULL))
+           ORDER BY a.ci_id, a.id FOR NO KEY UPDATE SKIP LOCKED) x;
+  SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.ctid), '{}') INTO v_ids2, v_tids2
+    FROM (SELECT a.id, a.ctid FROM triaged.alert a
+           WHERE a.suppressed AND a.status <> 'resolved' AND a.ci_id IS NULL
+           ORDER BY a.ci_id, a.id FOR NO KEY UPDATE SKIP LOCKED) x;
+  v_mode := set_config('enable_sort', v_sort0, true);
+  v_ids := v_ids || v_ids2;
+  v_tids := v_tids || v_tids2;
+  IF cardinality(v_ids) > 0 THEN
+    UPDATE triaged.alert SET suppressed = false, updated_at = now() WHERE ctid = ANY (v_tids);
+    SELECT coalesce(array_agg(u.id ORDER BY u.id), '{}') INTO v_ids
+      FROM unnest(v_ids) u(id)
+     WHERE NOT EXISTS (SELECT 1 FROM triaged.incident_alert ia
+                        CROSS JOIN LATERAL (SELECT x.status, x.merged_into FROM triaged.incident x
+                                             WHERE x.id = ia.incident_id OFFSET 0) i
+                        WHERE ia.alert_id = u.id AND i.status IN ('new', 'acknowledged')
+                          AND i.merged_into IS NULL
+                       OFFSET 0);
+    v_mode := set_config('plan_cache_mode', v_pcm0, true);
+    IF cardinality(v_ids) > 0 THEN
+      v_rows := ARRAY(SELECT r FROM triaged._open_for_alerts(v_ids, v_now, v_now, v_actor) r);
+      SELECT coalesce(array_agg(DISTINCT i.id), '{}') INTO v_opened
+        FROM unnest(v_rows) r JOIN triaged.incident i ON i.number = r.key
+       WHERE r.kind = 'incident.opened' AND i.ci_id IS NOT NULL;
+      RETURN QUERY SELECT * FROM unnest(v_rows);
+      IF cardinality(v_opened) > 0 THEN
+        RETURN QUERY SELECT * FROM triaged._correlate(v_opened, v_now, v_actor,
+          coalesce((p_opts->>'correlation_window_ms')::float8, 600000) * interval '1 millisecond',
+          coalesce((p_opts->>'impact_many_services')::integer, 3));
+      END IF;
+    END IF;
+  END IF;
+  v_mode := set_config('plan_cache_mode', v_pcm0, true);
+  RETURN;
+END $$;
+
+COMMENT ON FUNCTION triaged.tick(jsonb) IS
+  'Time-driven decisions: 002''s _tick_core, then missing heartbeats and ended maintenance '
+  '(plans: sql/024_tick.sql, sql/028_triggers.sql).';
