@@ -143,10 +143,14 @@ END $$;
 -- timeout as the tick computes it (TimeZone UTC: the month and day parts of
 -- an interval are added on UTC's calendar), IMMUTABLE so that it can be an
 -- index's key (timestamptz + interval is only STABLE: it depends on the
--- session's TimeZone).
+-- session's TimeZone). A timeout of 1,000 years or more is due never
+-- (infinity): the sum could leave timestamptz's range, and an error here
+-- would refuse the heartbeat's row (before, it failed every tick).
 CREATE FUNCTION triaged._heartbeat_due(p_last timestamptz, p_timeout interval)
 RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT ((p_last AT TIME ZONE 'UTC') + p_timeout) AT TIME ZONE 'UTC'
+  SELECT CASE WHEN p_timeout < interval '1000 years'
+              THEN ((p_last AT TIME ZONE 'UTC') + p_timeout) AT TIME ZONE 'UTC'
+              ELSE timestamptz 'infinity' END
 $$;
 COMMENT ON FUNCTION triaged._heartbeat_due(timestamptz, interval) IS
   'last_at + timeout in UTC (the tick''s time zone): heartbeat_due_idx''s key (028).';
