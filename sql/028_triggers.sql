@@ -10,6 +10,7 @@
 CREATE OR REPLACE FUNCTION triaged.alert_status_counts() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_seqscan = off   -- (028) by key, whatever the statistics say
+SET plan_cache_mode = force_generic_plan   -- (028) and each plan made once a session
 AS $$
 DECLARE
   v_tids tid[];
@@ -38,6 +39,7 @@ END $$;
 CREATE OR REPLACE FUNCTION triaged.incident_alert_counts_insert() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_seqscan = off   -- by key, whatever the statistics say (once a statement)
+SET plan_cache_mode = force_generic_plan   -- (028) and each plan made once a session
 AS $$
 DECLARE
   v_aids   bigint[];
@@ -100,6 +102,7 @@ END $$;
 CREATE OR REPLACE FUNCTION triaged._recount(p_ids bigint[]) RETURNS void
 LANGUAGE plpgsql
 SET enable_seqscan = off   -- by key, whatever the statistics say
+SET plan_cache_mode = force_generic_plan   -- (028) and each plan made once a session
 AS $$
 DECLARE
   v_ids  bigint[];
