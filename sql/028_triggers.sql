@@ -44,7 +44,6 @@ AS $$
 DECLARE
   v_aids   bigint[];
   v_firing boolean[];
-  v_ids    bigint[];
   v_n      integer[];
   v_f      integer[];
   v_tids   tid[];
@@ -62,25 +61,21 @@ BEGIN
     FROM (SELECT a.id, a.status FROM triaged.alert a
            WHERE a.id = ANY (ARRAY(SELECT DISTINCT n.alert_id FROM added n))
            ORDER BY a.id FOR SHARE OF a) x;
-  -- per incident of the links: the links whose alert is there, and the
-  -- firing ones among them (the transition table and the array only)
-  SELECT coalesce(array_agg(d.incident_id ORDER BY d.incident_id), '{}'),
-         coalesce(array_agg(d.n ORDER BY d.incident_id), '{}'),
-         coalesce(array_agg(d.f ORDER BY d.incident_id), '{}')
-    INTO v_ids, v_n, v_f
-    FROM (SELECT n.incident_id, count(x.id)::integer AS n,
-                 (count(*) FILTER (WHERE x.firing))::integer AS f
-            FROM added n LEFT JOIN unnest(v_aids, v_firing) x(id, firing) ON x.id = n.alert_id
-           GROUP BY n.incident_id) d;
-  -- the incidents, locked in id order (every incident of the links, as
-  -- 015), by incident_pkey; their deltas next to their row versions
+  -- the incidents of the links, locked in id order (every one, as 015) by
+  -- incident_pkey, their row versions next to their deltas: the links
+  -- whose alert is there, and the firing ones among them (the transition
+  -- table and the arrays only)
   SELECT coalesce(array_agg(l.ctid ORDER BY l.id), '{}'),
          coalesce(array_agg(d.n ORDER BY l.id), '{}'),
          coalesce(array_agg(d.f ORDER BY l.id), '{}')
     INTO v_tids, v_n, v_f
-    FROM (SELECT i.id, i.ctid FROM triaged.incident i WHERE i.id = ANY (v_ids)
+    FROM (SELECT i.id, i.ctid FROM triaged.incident i
+           WHERE i.id = ANY (ARRAY(SELECT DISTINCT n.incident_id FROM added n))
            ORDER BY i.id FOR UPDATE OF i) l
-    JOIN unnest(v_ids, v_n, v_f) d(id, n, f) ON d.id = l.id;
+    JOIN (SELECT n.incident_id, count(x.id)::integer AS n,
+                 (count(*) FILTER (WHERE x.firing))::integer AS f
+            FROM added n LEFT JOIN unnest(v_aids, v_firing) x(id, firing) ON x.id = n.alert_id
+           GROUP BY n.incident_id) d ON d.incident_id = l.id;
   IF cardinality(v_tids) > 0 THEN
     -- (an incident none of whose new links has an alert is left alone, as
     -- by 015's join)
