@@ -1,4 +1,103 @@
--- 028_triggers.sql — HEADER PLACEHOLDER
+-- 028_triggers.sql — the count triggers (013/015) and the tick's heartbeat
+-- and maintenance look-ups (024) probe by key whatever the statistics, same
+-- results (every count, stored row, published row and event as before:
+-- tests/integration/test_count_trigger_plans.sh, test_tick_waiting.sh,
+-- test_tick_plans.sh, test_counts_race.sh and the engine's equivalence
+-- tests).
+--
+-- Who runs the count triggers: every change of links or alert statuses
+-- outside the engine's batch (triaged.counts_deferred not on). That is the
+-- jsonb path (triaged.ingest: 003's wrapper and 002's row-by-row loop),
+-- which ingest_arrays takes for every batch with a heartbeat or a segment
+-- inside maintenance, and the tick for missing heartbeats; 003's
+-- _record_suppressed (alerts firing inside maintenance); _merge (links
+-- moved: inserted, then deleted); _open_for_alerts (alerts leaving
+-- maintenance, from the tick and from the engine's post-steps); deletes of
+-- alerts or incidents; SQL callers. (The HTTP API changes neither links nor
+-- alert statuses.) plpgsql keeps each statement's plan for the session, so
+-- a plan made while the tables were small (a fresh install, a benchmark)
+-- stayed until an autoanalyze:
+--
+-- 1. alert_status_counts (AFTER UPDATE OF status, per row) had no SET
+--    enable_seqscan: its lock and its UPDATE joined incident_alert to a Seq
+--    Scan of incident (8.9-11.8 ms a status change at 10,000 incidents,
+--    medians of 8 runs).
+--    Now the alert's links by incident_alert_alert_idx (an InitPlan's
+--    array), the incidents by incident_pkey in id order FOR UPDATE, their
+--    row versions kept, the UPDATE by them (a Tid Scan).
+-- 2. incident_alert_counts_insert (per statement): its joins of the
+--    transition table to alert and incident could hash every alert or
+--    incident (planned on a small database: 40.9 ms of a 71 ms tick whose
+--    _open_for_alerts linked alerts leaving maintenance). Now the links'
+--    alerts are locked FOR SHARE in id order by alert_pkey (015's order:
+--    alerts, then incidents) and their status is read from the rows
+--    locked (the latest committed: no one changes it while we hold the
+--    lock, which is what 015's UPDATE read); the incidents locked in id
+--    order by incident_pkey in the statement that works out their deltas
+--    from the transition table and those arrays; the UPDATE by row version.
+--    An incident none of whose new links has an alert is locked and left
+--    alone, as before.
+-- 3. _recount (the delete and move triggers, merges, the engine's unknown
+--    deltas): its UPDATE hashed incident_pkey whole and counted firing
+--    links by a join that read every firing alert by alert_status_idx, even
+--    with good statistics (22-25 ms a delete of 10 links; 2.0-2.7 ms after
+--    ANALYZE). Now per incident locked (incident_pkey, id order) its links
+--    by incident_alert_pkey and each link's alert by alert_pkey (LATERAL
+--    ... OFFSET 0, as 024), the UPDATE by row version; a link whose alert
+--    is gone counts as a link, not as firing, and an incident whose counts
+--    are right is not updated (updated_at kept), as before.
+--    The three functions SET plan_cache_mode = force_generic_plan too:
+--    their plans are right whatever the statistics, and with the default
+--    mode their = ANY (array) statements were planned again at each call
+--    (custom plans look cheaper): +0.2-0.6 ms a statement.
+-- 4. The tick (024's, replaced here; _tick_core unchanged). Its heartbeat
+--    look-up read every waiting heartbeat (last_at + timeout is only
+--    STABLE: not indexable), and its maintenance look-up every suppressed
+--    alert, calling maintenance_at for each firing one (an alert keeps the
+--    mark while resolved, until it fires outside maintenance). Now:
+--    heartbeat_due_idx, on _heartbeat_due(last_at, timeout) (the same sum
+--    in UTC, IMMUTABLE; 1,000 years or more: never due) where missing_since
+--    IS NULL, replaces heartbeat_waiting_idx (nothing else read it): the
+--    look-up reads those due, in due order. alert_suppressed_ci_idx on
+--    (ci_id, id) where suppressed AND status <> 'resolved' (firing, written
+--    so that it is no index condition of alert_status_idx; an order no
+--    other index gives, so with enable_sort off it is the only plan without
+--    a Sort): the CIs under suppression one probe each (a loose scan), and
+--    maintenance_at once per CI, in the one statement that locks the
+--    alerts of the CIs whose maintenance is over (one snapshot, as 024's
+--    one look-up); then the alerts with no CI by the same index. Both look-
+--    ups still lock with SKIP LOCKED (never wait), now in due and (ci_id,
+--    id) order instead of last_at and id order: as 024's header explains,
+--    the order of a look-up that never waits is in no wait cycle; the batch
+--    and the alert ids handed on are sorted as before. The index costs
+--    nothing on a HOT update: every UPDATE that changes suppressed, status
+--    or ci_id already changes a column of another index.
+--
+-- Measured (backend CPU from /proc/<pid>/schedstat; 3 runs each, before
+-- (main, 62bd39c) and after alternated; medians, their spread):
+--   tests/bench/bench_count_triggers.sh, 100,000 alerts in 10,000
+--   incidents, plans made at 400 alerts: an alert's status change 11.4-11.8
+--   -> 1.4-1.6 ms (1.1-1.2 before with plans made after ANALYZE); 10 links
+--   deleted 24.1-24.6 -> 1.4-1.5 ms (2.0-2.7 analyzed); 10 links inserted
+--   1.5-1.6 -> 1.2-1.5 ms (the plans made at 400 alerts were good there);
+--   _merge of two incidents 43-47 -> 31-35 ms (the rest is _merge's own
+--   statements, 003's, planned without enable_seqscan off when called
+--   outside the engine: not changed here).
+--   tests/bench/bench_tick_waiting.sh, a tick with nothing to do beside
+--   20,000 waiting heartbeats, 5,000 firing alerts suppressed on 50 CIs
+--   in maintenance, 5,000 resolved ones still marked: 294-357 -> 5.3-8.0 ms
+--   (one run each, alone: the heartbeats 16.0 -> 1.0 ms, the 5,000 firing
+--   380 -> 7.1 ms, now 50 calls of maintenance_at; the 5,000 resolved 2.8
+--   -> 1.0 ms; nothing at all: 1.0 and 1.2 ms).
+--   tests/bench/bench_tick_plans.sh (wall time, psql's \timing), a busy
+--   tick at 100,000 alerts with plans made at 400: medians 64.6 and 88.5
+--   -> 22.6 and 13.9 ms (2 runs each).
+-- Tried and not kept: the insert trigger's deltas in a statement of their
+-- own (one statement more; 1.5-1.8 ms a 10-link INSERT against 1.2-1.5,
+-- within the noise, 2 and 3 runs).
+--
+-- The migration builds two indexes (heartbeat, alert: one pass over each
+-- table, writes to them wait meanwhile).
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
