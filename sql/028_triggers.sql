@@ -89,9 +89,11 @@
 --   (one run each, alone: the heartbeats 16.0 -> 1.0 ms, the 5,000 firing
 --   380 -> 7.1 ms, now 50 calls of maintenance_at; the 5,000 resolved 2.8
 --   -> 1.0 ms; nothing at all: 1.0 and 1.2 ms).
---   tests/bench/bench_tick_plans.sh (wall time, psql's \timing), a busy
---   tick at 100,000 alerts with plans made at 400: medians 64.6 and 88.5
---   -> 22.6 and 13.9 ms (2 runs each).
+--   tests/bench/bench_tick_plans.sh CPU=1, a busy tick at 100,000 alerts
+--   (20 incidents resolved, 20 closed, 2 of them with 20 alerts leaving
+--   maintenance: new incidents and links) with plans made at 400 alerts:
+--   medians 52.4 and 52.0 -> 15.0 and 18.9 ms (2 runs each; after ANALYZE
+--   23.8 and 19.2 -> 26.6 and 17.2: the same, noise).
 -- Tried and not kept: the insert trigger's deltas in a statement of their
 -- own (one statement more; 1.5-1.8 ms a 10-link INSERT against 1.2-1.5,
 -- within the noise, 2 and 3 runs).

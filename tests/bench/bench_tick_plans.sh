@@ -15,7 +15,8 @@
 # suppressed (maintenance over: new incidents), 20 flapping alerts to
 # calm; the set-up before each is not timed), ANALYZE, and the same again
 # (NBUSY-6 busy rounds, default 6). Prints each phase's tick times (ms,
-# psql's \timing). Against the stack of
+# psql's \timing; with CPU=1 the backend's CPU per tick instead, from
+# /proc/<pid>/schedstat: robust on a shared machine). Against the stack of
 # tests/stack/stack.sh (TD_TEST_PG_ADMIN_CONNINFO), with $BUILD_DIR's
 # triagectl (default build/). Nothing is asserted: figures only.
 #
@@ -42,8 +43,21 @@ psql -qAtX "$conn" -c "DO \$\$ DECLARE t text; BEGIN
   END LOOP; END \$\$"
 
 T="SELECT count(*) FROM triaged.tick('{\"now\":\"2026-11-26T22:10:00Z\",\"actor\":\"triaged\",\"reopen_window_ms\":3600000,\"flap_threshold\":5,\"flap_window_ms\":600000,\"correlation_window_ms\":600000,\"priority_matrix\":\"\",\"impact_many_services\":3,\"resolve_grace_ms\":300000,\"close_after_ms\":86400000}');"
+timing_on='\timing on'; timing_off='\timing off'
+if [ "${CPU:-0}" = 1 ]; then   # the backend's CPU around each tick, printed as psql's \timing
+    timing_on=''; timing_off=''
+    if [ -r /proc/self/schedstat ]; then
+        cpu_now="awk '{print \$1}' /proc/\$BPID/schedstat"; cpu_ms=0.000001
+    else
+        cpu_now="awk '{print \$14+\$15}' /proc/\$BPID/stat"
+        cpu_ms=$(awk -v hz="$(getconf CLK_TCK)" 'BEGIN {print 1000 / hz}')
+    fi
+    T="\\! $cpu_now > $work/c0
+$T
+\\! $cpu_now | awk -v t0=\$(cat $work/c0) '{printf \"Time: %.3f ms\\n\", (\$1 - t0) * $cpu_ms}'"
+fi
 phase() { echo "\\echo phase $1"; }
-idle() { echo '\timing on'; for _ in $(seq "$1"); do echo "$T"; done; echo '\timing off'; }
+idle() { echo "$timing_on"; for _ in $(seq "$1"); do echo "$T"; done; echo "$timing_off"; }
 # round r of busy R0 R1 STEP W: work for the tick in incidents from
 # STEP*r+1 (ids are given in order by the batches): W pending resolve
 # (their alerts resolved), W resolved long ago (to close; the firing
@@ -62,9 +76,9 @@ UPDATE triaged.incident SET status = 'resolved', resolved_at = '2026-11-20T00:00
  WHERE id BETWEEN $((b+w+1)) AND $((b+2*w));
 UPDATE triaged.alert SET flapping = true WHERE id IN (SELECT ia.alert_id FROM triaged.incident_alert ia WHERE ia.incident_id BETWEEN $((b+2*w+1)) AND $((b+2*w+f)));
 UPDATE triaged.alert SET suppressed = true WHERE id IN (SELECT ia.alert_id FROM triaged.incident_alert ia WHERE ia.incident_id BETWEEN $((b+w+1)) AND $((b+w+f)));
-\\timing on
+$timing_on
 $T
-\\timing off
+$timing_off
 SQL
     done
 }
@@ -74,6 +88,8 @@ SELECT count(*) FROM (SELECT array_agg('a' || lpad(to_hex(k), 15, '0') ORDER BY 
 SQL
 }
 {
+    echo "SELECT pg_backend_pid() AS pid \\gset"
+    echo "\\setenv BPID :pid"
     phase empty; idle 8
     batch 0 400                        # 40 incidents
     phase tiny; busy 0 7 5 1
