@@ -1,10 +1,95 @@
--- 027_lane.sql — HEADER (to be written)
+-- 027_lane.sql — a lane's batch of new alerts costs less in PostgreSQL
+-- (issue 3's latency: one lane at 5,000 new alerts/s; issue 3's new alerts,
+-- issue 5), same results (DESIGN.md §3-§4: every published row and its
+-- order, event, hash chain, id, number, stored state and stats key as
+-- before: tests/integration/test_engine_lane.sh compares them with 025's
+-- _ingest_batch over split, interleaved and plain batches, with escalations,
+-- a cancelled pending resolve and an acknowledged incident;
+-- test_engine_fastpaths with 021's).
+--
+-- Where a split batch's time went (bench_engine's split shape, batches of
+-- 50 and of 5, pg_stat_statements with track = all, perf -g on the
+-- backend): a batch of 5 cost ~4 ms of backend CPU, one of 50 ~7-8 ms, so
+-- most of it is per batch, not per alert. Per batch, statements: the
+-- alerts' INSERT (~0.6 ms at 5), 025's statement (~1.3 ms at 5), the end of
+-- batch of the incident found (_finish_counted: ~1.2-1.3 ms, its own
+-- statements ~0.6 ms of it), _count_lean (~0.25 ms, 0.08 of it its two
+-- statements), a dozen small ones (~0.3 ms); outside them, executor
+-- start-up (ExecutorStart ~17 % of the backend's samples at 5 a batch:
+-- aggregates, sorts, CTE and function scans, ModifyTable with its indexes
+-- opened), CHECK constraints read back and prepared per statement and
+-- table (ExecConstraints ~5 %), the CMDB's AFTER INSERT statement triggers
+-- on alert and incident (ci_refs_insert: ~2-3 %), cached plans
+-- revalidated. Here:
+--
+-- 1. The end of batch of the groups the lookup found (025's split case;
+--    every group of an interleaved batch) is part of 025's statement: its
+--    incidents' aggregates, new severity, priority, urgency and pending
+--    resolve, events, hash chain, UPDATE and rows are _finish_counted's
+--    expressions for what such a batch can bring them ('attached' changes
+--    of new firing alerts, count deltas +n/+n, on unbound open incidents
+--    the lookup locked; no reopen, refire, resolve, CI priority matrix,
+--    last resolve time), and their events go in the same INSERT as the new
+--    incidents' 'opened' events, theirs first (the lower ids, as before).
+--    No call of _finish_counted, no statements of its own (the changes'
+--    arrays, its lock of rows already locked, its big statement's start-up,
+--    its SET clauses). A batch whose groups are all new runs 025's
+--    statement unchanged.
+-- 2. A batch none of whose fingerprints is known (new alerts only) is told
+--    so by _ingest_batch itself, in one statement (022's two: the first
+--    fingerprint, then all), without a call of _count_lean; _count_lean
+--    loses that test (_ingest_batch makes it before any call), same answers.
+--
+-- Measured (backend CPU from /proc/<pid>/schedstat, 025's _ingest_batch
+-- and 022's _count_lean installed next to these under other names, the
+-- batches alternating between the two in one session, 20,000 alerts,
+-- tests/bench/bench_lane.sh; medians of a run's batches, three to five
+-- runs; the machine shared, separate before/after runs of bench_engine
+-- differed by more than the change):
+--   shape (batch)        025         027         change (each run's medians)
+--   split (50)           9.12-10.83  7.96-10.00  -0.76 to -1.16 ms (5 runs), ~-8 %
+--   split (100)          13.0-14.3   11.9-13.6   -0.61 to -1.14 ms (3 runs), ~-6 %
+--   split (5)            3.18-4.22   3.00-3.91   -0.18 to -0.31 ms (3 runs), ~-7 %
+--   interleaved (50)     10.8-13.8   10.2-12.1   -0.59 to -1.70 ms (3 runs), ~-8 %
+--   mixed (50)           4.65-6.11   4.52-5.88   -0.13 to -0.33 ms (3 runs), ~-4 %
+--   grouped (50)         6.94-7.62   6.89-7.44   -0.01 to -0.18 ms (3 runs)
+--   Change 2 alone (027's 1 as the previous function): split (5) -0.04 to
+--   -0.07 ms (3 runs), split (50) -0.06 and -0.36 ms: small, kept (the
+--   same statements otherwise). The batch figures are above the lead's
+--   (7.1 ms for split 50) with two other helpers' work on the 2 cores.
+--
+-- Looked at and left as they are:
+-- - CHECK constraints: PostgreSQL reads each back from its text and plans
+--   it at every statement that writes the table (per ModifyTable). A
+--   single-row INSERT into a copy of incident (pgbench, prepared): 0.09-0.12
+--   ms with its primary key only, 0.19-0.25 with its 16 CHECKs, 0.24-0.42
+--   with everything: ~0.1 ms a statement that writes incident. Nothing
+--   cheaper keeps PostgreSQL the judge for every writer: a domain's CHECK
+--   is set up per statement too (without the parse), but making a column
+--   one rewrites the table and changes the column's type for every
+--   reader; one constraint of all the expressions parses as much (and
+--   renames the constraints errors name). Not changed.
+-- - Indexes: every index of alert, alert_history, incident_alert,
+--   incident and incident_event has a reader (alert_resource_idx: the
+--   capacity look-ups of 005/007/009 by resource and source; status and
+--   opened-at indexes: the API's and the tick's lists). None dropped.
+-- - alert_ci_refs / incident_ci_refs (010, 014: the CMDB's reference
+--   check, an AFTER INSERT statement trigger with a transition table) fire
+--   on every batch, bound or not (a PL/pgSQL call, a statement over the
+--   transition table, a call of _check_refs that returns at once, every
+--   row copied into the transition table). A statement trigger's
+--   WHEN cannot look at the rows, and one that trusted a setting of the
+--   engine's would let any session skip the check; a row trigger WHEN
+--   (NEW.ci_id IS NOT NULL) would cost bound batches a call per row. Not
+--   mine (the CMDB's): left for its owner. (AfterTriggerEndQuery: ~3 % of
+--   the backend's samples at 5 alerts a batch, ~2 % at 50.)
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
 -- ---------------------------------------------------------------------------
--- (027) the batch: 025's, the changes marked "(027)": the split case's
--- end of batch for the groups found, in 025's statement (see the file's header)
+-- (027) the batch: 025's, the changes marked "(027)": the end of batch of
+-- the groups found in 025's statement, and _count_lean's first test here
+-- (see the file's header)
 CREATE OR REPLACE FUNCTION triaged._ingest_batch(
     p_fp text[], p_source text[], p_resource text[], p_check text[], p_dedup_key text[],
     p_ci_id bigint[], p_summary text[], p_labels jsonb[], p_severity text[], p_status text[],
@@ -89,6 +174,7 @@ DECLARE
   v_pcm       text;
   v_sort      text;
   v_mode      text;
+  v_none      boolean;           -- (027) none of the batch's fingerprints known
 BEGIN
   -- options (002's, then 003's)
   IF p_opts IS NULL OR jsonb_typeof(p_opts) <> 'object' THEN
@@ -253,9 +339,32 @@ BEGIN
   -- (duplicates) applied by one plain UPDATE (see _count_lean); the others
   -- go through steps 0-4 as before, step 0 locking only their alerts. It
   -- also says whether every fingerprint has one segment (016's v_single).
+  -- (027) A batch none of whose fingerprints is known (new alerts only: a
+  -- storm's first sight, the latency run's batches) is told so here, by
+  -- _count_lean's first test (its first fingerprint looked up, then, when
+  -- new, all of them), now one statement, and _count_lean is not called
+  -- (its call: a statement, its SET clauses); otherwise _count_lean, whose
+  -- test moved here, does the rest as before (the same answers)
+  v_none := false;
+  IF v_nsegs > 0 THEN
+    SELECT x.none,
+           CASE WHEN x.none THEN (SELECT count(DISTINCT f.fp) FROM unnest(p_fp) f(fp)) = v_nsegs
+           END
+      INTO v_none, v_single
+      FROM (SELECT NOT EXISTS (SELECT 1 FROM triaged.alert a WHERE a.fingerprint = p_fp[1])
+                   AND NOT EXISTS (SELECT 1 FROM triaged.alert a
+                                    WHERE a.fingerprint = ANY (p_fp)) AS none
+            OFFSET 0) x;
+  END IF;
+  IF v_none THEN
+    v_lean := NULL;
+    v_rest := '{}';
+    v_nlean := 0;
+  ELSE
   SELECT l.lean, l.rest, l.nlean, l.single INTO v_lean, v_rest, v_nlean, v_single
     FROM triaged._count_lean(p_fp, p_ci_id, p_summary, p_labels, p_severity, p_status, p_n,
                              p_first, p_last) l;
+  END IF;
 
   -- (019) what is left after the lean path is new alerts only (none of
   -- its fingerprints known, one segment each, all firing): their path
@@ -1186,3 +1295,107 @@ BEGIN
 END $$;
 
 
+
+-- ---------------------------------------------------------------------------
+-- (027) the lean path: 022's, without its first test (a batch of new alerts
+-- only), which _ingest_batch now makes before the call (see there); the
+-- same answers for every batch (what that test set, single, was set again
+-- on every other way out)
+CREATE OR REPLACE FUNCTION triaged._count_lean(
+    p_fp text[], p_ci_id bigint[], p_summary text[], p_labels jsonb[], p_severity text[],
+    p_status text[], p_n bigint[], p_first timestamptz[], p_last timestamptz[],
+    OUT lean boolean[], OUT rest text[], OUT nlean integer, OUT single boolean)
+LANGUAGE plpgsql
+-- the UPDATE probes the index segment by segment in fingerprint order
+-- (the lock order), whatever the batch's size; the caller has
+-- enable_seqscan off (_ingest_batch). Plans made once per session: a
+-- custom plan, costed with the batch's size, looks cheaper than the
+-- generic one (costed with 1,000 positions) and would be made again at
+-- every call
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+  v_done  integer[];
+  v_lean  boolean[];
+  v_o     integer;
+  v_n     integer := coalesce(cardinality(p_fp), 0);
+BEGIN
+  IF v_n = 0 THEN
+    rest := '{}';
+    nlean := 0;
+    single := true;
+    RETURN;
+  END IF;
+  -- ((027) a batch none of whose fingerprints is known is told so by
+  -- _ingest_batch, which then does not call this: 022's first test, which
+  -- looked for them, is there; its answer, single, was always set again
+  -- below)
+  -- 019's UPDATE (013's 'count' of a segment of the alert's status), the
+  -- alert's row version found in the statement (a probe of the fingerprint
+  -- index for each segment, in fingerprint order: the TID scan's subquery)
+  -- rather than by a look-up before; a fingerprint's only segment (c = 1:
+  -- the others are left to the classification). The plan cannot reach the
+  -- alerts another way: the row is fetched by its version only, and the
+  -- status test is no index condition (IS TRUE). Joined by fingerprint
+  -- instead (~1.5 µs a segment less), a plan made on a nearly empty table
+  -- scanned the fingerprint index whole for the outer side, or probed
+  -- alert_status_idx by status with the fingerprint as a filter: every
+  -- segment then read every firing alert (bench_http: 442 µs a segment)
+  WITH u AS (
+    UPDATE triaged.alert a
+       SET occurrences = a.occurrences + k.n,
+           first_seen = CASE WHEN k.status = 'firing' THEN least(a.first_seen, k."first")
+                             ELSE a.first_seen END,
+           labels = CASE WHEN k."last" >= a.last_seen THEN k.labels ELSE a.labels END,
+           summary = CASE WHEN k."last" >= a.last_seen THEN coalesce(k.summary, a.summary)
+                          ELSE a.summary END,
+           last_seen = greatest(a.last_seen, k."last"),
+           updated_at = now()
+      FROM (SELECT j.fp, j.ci_id, j.summary, coalesce(j.labels, '{}'::jsonb) AS labels,
+                   j.severity, j.status, CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END AS n,
+                   j."first", j."last", j.o::integer AS o,
+                   count(*) OVER (PARTITION BY j.fp) AS c
+              -- (the arrays unnested in the target list, in step: no
+              -- tuplestore of their rows, as a FROM's unnest() writes and
+              -- reads back; ~1 µs a segment. Same lengths: _ingest_batch
+              -- checked them)
+              FROM (SELECT unnest(p_fp) AS fp, unnest(p_ci_id) AS ci_id,
+                           unnest(p_summary) AS summary, unnest(p_labels) AS labels,
+                           unnest(p_severity) AS severity, unnest(p_status) AS status,
+                           unnest(p_n) AS n, unnest(p_first) AS "first",
+                           unnest(p_last) AS "last", generate_series(1, v_n) AS o) j
+             ORDER BY j.fp) k
+     WHERE k.c = 1
+       AND a.ctid = (SELECT x.ctid FROM triaged.alert x WHERE x.fingerprint = k.fp)
+       AND (a.status = k.status) IS TRUE
+       AND (k.status = 'resolved' OR (a.severity = k.severity AND k."first" >= a.fired_at))
+       AND NOT a.suppressed
+       AND a.ci_id IS NOT DISTINCT FROM k.ci_id
+    RETURNING k.o)
+  SELECT coalesce(array_agg(u.o), '{}') INTO v_done FROM u;
+  nlean := cardinality(v_done);
+  IF nlean = v_n THEN   -- (all applied: a batch of duplicates, one segment each)
+    lean := array_fill(true, ARRAY[v_n]);
+    rest := '{}';
+    single := true;
+    RETURN;
+  END IF;
+  -- (some not applied: which, by position, and the known alerts of the
+  -- others, in position order, each probed once; in one statement)
+  v_lean := array_fill(false, ARRAY[v_n]);
+  FOREACH v_o IN ARRAY v_done LOOP
+    v_lean[v_o] := true;
+  END LOOP;
+  SELECT (SELECT count(DISTINCT f.fp) FROM unnest(p_fp) f(fp)) = v_n,
+         coalesce(array_agg(j.fp ORDER BY j.o)
+                    FILTER (WHERE EXISTS (SELECT 1 FROM triaged.alert a WHERE a.fingerprint = j.fp)),
+                  '{}')
+    INTO single, rest
+    FROM unnest(p_fp) WITH ORDINALITY j(fp, o)
+   WHERE NOT v_lean[j.o];
+  IF nlean > 0 OR cardinality(rest) > 0 THEN
+    lean := v_lean;   -- (019: NULL when none of the batch's alerts is known)
+  END IF;
+END $$;
