@@ -627,14 +627,23 @@ BEGIN
                  count(*) AS d
             FROM n JOIN unnest(v_oid, v_ores) o(id, resource) ON o.resource = n.resource
            GROUP BY o.id),
+        -- (each incident probed by its key: joined, a plan made while
+        -- incident had a few hundred rows walked incident_pkey from its
+        -- first entry in a merge join, every incident up to the one found,
+        -- whatever the table's size later; OFFSET 0 keeps the probe)
         fst AS (
-          SELECT i.id, i.ctid AS tid, i.status, i.priority, i.urgency, i.severity,
+          SELECT i.id, i.tid, i.status, i.priority, i.urgency, i.severity,
                  i.last_event_hash, i.resolve_pending_since AS old_pending,
                  i.resolve_at AS old_resolve_at, fa.*,
                  i.alert_count + fa.d AS alert_count,
                  i.firing_count + fa.d AS firing_count,
                  (i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) AS is_open
-            FROM fa JOIN triaged.incident i ON i.id = fa.inc_id),
+            FROM fa
+            CROSS JOIN LATERAL (SELECT x.id, x.ctid AS tid, x.status, x.priority, x.urgency,
+                                       x.severity, x.last_event_hash, x.resolve_pending_since,
+                                       x.resolve_at, x.alert_count, x.firing_count,
+                                       x.merged_into
+                                  FROM triaged.incident x WHERE x.id = fa.inc_id OFFSET 0) i),
         fc AS (
           SELECT fst.*,
                  CASE WHEN fst.best_rank IS NOT NULL

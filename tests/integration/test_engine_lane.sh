@@ -24,7 +24,8 @@
 #      every group found (no incident opened)
 #   E  one batch whose groups are all new (025's statement alone)
 # and checks that 027's path was taken: no call of _finish_counted but for
-# the resolves (B), where 025 called it once a batch of A, C and D.
+# the resolves (B), where 025 called it once a batch of A, C and D; then
+# (F) the plan of 027's statement on a larger table.
 source "$(dirname "$0")/lib.sh"
 
 new=$(t_db_extra new)
@@ -161,4 +162,61 @@ want "the end of batch called for the resolves only (027), once a batch with gro
 want "audit chains intact, counts right (027)" \
     "$(q "$new" "SELECT (SELECT count(*) FROM triaged.audit_verify()) || ' ' || (SELECT count(*) FROM triaged.incident_counts_verify())")" "0 0"
 t_log "$(wc -l < "$T_DIR/out.new") published rows and $(wc -l < "$T_DIR/state.new") stored rows identical to 025's _ingest_batch"
+
+# F: the plan of 027's statement (generic, made again after an ANALYZE of
+# incident at ~200 incidents, in a fresh database), with auto_explain, on a
+# split batch: the incident found
+# is probed by its key (a probe of incident_pkey per incident, one row
+# each), no merge join walking the index from its first entry, no Seq Scan.
+# (027's first text joined incident to the found groups with a merge join,
+# its index scan read every incident up to the one found: 226 rows at 20,000
+# alerts, growing with the table; found by its plan, not by the benchmark.)
+{
+    echo "\\pset format unaligned"
+    echo "\\pset tuples_only on"
+    batch "$(at 500)" firing "SELECT 'q' || lpad(k::text, 5, '0') AS fp,
+        'q' || lpad((k / 10)::text, 3, '0') AS res, 'major' AS sev FROM generate_series(0, 14) k"
+    batch "$(at 501)" firing "SELECT 'q' || lpad(k::text, 5, '0') AS fp,
+        'q' || lpad((k / 10)::text, 3, '0') AS res, 'major' AS sev FROM generate_series(15, 34) k"
+    batch "$(at 502)" firing "SELECT 'p' || lpad(k::text, 5, '0') AS fp,
+        'p' || lpad((k / 10)::text, 3, '0') AS res, 'major' AS sev FROM generate_series(0, 1999) k"
+    echo "ANALYZE triaged.incident;"   # (as autovacuum would: the plans made again)
+    echo "LOAD 'auto_explain';"
+    echo "SET auto_explain.log_min_duration = 0;"
+    echo "SET auto_explain.log_nested_statements = on;"
+    echo "SET auto_explain.log_analyze = on;"
+    echo "SET client_min_messages = log;"
+    batch "$(at 503)" firing "SELECT 'q' || lpad(k::text, 5, '0') AS fp,
+        'q' || lpad((k / 10)::text, 3, '0') AS res, 'critical' AS sev FROM generate_series(35, 54) k"
+} > "$T_DIR/plans.sql"
+pl=$(t_db_extra plan)
+printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pl" > "$T_DIR/conf"
+"$TD_BUILD_DIR/triagectl" -c "$T_DIR/conf" migrate > "$T_DIR/migrate.log" 2>&1 \
+    || t_fail "migrate: $(cat "$T_DIR/migrate.log")"
+PGOPTIONS= psql "$pl" -qX -v ON_ERROR_STOP=1 -f "$T_DIR/plans.sql" > "$T_DIR/plans.out" 2> "$T_DIR/plans.log" \
+    || t_fail "the plan's batches: $(grep -m3 ERROR "$T_DIR/plans.log")"
+python3 - "$T_DIR/plans.log" <<'PY' || t_fail "027's statement's plan: $(cat "$T_DIR/plans.bad")"
+import re, sys
+text = open(sys.argv[1]).read()
+blocks = re.split(r'^(?:psql:\S+ )?LOG:  duration: [0-9.]+ ms  plan:\n', text, flags=re.M)[1:]
+mine = [b for b in blocks if 'fupd AS (' in b]
+bad = []
+if len(mine) != 1:
+    bad.append(f'027\'s statement seen {len(mine)} times, not once')
+for b in mine:
+    root = re.search(r'^\S.*  \(cost=', b, re.M)
+    plan = b[root.start():] if root else ''
+    bad += [w for w in ('Seq Scan', 'Merge Join') if w in plan]
+    probes = re.findall(r'Index Scan using incident_pkey on incident \S+ .*rows=(\d+) loops=(\d+)', plan)
+    if not probes:
+        bad.append('no probe of incident_pkey')
+    bad += [f'incident_pkey: {r} rows a loop' for r, l in probes if int(r) > 1]
+    bad += [f'Rows Removed by Filter: {n}' for n in re.findall(r'Rows Removed by Filter: (\d+)', plan)
+            if int(n) >= 50]
+    if bad:
+        bad.append(plan)
+open(sys.argv[1].replace('plans.log', 'plans.bad'), 'w').write('\n'.join(bad))
+sys.exit(1 if bad else 0)
+PY
+t_log "ok: 027's statement probes the incident found by its key (a split batch at $(q "$pl" "SELECT count(*) FROM triaged.incident") incidents)"
 echo "test_engine_lane: passed"
