@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/bench/bench_lane.sh — sql/027's _ingest_batch against the previous
-# one (025's, with 022's _count_lean), batch by batch in one session: the
+# one (025's, with 022's _count_lean and 020's _finish_counted), batch by
+# batch in one session: the
 # backend CPU of each batch (/proc/<pid>/schedstat before and after the
 # statement), the batches alternating between the two functions (batch b:
 # 027's when b % 4 is 0 or 3, 025's otherwise), so that both see the same
@@ -22,7 +23,9 @@
 #   mixed        N alerts grouped first (not measured), then bench_http's
 #                batches: 9 in 10 duplicates, 1 in 10 a new alert
 # OLD=FILE: the previous _ingest_batch from FILE (default sql/025_split.sql);
-# OLD_LEAN=FILE: the previous _count_lean (default sql/022_dups.sql).
+# OLD_LEAN=FILE: the previous _count_lean (default sql/022_dups.sql);
+# OLD_FINISH=FILE: the previous _finish_counted (default sql/020_finish.sql),
+# the one the previous _ingest_batch calls (027's: OLD_FINISH=sql/027_lane.sql).
 # Uses a running stack when TD_TEST_* is set, else starts one.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -40,6 +43,7 @@ case $phase in
 esac
 old_batch=${OLD:-$root/sql/025_split.sql}
 old_lean=${OLD_LEAN:-$root/sql/022_dups.sql}
+old_finish=${OLD_FINISH:-$root/sql/020_finish.sql}
 export PGOPTIONS="-c client_min_messages=warning"
 source "$root/tests/stack/stack.sh"
 if [ -z "${TD_TEST_PG_ADMIN_CONNINFO:-}" ]; then
@@ -59,10 +63,12 @@ printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pg"
 "$build/triagectl" -c "$work/conf" migrate >/dev/null
 sed -n '/^CREATE OR REPLACE FUNCTION triaged._count_lean(/,/^END \$\$;/p' "$old_lean" \
     | sed '1s/_count_lean(/_count_lean_old(/' | psql "$pg" -qX -v ON_ERROR_STOP=1 >/dev/null
+sed -n '/^CREATE OR REPLACE FUNCTION triaged._finish_counted(/,/^END \$\$;/p' "$old_finish" \
+    | sed '1s/_finish_counted(/_finish_counted_old(/' | psql "$pg" -qX -v ON_ERROR_STOP=1 >/dev/null
 sed -n '/^CREATE OR REPLACE FUNCTION triaged._ingest_batch(/,/^END \$\$;/p' "$old_batch" \
-    | sed '1s/_ingest_batch(/_ingest_batch_old(/; s/FROM triaged._count_lean(p_fp/FROM triaged._count_lean_old(p_fp/' \
+    | sed '1s/_ingest_batch(/_ingest_batch_old(/; s/FROM triaged._count_lean(p_fp/FROM triaged._count_lean_old(p_fp/; s/triaged\._finish_counted(/triaged._finish_counted_old(/g' \
     | psql "$pg" -qX -v ON_ERROR_STOP=1 >/dev/null
-[ "$(psql "$pg" -qAtXc "SELECT count(*) FROM pg_proc WHERE proname IN ('_ingest_batch_old', '_count_lean_old')")" = 2 ] \
+[ "$(psql "$pg" -qAtXc "SELECT count(*) FROM pg_proc WHERE proname IN ('_ingest_batch_old', '_count_lean_old', '_finish_counted_old')")" = 3 ] \
     || { echo "bench_lane: the previous functions were not installed" >&2; exit 1; }
 
 cpu_now="awk '{print \$1}' /proc/\$BPID/schedstat"

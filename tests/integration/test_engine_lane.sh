@@ -192,7 +192,7 @@ t_log "$(wc -l < "$T_DIR/out.new") published rows and $(wc -l < "$T_DIR/state.ne
     batch "$(at 503)" firing "SELECT 'q' || lpad(k::text, 5, '0') AS fp,
         'q' || lpad((k / 10)::text, 3, '0') AS res, 'critical' AS sev FROM generate_series(35, 54) k"
     batch "$(at 504)" resolved "SELECT 'p' || lpad(k::text, 5, '0') AS fp,
-        'p' || lpad((k / 10)::text, 3, '0') AS res, 'major' AS sev FROM generate_series(1990, 1994) k"
+        'p' || lpad((k / 10)::text, 3, '0') AS res, 'major' AS sev FROM generate_series(1990, 1999) k"
 } > "$T_DIR/plans.sql"
 pl=$(t_db_extra plan)
 printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pl" > "$T_DIR/conf"
