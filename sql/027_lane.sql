@@ -52,23 +52,28 @@
 --    latency experiment) a plan made early would read a growing table
 --    whole at every batch. Same rows, same results.
 --
--- Measured (backend CPU from /proc/<pid>/schedstat, 025's _ingest_batch
--- and 022's _count_lean installed next to these under other names, the
--- batches alternating between the two in one session, 20,000 alerts,
--- tests/bench/bench_lane.sh; medians of a run's batches, three to five
--- runs; the machine shared, separate before/after runs of bench_engine
--- differed by more than the change):
---   shape (batch)        025         027         change (each run's medians)
---   split (50)           9.12-10.83  7.96-10.00  -0.76 to -1.16 ms (5 runs), ~-8 %
---   split (100)          13.0-14.3   11.9-13.6   -0.61 to -1.14 ms (3 runs), ~-6 %
---   split (5)            3.18-4.22   3.00-3.91   -0.18 to -0.31 ms (3 runs), ~-7 %
---   interleaved (50)     10.8-13.8   10.2-12.1   -0.59 to -1.70 ms (3 runs), ~-8 %
---   mixed (50)           4.65-6.11   4.52-5.88   -0.13 to -0.33 ms (3 runs), ~-4 %
---   grouped (50)         6.94-7.62   6.89-7.44   -0.01 to -0.18 ms (3 runs)
---   Change 2 alone (027's 1 as the previous function): split (5) -0.04 to
---   -0.07 ms (3 runs), split (50) -0.06 and -0.36 ms: small, kept (the
---   same statements otherwise). The batch figures are above the lead's
---   (7.1 ms for split 50) with two other helpers' work on the 2 cores.
+-- Measured (backend CPU from /proc/<pid>/schedstat; 025's _ingest_batch,
+-- 022's _count_lean and 020's _finish_counted installed next to these
+-- under other names, the batches alternating between the two in one
+-- session, 20,000 alerts: tests/bench/bench_lane.sh PHASE; each run's
+-- median batch, three runs; the machine shared with two other helpers,
+-- separate before/after runs of bench_engine differed by more than the
+-- change, either way):
+--   shape (batch)       025 (medians)       027 (medians)       change
+--   split (50)          8.11  8.54  8.29    7.45  7.94  7.71    -0.57 to -0.67 ms, ~-7.5 %
+--   split (100)         11.58 11.36 11.39   11.11 11.19 10.64   -0.17 to -0.75 ms, ~-4 %
+--   split (5)           3.89  3.85  3.91    3.56  3.62  3.67    -0.23 to -0.33 ms, ~-6.5 %
+--   interleaved (50)    11.72 12.13 12.50   10.61 11.04 11.22   -1.10 to -1.28 ms, ~-9.5 %
+--   mixed (50)          5.68  5.62  5.49    5.51  5.57  5.35    -0.05 to -0.17 ms, ~-2.5 %
+--   grouped (50)        6.30  7.20  7.19    6.39  7.02  7.11    +0.10 to -0.19 ms (none found: 025's
+--                                                               statement; 2. only)
+--   An earlier set (1. and 2., the previous function calling the same
+--   _finish_counted as 027's, before 3.): split (50) -0.76 to -1.16 ms in 5
+--   runs, interleaved -0.59 to -1.70, split (100) -0.61 to -1.14. 2. alone
+--   (027's 1. as the previous function): split (5) -0.04 to -0.07 ms in 3
+--   runs, split (50) -0.06 and -0.36: small, kept (the same statements
+--   otherwise, one call less). The lead's figure for split (50), 7.1 ms,
+--   was taken on a quieter machine.
 --
 -- Looked at and left as they are:
 -- - CHECK constraints: PostgreSQL reads each back from its text and plans
