@@ -17,7 +17,7 @@
 #      5 of them more severe (priority_changed), and opens two
 #   B  every alert of one resource in four resolves (its incident pending
 #      resolve); one incident acknowledged (the same UPDATE in both)
-#   C  10 batches of new alerts on 2 old resources (pending, acknowledged or
+#   C  10 batches of new alerts on 6 old resources (pending, acknowledged or
 #      plain open incidents: resolve_cancelled, priority_changed, neither)
 #      next to 3 new ones
 #   D  10 interleaved batches: 20 old resources each, one new alert each,
@@ -25,7 +25,10 @@
 #   E  one batch whose groups are all new (025's statement alone)
 # and checks that 027's path was taken: no call of _finish_counted but for
 # the resolves (B), where 025 called it once a batch of A, C and D; then
-# (F) the plan of 027's statement on a larger table.
+# (F) the plans of 027's statement and of _finish_counted's (both probe
+# their incidents by key) in a third database. (Both databases run 027's
+# _finish_counted, whose change is its plan only: test_engine_finish
+# compares it with 018's.)
 source "$(dirname "$0")/lib.sh"
 
 new=$(t_db_extra new)
