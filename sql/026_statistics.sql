@@ -65,28 +65,38 @@
 -- built through ingest_arrays, autovacuum off; then, on fresh copies, one
 -- session does a worker's pass, VACUUM then ANALYZE of each table with
 -- autovacuum's cost delay of 2 ms and limit 200; backend CPU from
--- /proc/<pid>/schedstat, sampled every 10 ms; 2026-11-27, machine shared
--- with other work, medians of 2-3 alternated runs; before = every target
--- back to the default):
---   115,000 alerts (the latency run's end state): whole pass 775-784 ->
---     212-215 ms CPU; ANALYZE alert 327 -> 26 ms, alert_history 104 -> 15,
---     incident 80 -> 42, incident_alert 60 -> 10, incident_event 105 -> 9;
---     VACUUM unchanged (~105 ms over ~0.9 s: its pages are throttled);
---     peak share of a core over any 100 ms 1.00 -> 0.56-0.59, over any
---     1 s 0.72 -> 0.20.
---   1,150,000 alerts: whole pass 3.4-4.0 -> 2.2-2.4 s CPU (now mostly
---     VACUUM, throttled: ~2 s over ~25 s); ANALYZE of the five 1,990 ->
---     385-445 ms, of which incident 247-306 ms; peak over any 1 s 0.48-0.58
---     -> 0.29-0.35.
+-- /proc/<pid>/schedstat, sampled every 10 ms; 2026-11-27 00:50-01:25 UTC,
+-- machine shared with other work, medians of 2-3 alternated runs, two
+-- sessions of runs; before = every target back to the default):
+--   115,000 alerts (the latency run's end state): whole pass 664-784 ->
+--     164-215 ms CPU; ANALYZE alert 299-329 -> 24-26 ms, alert_history
+--     78-109 -> 14-15, incident 49-80 -> 28-42, incident_alert 41-60 ->
+--     8-10, incident_event 94-105 -> 7-9; VACUUMs unchanged (~90-110 ms);
+--     peak share of a core over any 100 ms 0.91-1.00 -> 0.39-0.59, over
+--     any 1 s 0.54-0.72 -> 0.16-0.20.
+--   1,150,000 alerts: ANALYZEs 1,730-1,990 -> 385-445 ms (incident
+--     247-306 of it); whole pass 3.3-4.0 -> 2.1-2.4 s, now mostly VACUUM
+--     (~1.7 s over ~20 s, throttled); peak over any 1 s 0.43-0.58 ->
+--     0.29-0.35 (incident's ANALYZE).
+--   Real autovacuum (log_autovacuum_min_duration 0 on the engine tables of
+--   a database fed 115,000 alerts at 5,000/s, one pass after the feed):
+--     ANALYZEs 470 -> 70 ms of CPU (alert 250 -> 20), VACUUMs 40 ms both.
 --
 -- Tried and not kept: per-table autovacuum_vacuum_cost_limit 100 or 50
 -- (delay 2 ms): the VACUUMs, already at 0.1-0.3 of a core in any 100 ms,
 -- took 2-4x longer for no lower peak; the ANALYZE peaks are its statistics
--- computation, which the cost-based delay does not throttle. Larger
--- autovacuum_analyze_scale_factor / _vacuum_insert_scale_factor: fewer
+-- computation, which the cost-based delay does not throttle. Considered
+-- and not done: larger autovacuum_analyze_scale_factor /
+-- _vacuum_insert_scale_factor: fewer
 -- passes, but not the first ones of a fresh database (threshold 50 rows
 -- while reltuples is unknown), and each pass is now cheap; statistics
 -- and visibility maps would lag further behind a growing table.
+--
+-- On a database that already has statistics, the rows of the columns set
+-- to 0 stay in pg_statistic (ANALYZE does not remove them; no plan reads
+-- them); the other columns get their new samples at the next ANALYZE.
+-- ALTER COLUMN ... SET STATISTICS takes a SHARE UPDATE EXCLUSIVE lock
+-- (reads and writes go on) and invalidates the tables' cached plans once.
 --
 -- An operator can override any of this (ALTER TABLE ... ALTER COLUMN ...
 -- SET STATISTICS n, or -1 for default_statistics_target; storage
