@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # tests/bench/bench_autovacuum.sh — what an autovacuum pass over the engine
 # tables costs the backend that runs it, before and after sql/026 (per-column
-# statistics targets, per-table autovacuum settings). Prints figures; asserts
-# nothing.
+# statistics targets). Prints figures; asserts nothing.
 #
 #   bash tests/bench/bench_autovacuum.sh [N [BATCH]]   (default 115000 50)
 #
@@ -18,7 +17,10 @@
 #    statistics target and the tables' autovacuum settings back to the
 #    defaults, i.e. what 001-025 leave) and a copy "after" (sql/026 as
 #    migrated), its tables and indexes read into shared buffers (pg_prewarm:
-#    the running system has them there), then one session does what one
+#    the running system has them there, though clean: a VACUUM's first
+#    write of a page costs it 20 of its 200 and spreads it, where in a
+#    running system the young pages are often still dirty and VACUUM runs
+#    unthrottled), then one session does what one
 #    autovacuum worker does on a fresh database: for each engine table, in
 #    pg_class order, VACUUM then ANALYZE, with the cost-based delay autovacuum
 #    would use for that table (the server's autovacuum_vacuum_cost_delay and
@@ -29,9 +31,11 @@
 #    the whole pass (schedstat sampled every 10 ms).
 # Prints the medians over REPS (min-max) per table and phase, and of the
 # whole pass. VARIANT=FILE: the "after" copy gets the defaults back and then
-# the SQL in FILE instead of sql/026's settings (to try other settings).
-# KEEP=1 keeps the built database (bench_av_<pid>); DB=NAME uses that one
-# (built by an earlier KEEP=1 run) instead of building. Uses a running stack
+# the SQL in FILE instead of sql/026's settings (to try other settings, or
+# 026's file itself on a database migrated before it). KEEP=1 keeps the
+# built database (bench_av_<pid>); DB=NAME uses that one (built by an
+# earlier KEEP=1 run, or any database with the engine's data: its tables'
+# autovacuum_enabled off) instead of building. Uses a running stack
 # when TD_TEST_* is set, else starts one (local server: schedstat is read
 # from /proc).
 set -euo pipefail
