@@ -80,7 +80,8 @@
 --     0.29-0.35 (incident's ANALYZE).
 --   Real autovacuum (log_autovacuum_min_duration 0 on the engine tables of
 --   a database fed 115,000 alerts at 5,000/s, one pass after the feed):
---     ANALYZEs 470 -> 70 ms of CPU (alert 250 -> 20), VACUUMs 40 ms both.
+--     ANALYZEs 470-720 -> 70-80 ms of CPU (3 runs each; alert 250-350 ->
+--     20), VACUUMs 40-80 ms both ways.
 --
 -- Tried and not kept: per-table autovacuum_vacuum_cost_limit 100 or 50
 -- (delay 2 ms): the VACUUMs, already at 0.1-0.3 of a core in any 100 ms,
