@@ -115,8 +115,10 @@
 -- file in 6 ANALYZEs each way, but for one statement whose plan changed
 -- in 1 of the 6 either way (_ingest_batch's look-up of known alerts by
 -- fingerprint = ANY: an index scan, or a bitmap scan and a sort, as the
--- sample's correlation of fingerprint says); test_tick_plans, test_engine_fastpaths, test_engine_finish,
--- test_ingest_sql, test_http_api, test_sla_*, test_capacity*, test_cmdb_*.
+-- sample's correlation of fingerprint says); test_tick_plans,
+-- test_engine_fastpaths, test_engine_finish, test_ingest_sql,
+-- test_http_api, test_sla_*, test_capacity*, test_cmdb_*, and with main's
+-- sql/028 merged in, test_tick_waiting and test_count_trigger_plans.
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
