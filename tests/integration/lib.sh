@@ -231,6 +231,26 @@ t_db_extra() {
     echo "$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
 }
 
+# t_db_migrated NAME [TABLE...]: an extra database (t_db_extra) migrated by
+# this build's triagectl; autovacuum off on the triaged tables named, so
+# that no autoanalyze replaces a session's plans during a test. Prints its
+# conninfo; fails the test (exit 1 from the command substitution: the
+# caller adds `|| exit 1`) when a step fails.
+t_db_migrated() {
+    local name=${1:?name} pg t
+    shift
+    pg=$(t_db_extra "$name")
+    printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pg" > "$T_DIR/conf"
+    "$TD_BUILD_DIR/triagectl" -c "$T_DIR/conf" migrate > "$T_DIR/migrate.log" 2>&1 \
+        || t_fail "migrate: $(cat "$T_DIR/migrate.log")"
+    for t in "$@"; do
+        psql "$pg" -qAtX -v ON_ERROR_STOP=1 \
+            -c "ALTER TABLE triaged.$t SET (autovacuum_enabled = off)" >/dev/null \
+            || t_fail "autovacuum off on $t"
+    done
+    echo "$pg"
+}
+
 _t_drop_extra_dbs() {
     local db prefix
     [ "${TD_KEEP_DB:-0}" != 1 ] || return 0
