@@ -22,7 +22,11 @@
 #          TD_BENCH_LAT_SECONDS=1 adds the latter second by second, and
 #          the autovacuum/autoanalyze runs of triaged's tables during the run
 #          (a stall shows as one bad second: a vacuum or analyze competes for
-#          the CPU with a busy lane's backend, and invalidates its plans)
+#          the CPU with a busy lane's backend, and invalidates its plans);
+#          TD_BENCH_LAT_LINGER=MS: the paced producer's linger.ms (default 1;
+#          librdkafka's default is 5: fewer produce requests for the mock
+#          broker to serve, each message up to MS later, counted in the
+#          latency as in kcat's reference)
 # Uses a running stack when TD_TEST_* is set, else starts one.
 # TD_BENCH_KAFKA_EXTRA: more lines for triaged's [kafka] section.
 # TD_BENCH_LANES: triaged's [pipeline] lanes (default: its own default).
@@ -156,7 +160,7 @@ run_throughput() { # name n fingerprints order [gen_alerts options]
 # produce_paced TOPIC RATE SECS: new alerts at RATE a second (a resource's
 # ten checks in a row), each stamped with its occurred_at when written
 produce_paced() {
-    python3 - "$2" "$3" <<'PY' | kcat -P -b "$B" -t "$1" -K $'\t' -z none -X linger.ms=1
+    python3 - "$2" "$3" <<'PY' | kcat -P -b "$B" -t "$1" -K $'\t' -z none -X linger.ms="${TD_BENCH_LAT_LINGER:-1}"
 import sys, time, datetime
 rate, secs = int(sys.argv[1]), int(sys.argv[2])
 t0 = time.time(); i = 0
