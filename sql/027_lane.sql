@@ -469,321 +469,321 @@ BEGIN
         -- statement below (no call of _finish_counted; see the file's
         -- header), their events first (the lower ids, as before)
         IF cardinality(v_oid) = 0 THEN
-        v_inc := '{}';
-        -- (021) then, in one statement, the groups without an open
-        -- incident (a storm's new resources; (025) not those found above):
-        -- each group's request (title and resource of its earliest alert,
-        -- opened at the earliest first time, the most severe severity, as
-        -- find-or-open's requests), its new incident inserted whole, as the
-        -- end of batch would leave it (one 'opened' event, its hash, the
-        -- counts: its alerts, all firing; severity, priority and urgency
-        -- the request's, which the end of batch keeps), its event; (025)
-        -- the links and the alerts' published rows of every group, found
-        -- or new (one INSERT, one list in fingerprint order, as before);
-        -- the new incidents' rows: no find-or-open, no end of batch for
-        -- them. Ids and numbers are the column defaults', drawn in the same
-        -- order (resource order). (025) A group whose incident another
-        -- transaction opened meanwhile is left out by ON CONFLICT DO
-        -- UPDATE ... WHERE false (the partial unique key; once that
-        -- transaction commits; the row locked, in resource order):
-        -- its request comes back in v_lost, for find-or-open below; the id
-        -- and number drawn for it are spent, as find-or-open's INSERT
-        -- spends them (021 rolled the whole path back: its F1).
-        WITH n AS (
-          SELECT n.*, triaged._gkey(NULL, n.resource) AS gkey
-            FROM unnest(v_nid, v_nfp, v_nres, v_nchk, v_nsev, v_nocc, v_nfirst, v_nlast, v_nflap)
-                   n(id, fingerprint, resource, check_name, severity, occurrences, first_seen,
-                     last_seen, flapping)),
-        s AS (
-          SELECT n.gkey, n.resource,
-                 (array_agg(n.check_name || ' on ' || n.resource
-                            ORDER BY n.first_seen, n.fingerprint))[1] AS title,
-                 min(n.first_seen) AS opened_at,
-                 triaged.severity_of_rank(min(triaged.severity_rank(n.severity))) AS severity,
-                 count(*)::integer AS n, array_agg(DISTINCT n.fingerprint) AS fps
-            FROM n
-           WHERE n.resource <> ALL (v_ores)   -- (025) not those found above
-           GROUP BY n.gkey, n.resource
-           ORDER BY n.resource),
-        k AS (   -- (the column defaults of id and number, in the INSERT's order)
-          SELECT s.*, nextval('triaged.incident_id_seq') AS id,
-                 'INC' || lpad(nextval('triaged.incident_number_seq')::text, 7, '0') AS number
-            FROM s),
-        e AS (
-          SELECT k.*, triaged.severity_rank(k.severity)::smallint AS priority,
-                 triaged.severity_urgency(k.severity)::smallint AS urgency,
-                 jsonb_build_object('title', k.title,
-                                    'priority', triaged.severity_rank(k.severity)::smallint,
-                                    'severity', k.severity, 'ci_id', NULL::bigint,
-                                    'resource', k.resource,
-                                    'fingerprints', coalesce(to_jsonb(k.fps), '[]')) AS detail
-            FROM k),
-        h AS (
-          SELECT e.*, sha256(triaged.event_content(e.id, e.opened_at, v_actor, 'opened',
-                                                   e.detail)) AS hash
-            FROM e),
-        ins AS (
-          INSERT INTO triaged.incident AS i (id, number, title, status, priority, impact,
-                                             urgency, severity, ci_id, resource, opened_at,
-                                             last_event_hash, alert_count, firing_count)
-          SELECT h.id, h.number, h.title, 'new', h.priority, 3, h.urgency, h.severity, NULL,
-                 h.resource, h.opened_at, h.hash, h.n, h.n
-            FROM h ORDER BY h.resource
-          ON CONFLICT (resource) WHERE ci_id IS NULL AND status IN ('new', 'acknowledged')
-                                       AND merged_into IS NULL
-          DO UPDATE SET updated_at = now() WHERE false   -- (025: see the header, 3.)
-          RETURNING i.*),
-        ev AS (
-          INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash,
-                                              hash)
-          SELECT h.id, h.opened_at, v_actor, 'opened', h.detail, NULL, h.hash
-            FROM ins JOIN h ON h.id = ins.id
-           ORDER BY h.id),
-        m AS (   -- ((025) the groups inserted, and those found above)
-          SELECT n.*, i.id AS incident_id, i.number FROM n JOIN ins i ON i.resource = n.resource
-          UNION ALL
-          SELECT n.*, o.id, o.number
-            FROM n JOIN unnest(v_oid, v_ores, v_onum) o(id, resource, number)
-                   ON o.resource = n.resource),
-        lnk AS (
-          INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
-          SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id
-          RETURNING 1)
-        SELECT (SELECT coalesce(array_agg(ROW('incident.opened', i.number,
-                                              triaged._incident_json(i.id, i.number, i.title,
-                                                i.status, i.priority, i.impact, i.urgency,
-                                                i.severity, i.resource, i.ci_id, i.opened_at,
-                                                i.acknowledged_at, i.resolved_at, i.closed_at,
-                                                i.reopen_count, i.resolve_pending_since,
-                                                i.alert_count, i.firing_count)
-                                             )::triaged.ingest_row ORDER BY i.id), '{}')
-                  FROM ins i),
-               (SELECT coalesce(array_agg(ROW('alert.firing', m.fingerprint,
-                                              triaged.alert_payload(m.fingerprint, 'firing',
-                                                m.severity, m.resource, m.check_name,
-                                                m.occurrences, m.first_seen, m.last_seen,
-                                                m.flapping, m.number)
-                                             )::triaged.ingest_row ORDER BY m.fingerprint), '{}')
-                  FROM m),
-               (SELECT count(*) FROM lnk),
-               -- (025) the requests of the groups left out (none but in a race)
-               (SELECT coalesce(array_agg(ROW(k.gkey, NULL, k.resource, k.title, k.opened_at,
-                                              k.severity)::triaged._group_req
-                                          ORDER BY k.resource), '{}')
-                  FROM k WHERE k.id NOT IN (SELECT i.id FROM ins i))
-          INTO v_irows, v_alrows, v_nlinked, v_lost;
-        v_inc := v_irows;
+          v_inc := '{}';
+          -- (021) then, in one statement, the groups without an open
+          -- incident (a storm's new resources; (025) not those found above):
+          -- each group's request (title and resource of its earliest alert,
+          -- opened at the earliest first time, the most severe severity, as
+          -- find-or-open's requests), its new incident inserted whole, as the
+          -- end of batch would leave it (one 'opened' event, its hash, the
+          -- counts: its alerts, all firing; severity, priority and urgency
+          -- the request's, which the end of batch keeps), its event; (025)
+          -- the links and the alerts' published rows of every group, found
+          -- or new (one INSERT, one list in fingerprint order, as before);
+          -- the new incidents' rows: no find-or-open, no end of batch for
+          -- them. Ids and numbers are the column defaults', drawn in the same
+          -- order (resource order). (025) A group whose incident another
+          -- transaction opened meanwhile is left out by ON CONFLICT DO
+          -- UPDATE ... WHERE false (the partial unique key; once that
+          -- transaction commits; the row locked, in resource order):
+          -- its request comes back in v_lost, for find-or-open below; the id
+          -- and number drawn for it are spent, as find-or-open's INSERT
+          -- spends them (021 rolled the whole path back: its F1).
+          WITH n AS (
+            SELECT n.*, triaged._gkey(NULL, n.resource) AS gkey
+              FROM unnest(v_nid, v_nfp, v_nres, v_nchk, v_nsev, v_nocc, v_nfirst, v_nlast, v_nflap)
+                     n(id, fingerprint, resource, check_name, severity, occurrences, first_seen,
+                       last_seen, flapping)),
+          s AS (
+            SELECT n.gkey, n.resource,
+                   (array_agg(n.check_name || ' on ' || n.resource
+                              ORDER BY n.first_seen, n.fingerprint))[1] AS title,
+                   min(n.first_seen) AS opened_at,
+                   triaged.severity_of_rank(min(triaged.severity_rank(n.severity))) AS severity,
+                   count(*)::integer AS n, array_agg(DISTINCT n.fingerprint) AS fps
+              FROM n
+             WHERE n.resource <> ALL (v_ores)   -- (025) not those found above
+             GROUP BY n.gkey, n.resource
+             ORDER BY n.resource),
+          k AS (   -- (the column defaults of id and number, in the INSERT's order)
+            SELECT s.*, nextval('triaged.incident_id_seq') AS id,
+                   'INC' || lpad(nextval('triaged.incident_number_seq')::text, 7, '0') AS number
+              FROM s),
+          e AS (
+            SELECT k.*, triaged.severity_rank(k.severity)::smallint AS priority,
+                   triaged.severity_urgency(k.severity)::smallint AS urgency,
+                   jsonb_build_object('title', k.title,
+                                      'priority', triaged.severity_rank(k.severity)::smallint,
+                                      'severity', k.severity, 'ci_id', NULL::bigint,
+                                      'resource', k.resource,
+                                      'fingerprints', coalesce(to_jsonb(k.fps), '[]')) AS detail
+              FROM k),
+          h AS (
+            SELECT e.*, sha256(triaged.event_content(e.id, e.opened_at, v_actor, 'opened',
+                                                     e.detail)) AS hash
+              FROM e),
+          ins AS (
+            INSERT INTO triaged.incident AS i (id, number, title, status, priority, impact,
+                                               urgency, severity, ci_id, resource, opened_at,
+                                               last_event_hash, alert_count, firing_count)
+            SELECT h.id, h.number, h.title, 'new', h.priority, 3, h.urgency, h.severity, NULL,
+                   h.resource, h.opened_at, h.hash, h.n, h.n
+              FROM h ORDER BY h.resource
+            ON CONFLICT (resource) WHERE ci_id IS NULL AND status IN ('new', 'acknowledged')
+                                         AND merged_into IS NULL
+            DO UPDATE SET updated_at = now() WHERE false   -- (025: see the header, 3.)
+            RETURNING i.*),
+          ev AS (
+            INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash,
+                                                hash)
+            SELECT h.id, h.opened_at, v_actor, 'opened', h.detail, NULL, h.hash
+              FROM ins JOIN h ON h.id = ins.id
+             ORDER BY h.id),
+          m AS (   -- ((025) the groups inserted, and those found above)
+            SELECT n.*, i.id AS incident_id, i.number FROM n JOIN ins i ON i.resource = n.resource
+            UNION ALL
+            SELECT n.*, o.id, o.number
+              FROM n JOIN unnest(v_oid, v_ores, v_onum) o(id, resource, number)
+                     ON o.resource = n.resource),
+          lnk AS (
+            INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
+            SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id
+            RETURNING 1)
+          SELECT (SELECT coalesce(array_agg(ROW('incident.opened', i.number,
+                                                triaged._incident_json(i.id, i.number, i.title,
+                                                  i.status, i.priority, i.impact, i.urgency,
+                                                  i.severity, i.resource, i.ci_id, i.opened_at,
+                                                  i.acknowledged_at, i.resolved_at, i.closed_at,
+                                                  i.reopen_count, i.resolve_pending_since,
+                                                  i.alert_count, i.firing_count)
+                                               )::triaged.ingest_row ORDER BY i.id), '{}')
+                    FROM ins i),
+                 (SELECT coalesce(array_agg(ROW('alert.firing', m.fingerprint,
+                                                triaged.alert_payload(m.fingerprint, 'firing',
+                                                  m.severity, m.resource, m.check_name,
+                                                  m.occurrences, m.first_seen, m.last_seen,
+                                                  m.flapping, m.number)
+                                               )::triaged.ingest_row ORDER BY m.fingerprint), '{}')
+                    FROM m),
+                 (SELECT count(*) FROM lnk),
+                 -- (025) the requests of the groups left out (none but in a race)
+                 (SELECT coalesce(array_agg(ROW(k.gkey, NULL, k.resource, k.title, k.opened_at,
+                                                k.severity)::triaged._group_req
+                                            ORDER BY k.resource), '{}')
+                    FROM k WHERE k.id NOT IN (SELECT i.id FROM ins i))
+            INTO v_irows, v_alrows, v_nlinked, v_lost;
+          v_inc := v_irows;
         ELSE
-        -- (027) 025's statement (see below) and, first, the end of batch of
-        -- the groups the lookup found: _finish_counted's for 'attached'
-        -- changes of new firing alerts with their count deltas (+n, +n),
-        -- on unbound open incidents this transaction locked (the lookup):
-        -- the same aggregates, the same expressions of the new severity,
-        -- priority, urgency and pending resolve (a CI's priority matrix,
-        -- reopens, refires, resolves, the last resolve time and the
-        -- incident opened by the batch left out: none can be), the same
-        -- events in the same order (alerts_attached, priority_changed,
-        -- resolve_cancelled, resolve_pending), hash chain, UPDATE and
-        -- 'incident.updated' rows in id order. Their events and the new
-        -- incidents' 'opened' events in one INSERT, theirs first.
-        WITH RECURSIVE
-        n AS (
-          SELECT n.*, triaged._gkey(NULL, n.resource) AS gkey
-            FROM unnest(v_nid, v_nfp, v_nres, v_nchk, v_nsev, v_nocc, v_nfirst, v_nlast, v_nflap)
-                   n(id, fingerprint, resource, check_name, severity, occurrences, first_seen,
-                     last_seen, flapping)),
-        s AS (
-          SELECT n.gkey, n.resource,
-                 (array_agg(n.check_name || ' on ' || n.resource
-                            ORDER BY n.first_seen, n.fingerprint))[1] AS title,
-                 min(n.first_seen) AS opened_at,
-                 triaged.severity_of_rank(min(triaged.severity_rank(n.severity))) AS severity,
-                 count(*)::integer AS n, array_agg(DISTINCT n.fingerprint) AS fps
-            FROM n
-           WHERE n.resource <> ALL (v_ores)   -- (025) not those found above
-           GROUP BY n.gkey, n.resource
-           ORDER BY n.resource),
-        k AS (   -- (the column defaults of id and number, in the INSERT's order)
-          SELECT s.*, nextval('triaged.incident_id_seq') AS id,
-                 'INC' || lpad(nextval('triaged.incident_number_seq')::text, 7, '0') AS number
-            FROM s),
-        e AS (
-          SELECT k.*, triaged.severity_rank(k.severity)::smallint AS priority,
-                 triaged.severity_urgency(k.severity)::smallint AS urgency,
-                 jsonb_build_object('title', k.title,
-                                    'priority', triaged.severity_rank(k.severity)::smallint,
-                                    'severity', k.severity, 'ci_id', NULL::bigint,
-                                    'resource', k.resource,
-                                    'fingerprints', coalesce(to_jsonb(k.fps), '[]')) AS detail
-            FROM k),
-        h AS (
-          SELECT e.*, sha256(triaged.event_content(e.id, e.opened_at, v_actor, 'opened',
-                                                   e.detail)) AS hash
-            FROM e),
-        ins AS (
-          INSERT INTO triaged.incident AS i (id, number, title, status, priority, impact,
-                                             urgency, severity, ci_id, resource, opened_at,
-                                             last_event_hash, alert_count, firing_count)
-          SELECT h.id, h.number, h.title, 'new', h.priority, 3, h.urgency, h.severity, NULL,
-                 h.resource, h.opened_at, h.hash, h.n, h.n
-            FROM h ORDER BY h.resource
-          ON CONFLICT (resource) WHERE ci_id IS NULL AND status IN ('new', 'acknowledged')
-                                       AND merged_into IS NULL
-          DO UPDATE SET updated_at = now() WHERE false   -- (025: see the header, 3.)
-          RETURNING i.*),
-        -- (027) the found groups' end of batch: 020's agg, st and calc
-        -- (see _finish_counted) for their changes and deltas
-        fa AS (
-          SELECT o.id AS inc_id,
-                 array_agg(DISTINCT n.fingerprint) AS attached,
-                 min(n.first_seen) AS attached_at,
-                 min(triaged.severity_rank(n.severity)) AS best_rank,
-                 (array_agg(n.first_seen ORDER BY triaged.severity_rank(n.severity),
-                                                  n.first_seen))[1] AS best_at,
-                 max(n.first_seen) AS fire_at,
-                 count(*) AS d
-            FROM n JOIN unnest(v_oid, v_ores) o(id, resource) ON o.resource = n.resource
-           GROUP BY o.id),
-        -- (each incident probed by its key: joined, a plan made while
-        -- incident had a few hundred rows walked incident_pkey from its
-        -- first entry in a merge join, every incident up to the one found,
-        -- whatever the table's size later; OFFSET 0 keeps the probe)
-        fst AS (
-          SELECT i.id, i.tid, i.status, i.priority, i.urgency, i.severity,
-                 i.last_event_hash, i.resolve_pending_since AS old_pending,
-                 i.resolve_at AS old_resolve_at, fa.*,
-                 i.alert_count + fa.d AS alert_count,
-                 i.firing_count + fa.d AS firing_count,
-                 (i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) AS is_open
-            FROM fa
-            CROSS JOIN LATERAL (SELECT x.id, x.ctid AS tid, x.status, x.priority, x.urgency,
-                                       x.severity, x.last_event_hash, x.resolve_pending_since,
-                                       x.resolve_at, x.alert_count, x.firing_count,
-                                       x.merged_into
-                                  FROM triaged.incident x WHERE x.id = fa.inc_id OFFSET 0) i),
-        fc AS (
-          SELECT fst.*,
-                 CASE WHEN fst.best_rank IS NOT NULL
-                           AND fst.best_rank < coalesce(triaged.severity_rank(fst.severity), 99)
-                      THEN triaged.severity_of_rank(fst.best_rank) ELSE fst.severity
-                 END AS new_severity,
-                 -- (no CI: the lookup's incidents have none)
-                 CASE WHEN fst.best_rank IS NOT NULL THEN least(fst.priority, fst.best_rank)
-                      ELSE fst.priority END AS new_priority,
-                 CASE WHEN fst.best_rank IS NOT NULL
-                      THEN least(fst.urgency, triaged.severity_urgency(
-                                                triaged.severity_of_rank(fst.best_rank)))
-                      ELSE fst.urgency END AS new_urgency,
-                 -- (alerts attached: fire activity, nothing resolved)
-                 CASE WHEN NOT fst.is_open THEN fst.old_pending
-                      WHEN fst.firing_count > 0 THEN NULL
-                      ELSE v_now END AS new_pending,
-                 CASE WHEN NOT fst.is_open THEN fst.old_resolve_at
-                      WHEN fst.firing_count > 0 THEN NULL
-                      ELSE coalesce(fst.old_resolve_at, v_now) END AS new_resolve_at
-            FROM fst),
-        fev AS (
-          SELECT fc.id AS incident_id, 3 AS seq, fc.attached_at AS at,
-                 'alerts_attached' AS kind,
-                 jsonb_build_object('fingerprints', to_jsonb(fc.attached)) AS detail
-            FROM fc
-          UNION ALL
-          SELECT fc.id, 5, coalesce(fc.best_at, v_now), 'priority_changed',
-                 jsonb_build_object('from', fc.priority, 'to', fc.new_priority,
-                                    'severity_from', fc.severity, 'severity_to', fc.new_severity)
-            FROM fc WHERE fc.new_priority <> fc.priority
-                       OR fc.new_severity IS DISTINCT FROM fc.severity
-                       OR fc.new_urgency <> fc.urgency
-          UNION ALL
-          SELECT fc.id, 7, coalesce(fc.fire_at, fc.best_at, v_now), 'resolve_cancelled',
-                 jsonb_build_object('pending_since', fc.old_pending,
-                                    'resolve_at', fc.old_resolve_at)
-            FROM fc WHERE fc.old_pending IS NOT NULL AND fc.new_pending IS NULL
-          UNION ALL
-          SELECT fc.id, 8, fc.new_resolve_at, 'resolve_pending',
-                 jsonb_build_object('resolve_at', fc.new_resolve_at,
-                                    'pending_since', fc.new_pending)
-            FROM fc WHERE fc.new_pending IS NOT NULL
-                      AND fc.new_pending IS DISTINCT FROM fc.old_pending),
-        fevn AS (
-          SELECT fev.incident_id, fev.at, fev.kind, fev.detail, fc.last_event_hash AS init,
-                 triaged.event_content(fev.incident_id, fev.at, v_actor, fev.kind, fev.detail)
-                   AS content,
-                 row_number() OVER (PARTITION BY fev.incident_id ORDER BY fev.seq) AS rn
-            FROM fev JOIN fc ON fc.id = fev.incident_id),
-        fch (incident_id, rn, prev, hash) AS (
-          SELECT e.incident_id, e.rn, e.init, sha256(coalesce(e.init, ''::bytea) || e.content)
-            FROM fevn e WHERE e.rn = 1
-          UNION ALL
-          SELECT e.incident_id, e.rn, fch.hash, sha256(fch.hash || e.content)
-            FROM fch JOIN fevn e ON e.incident_id = fch.incident_id AND e.rn = fch.rn + 1),
-        flast AS (
-          SELECT DISTINCT ON (fch.incident_id) fch.incident_id, fch.hash
-            FROM fch ORDER BY fch.incident_id, fch.rn DESC),
-        fupd AS (
-          UPDATE triaged.incident i
-             SET severity = fc.new_severity, priority = fc.new_priority,
-                 urgency = fc.new_urgency, resolve_pending_since = fc.new_pending,
-                 resolve_at = fc.new_resolve_at, last_event_hash = flast.hash,
-                 alert_count = fc.alert_count, firing_count = fc.firing_count,
-                 updated_at = now()
-            FROM fc JOIN flast ON flast.incident_id = fc.id
-           WHERE i.ctid = fc.tid
-          RETURNING i.id, i.number,
-                    triaged._incident_json(i.id, i.number, i.title, i.status, i.priority,
-                                           i.impact, i.urgency, i.severity, i.resource, i.ci_id,
-                                           i.opened_at, i.acknowledged_at, i.resolved_at,
-                                           i.closed_at, i.reopen_count, i.resolve_pending_since,
-                                           fc.alert_count, fc.firing_count) AS payload),
-        -- (027) the found incidents' events first (their lower ids), then
-        -- the new incidents' 'opened' events in id order
-        ev AS (
-          INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash,
-                                              hash)
-          SELECT x.incident_id, x.at, v_actor, x.kind, x.detail, x.prev, x.hash
-            FROM (SELECT 0 AS g, e.incident_id, e.rn, e.at, e.kind, e.detail, fch.prev, fch.hash
-                    FROM fevn e JOIN fch ON fch.incident_id = e.incident_id AND fch.rn = e.rn
-                  UNION ALL
-                  SELECT 1, h.id, 1, h.opened_at, 'opened', h.detail, NULL, h.hash
-                    FROM ins JOIN h ON h.id = ins.id) x
-           ORDER BY x.g, x.incident_id, x.rn),
-        m AS (   -- ((025) the groups inserted, and those found above)
-          SELECT n.*, i.id AS incident_id, i.number FROM n JOIN ins i ON i.resource = n.resource
-          UNION ALL
-          SELECT n.*, o.id, o.number
-            FROM n JOIN unnest(v_oid, v_ores, v_onum) o(id, resource, number)
-                   ON o.resource = n.resource),
-        lnk AS (
-          INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
-          SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id
-          RETURNING 1)
-        SELECT (SELECT coalesce(array_agg(ROW('incident.updated', f.number, f.payload
-                                             )::triaged.ingest_row ORDER BY f.id), '{}')
-                  FROM fupd f),
-               (SELECT coalesce(array_agg(ROW('incident.opened', i.number,
-                                              triaged._incident_json(i.id, i.number, i.title,
-                                                i.status, i.priority, i.impact, i.urgency,
-                                                i.severity, i.resource, i.ci_id, i.opened_at,
-                                                i.acknowledged_at, i.resolved_at, i.closed_at,
-                                                i.reopen_count, i.resolve_pending_since,
-                                                i.alert_count, i.firing_count)
-                                             )::triaged.ingest_row ORDER BY i.id), '{}')
-                  FROM ins i),
-               (SELECT coalesce(array_agg(ROW('alert.firing', m.fingerprint,
-                                              triaged.alert_payload(m.fingerprint, 'firing',
-                                                m.severity, m.resource, m.check_name,
-                                                m.occurrences, m.first_seen, m.last_seen,
-                                                m.flapping, m.number)
-                                             )::triaged.ingest_row ORDER BY m.fingerprint), '{}')
-                  FROM m),
-               (SELECT count(*) FROM lnk),
-               -- (025) the requests of the groups left out (none but in a race)
-               (SELECT coalesce(array_agg(ROW(k.gkey, NULL, k.resource, k.title, k.opened_at,
-                                              k.severity)::triaged._group_req
-                                          ORDER BY k.resource), '{}')
-                  FROM k WHERE k.id NOT IN (SELECT i.id FROM ins i))
-          INTO v_inc, v_irows, v_alrows, v_nlinked, v_lost;
-        v_inc := v_inc || v_irows;   -- (their ids above those found: id order)
+          -- (027) 025's statement (see below) and, first, the end of batch of
+          -- the groups the lookup found: _finish_counted's for 'attached'
+          -- changes of new firing alerts with their count deltas (+n, +n),
+          -- on unbound open incidents this transaction locked (the lookup):
+          -- the same aggregates, the same expressions of the new severity,
+          -- priority, urgency and pending resolve (a CI's priority matrix,
+          -- reopens, refires, resolves, the last resolve time and the
+          -- incident opened by the batch left out: none can be), the same
+          -- events in the same order (alerts_attached, priority_changed,
+          -- resolve_cancelled, resolve_pending), hash chain, UPDATE and
+          -- 'incident.updated' rows in id order. Their events and the new
+          -- incidents' 'opened' events in one INSERT, theirs first.
+          WITH RECURSIVE
+          n AS (
+            SELECT n.*, triaged._gkey(NULL, n.resource) AS gkey
+              FROM unnest(v_nid, v_nfp, v_nres, v_nchk, v_nsev, v_nocc, v_nfirst, v_nlast, v_nflap)
+                     n(id, fingerprint, resource, check_name, severity, occurrences, first_seen,
+                       last_seen, flapping)),
+          s AS (
+            SELECT n.gkey, n.resource,
+                   (array_agg(n.check_name || ' on ' || n.resource
+                              ORDER BY n.first_seen, n.fingerprint))[1] AS title,
+                   min(n.first_seen) AS opened_at,
+                   triaged.severity_of_rank(min(triaged.severity_rank(n.severity))) AS severity,
+                   count(*)::integer AS n, array_agg(DISTINCT n.fingerprint) AS fps
+              FROM n
+             WHERE n.resource <> ALL (v_ores)   -- (025) not those found above
+             GROUP BY n.gkey, n.resource
+             ORDER BY n.resource),
+          k AS (   -- (the column defaults of id and number, in the INSERT's order)
+            SELECT s.*, nextval('triaged.incident_id_seq') AS id,
+                   'INC' || lpad(nextval('triaged.incident_number_seq')::text, 7, '0') AS number
+              FROM s),
+          e AS (
+            SELECT k.*, triaged.severity_rank(k.severity)::smallint AS priority,
+                   triaged.severity_urgency(k.severity)::smallint AS urgency,
+                   jsonb_build_object('title', k.title,
+                                      'priority', triaged.severity_rank(k.severity)::smallint,
+                                      'severity', k.severity, 'ci_id', NULL::bigint,
+                                      'resource', k.resource,
+                                      'fingerprints', coalesce(to_jsonb(k.fps), '[]')) AS detail
+              FROM k),
+          h AS (
+            SELECT e.*, sha256(triaged.event_content(e.id, e.opened_at, v_actor, 'opened',
+                                                     e.detail)) AS hash
+              FROM e),
+          ins AS (
+            INSERT INTO triaged.incident AS i (id, number, title, status, priority, impact,
+                                               urgency, severity, ci_id, resource, opened_at,
+                                               last_event_hash, alert_count, firing_count)
+            SELECT h.id, h.number, h.title, 'new', h.priority, 3, h.urgency, h.severity, NULL,
+                   h.resource, h.opened_at, h.hash, h.n, h.n
+              FROM h ORDER BY h.resource
+            ON CONFLICT (resource) WHERE ci_id IS NULL AND status IN ('new', 'acknowledged')
+                                         AND merged_into IS NULL
+            DO UPDATE SET updated_at = now() WHERE false   -- (025: see the header, 3.)
+            RETURNING i.*),
+          -- (027) the found groups' end of batch: 020's agg, st and calc
+          -- (see _finish_counted) for their changes and deltas
+          fa AS (
+            SELECT o.id AS inc_id,
+                   array_agg(DISTINCT n.fingerprint) AS attached,
+                   min(n.first_seen) AS attached_at,
+                   min(triaged.severity_rank(n.severity)) AS best_rank,
+                   (array_agg(n.first_seen ORDER BY triaged.severity_rank(n.severity),
+                                                    n.first_seen))[1] AS best_at,
+                   max(n.first_seen) AS fire_at,
+                   count(*) AS d
+              FROM n JOIN unnest(v_oid, v_ores) o(id, resource) ON o.resource = n.resource
+             GROUP BY o.id),
+          -- (each incident probed by its key: joined, a plan made while
+          -- incident had a few hundred rows walked incident_pkey from its
+          -- first entry in a merge join, every incident up to the one found,
+          -- whatever the table's size later; OFFSET 0 keeps the probe)
+          fst AS (
+            SELECT i.id, i.tid, i.status, i.priority, i.urgency, i.severity,
+                   i.last_event_hash, i.resolve_pending_since AS old_pending,
+                   i.resolve_at AS old_resolve_at, fa.*,
+                   i.alert_count + fa.d AS alert_count,
+                   i.firing_count + fa.d AS firing_count,
+                   (i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL) AS is_open
+              FROM fa
+              CROSS JOIN LATERAL (SELECT x.id, x.ctid AS tid, x.status, x.priority, x.urgency,
+                                         x.severity, x.last_event_hash, x.resolve_pending_since,
+                                         x.resolve_at, x.alert_count, x.firing_count,
+                                         x.merged_into
+                                    FROM triaged.incident x WHERE x.id = fa.inc_id OFFSET 0) i),
+          fc AS (
+            SELECT fst.*,
+                   CASE WHEN fst.best_rank IS NOT NULL
+                             AND fst.best_rank < coalesce(triaged.severity_rank(fst.severity), 99)
+                        THEN triaged.severity_of_rank(fst.best_rank) ELSE fst.severity
+                   END AS new_severity,
+                   -- (no CI: the lookup's incidents have none)
+                   CASE WHEN fst.best_rank IS NOT NULL THEN least(fst.priority, fst.best_rank)
+                        ELSE fst.priority END AS new_priority,
+                   CASE WHEN fst.best_rank IS NOT NULL
+                        THEN least(fst.urgency, triaged.severity_urgency(
+                                                  triaged.severity_of_rank(fst.best_rank)))
+                        ELSE fst.urgency END AS new_urgency,
+                   -- (alerts attached: fire activity, nothing resolved)
+                   CASE WHEN NOT fst.is_open THEN fst.old_pending
+                        WHEN fst.firing_count > 0 THEN NULL
+                        ELSE v_now END AS new_pending,
+                   CASE WHEN NOT fst.is_open THEN fst.old_resolve_at
+                        WHEN fst.firing_count > 0 THEN NULL
+                        ELSE coalesce(fst.old_resolve_at, v_now) END AS new_resolve_at
+              FROM fst),
+          fev AS (
+            SELECT fc.id AS incident_id, 3 AS seq, fc.attached_at AS at,
+                   'alerts_attached' AS kind,
+                   jsonb_build_object('fingerprints', to_jsonb(fc.attached)) AS detail
+              FROM fc
+            UNION ALL
+            SELECT fc.id, 5, coalesce(fc.best_at, v_now), 'priority_changed',
+                   jsonb_build_object('from', fc.priority, 'to', fc.new_priority,
+                                      'severity_from', fc.severity, 'severity_to', fc.new_severity)
+              FROM fc WHERE fc.new_priority <> fc.priority
+                         OR fc.new_severity IS DISTINCT FROM fc.severity
+                         OR fc.new_urgency <> fc.urgency
+            UNION ALL
+            SELECT fc.id, 7, coalesce(fc.fire_at, fc.best_at, v_now), 'resolve_cancelled',
+                   jsonb_build_object('pending_since', fc.old_pending,
+                                      'resolve_at', fc.old_resolve_at)
+              FROM fc WHERE fc.old_pending IS NOT NULL AND fc.new_pending IS NULL
+            UNION ALL
+            SELECT fc.id, 8, fc.new_resolve_at, 'resolve_pending',
+                   jsonb_build_object('resolve_at', fc.new_resolve_at,
+                                      'pending_since', fc.new_pending)
+              FROM fc WHERE fc.new_pending IS NOT NULL
+                        AND fc.new_pending IS DISTINCT FROM fc.old_pending),
+          fevn AS (
+            SELECT fev.incident_id, fev.at, fev.kind, fev.detail, fc.last_event_hash AS init,
+                   triaged.event_content(fev.incident_id, fev.at, v_actor, fev.kind, fev.detail)
+                     AS content,
+                   row_number() OVER (PARTITION BY fev.incident_id ORDER BY fev.seq) AS rn
+              FROM fev JOIN fc ON fc.id = fev.incident_id),
+          fch (incident_id, rn, prev, hash) AS (
+            SELECT e.incident_id, e.rn, e.init, sha256(coalesce(e.init, ''::bytea) || e.content)
+              FROM fevn e WHERE e.rn = 1
+            UNION ALL
+            SELECT e.incident_id, e.rn, fch.hash, sha256(fch.hash || e.content)
+              FROM fch JOIN fevn e ON e.incident_id = fch.incident_id AND e.rn = fch.rn + 1),
+          flast AS (
+            SELECT DISTINCT ON (fch.incident_id) fch.incident_id, fch.hash
+              FROM fch ORDER BY fch.incident_id, fch.rn DESC),
+          fupd AS (
+            UPDATE triaged.incident i
+               SET severity = fc.new_severity, priority = fc.new_priority,
+                   urgency = fc.new_urgency, resolve_pending_since = fc.new_pending,
+                   resolve_at = fc.new_resolve_at, last_event_hash = flast.hash,
+                   alert_count = fc.alert_count, firing_count = fc.firing_count,
+                   updated_at = now()
+              FROM fc JOIN flast ON flast.incident_id = fc.id
+             WHERE i.ctid = fc.tid
+            RETURNING i.id, i.number,
+                      triaged._incident_json(i.id, i.number, i.title, i.status, i.priority,
+                                             i.impact, i.urgency, i.severity, i.resource, i.ci_id,
+                                             i.opened_at, i.acknowledged_at, i.resolved_at,
+                                             i.closed_at, i.reopen_count, i.resolve_pending_since,
+                                             fc.alert_count, fc.firing_count) AS payload),
+          -- (027) the found incidents' events first (their lower ids), then
+          -- the new incidents' 'opened' events in id order
+          ev AS (
+            INSERT INTO triaged.incident_event (incident_id, at, actor, kind, detail, prev_hash,
+                                                hash)
+            SELECT x.incident_id, x.at, v_actor, x.kind, x.detail, x.prev, x.hash
+              FROM (SELECT 0 AS g, e.incident_id, e.rn, e.at, e.kind, e.detail, fch.prev, fch.hash
+                      FROM fevn e JOIN fch ON fch.incident_id = e.incident_id AND fch.rn = e.rn
+                    UNION ALL
+                    SELECT 1, h.id, 1, h.opened_at, 'opened', h.detail, NULL, h.hash
+                      FROM ins JOIN h ON h.id = ins.id) x
+             ORDER BY x.g, x.incident_id, x.rn),
+          m AS (   -- ((025) the groups inserted, and those found above)
+            SELECT n.*, i.id AS incident_id, i.number FROM n JOIN ins i ON i.resource = n.resource
+            UNION ALL
+            SELECT n.*, o.id, o.number
+              FROM n JOIN unnest(v_oid, v_ores, v_onum) o(id, resource, number)
+                     ON o.resource = n.resource),
+          lnk AS (
+            INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
+            SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id
+            RETURNING 1)
+          SELECT (SELECT coalesce(array_agg(ROW('incident.updated', f.number, f.payload
+                                               )::triaged.ingest_row ORDER BY f.id), '{}')
+                    FROM fupd f),
+                 (SELECT coalesce(array_agg(ROW('incident.opened', i.number,
+                                                triaged._incident_json(i.id, i.number, i.title,
+                                                  i.status, i.priority, i.impact, i.urgency,
+                                                  i.severity, i.resource, i.ci_id, i.opened_at,
+                                                  i.acknowledged_at, i.resolved_at, i.closed_at,
+                                                  i.reopen_count, i.resolve_pending_since,
+                                                  i.alert_count, i.firing_count)
+                                               )::triaged.ingest_row ORDER BY i.id), '{}')
+                    FROM ins i),
+                 (SELECT coalesce(array_agg(ROW('alert.firing', m.fingerprint,
+                                                triaged.alert_payload(m.fingerprint, 'firing',
+                                                  m.severity, m.resource, m.check_name,
+                                                  m.occurrences, m.first_seen, m.last_seen,
+                                                  m.flapping, m.number)
+                                               )::triaged.ingest_row ORDER BY m.fingerprint), '{}')
+                    FROM m),
+                 (SELECT count(*) FROM lnk),
+                 -- (025) the requests of the groups left out (none but in a race)
+                 (SELECT coalesce(array_agg(ROW(k.gkey, NULL, k.resource, k.title, k.opened_at,
+                                                k.severity)::triaged._group_req
+                                            ORDER BY k.resource), '{}')
+                    FROM k WHERE k.id NOT IN (SELECT i.id FROM ins i))
+            INTO v_inc, v_irows, v_alrows, v_nlinked, v_lost;
+          v_inc := v_inc || v_irows;   -- (their ids above those found: id order)
         END IF;
         v_opened := cardinality(v_irows);
         IF cardinality(v_lost) > 0 THEN

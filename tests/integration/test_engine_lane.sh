@@ -31,13 +31,8 @@
 # compares it with 018's.)
 source "$(dirname "$0")/lib.sh"
 
-new=$(t_db_extra new)
-old=$(t_db_extra old)
-for pg in "$new" "$old"; do
-    printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pg" > "$T_DIR/conf"
-    "$TD_BUILD_DIR/triagectl" -c "$T_DIR/conf" migrate > "$T_DIR/migrate.log" 2>&1 \
-        || t_fail "migrate: $(cat "$T_DIR/migrate.log")"
-done
+new=$(t_db_migrated new) || exit 1
+old=$(t_db_migrated old) || exit 1
 sed -n '/^CREATE OR REPLACE FUNCTION triaged._ingest_batch(/,/^END \$\$;/p' \
     "$TD_SOURCE_DIR/sql/025_split.sql" > "$T_DIR/batch025.sql"
 grep -q '_finish_counted(v_changes, v_now, v_actor,' "$T_DIR/batch025.sql" \
@@ -197,10 +192,7 @@ t_log "$(wc -l < "$T_DIR/out.new") published rows and $(wc -l < "$T_DIR/state.ne
     batch "$(at 504)" resolved "SELECT 'p' || lpad(k::text, 5, '0') AS fp,
         'p' || lpad((k / 10)::text, 3, '0') AS res, 'major' AS sev FROM generate_series(1990, 1999) k"
 } > "$T_DIR/plans.sql"
-pl=$(t_db_extra plan)
-printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pl" > "$T_DIR/conf"
-"$TD_BUILD_DIR/triagectl" -c "$T_DIR/conf" migrate > "$T_DIR/migrate.log" 2>&1 \
-    || t_fail "migrate: $(cat "$T_DIR/migrate.log")"
+pl=$(t_db_migrated plan) || exit 1
 PGOPTIONS= psql "$pl" -qX -v ON_ERROR_STOP=1 -f "$T_DIR/plans.sql" > "$T_DIR/plans.out" 2> "$T_DIR/plans.log" \
     || t_fail "the plan's batches: $(grep -m3 ERROR "$T_DIR/plans.log")"
 python3 - "$T_DIR/plans.log" <<'PY' || t_fail "027's statement's plan: $(cat "$T_DIR/plans.bad")"

@@ -22,17 +22,8 @@
 #   Scan of alert, alert_history, incident_alert or incident_event.
 source "$(dirname "$0")/lib.sh"
 
-mig=$(t_db_extra mig)
-def=$(t_db_extra def)
-for pg in "$mig" "$def"; do
-    printf '[postgres]\nconninfo = %s\n[redis]\nurl = redis://127.0.0.1:1/0\n' "$pg" > "$T_DIR/conf"
-    "$TD_BUILD_DIR/triagectl" -c "$T_DIR/conf" migrate > "$T_DIR/migrate.log" 2>&1 \
-        || t_fail "migrate: $(cat "$T_DIR/migrate.log")"
-    for t in alert alert_history incident incident_alert incident_event; do
-        psql "$pg" -qAtX -c "ALTER TABLE triaged.$t SET (autovacuum_enabled = false)" \
-            || t_fail "autovacuum off on $t"
-    done
-done
+mig=$(t_db_migrated mig alert alert_history incident incident_alert incident_event) || exit 1
+def=$(t_db_migrated def alert alert_history incident incident_alert incident_event) || exit 1
 
 # def: every target of the engine tables back to the default
 psql "$def" -qAtX -v ON_ERROR_STOP=1 > /dev/null <<'SQL' || t_fail "defaults"

@@ -236,10 +236,18 @@ skip_locked() {
            UPDATE triaged.alert SET flapping = true
             WHERE resource = 'r-0160' OR id = (SELECT min(id) FROM triaged.alert WHERE resource = 'r-0161')" \
         > /dev/null
+    # the holder keeps its rows until the test releases it (a row in
+    # t24_release; each statement of the loop sees the latest commits), 10 s
+    # at the most
+    t_sql "CREATE UNLOGGED TABLE public.t24_release (x int)" > /dev/null
     psql "$T_PG" -qAtX -c "BEGIN;
         SELECT id FROM triaged.incident WHERE resource IN ('r-0141', 'r-0151') FOR UPDATE;
         SELECT id FROM triaged.alert WHERE resource = 'r-0161' AND flapping FOR UPDATE;
-        SELECT pg_sleep(4) /* t24 holder */; COMMIT" > "$T_DIR/holder.out" 2>&1 &
+        DO \$\$ BEGIN /* t24 holder */
+          FOR i IN 1..1000 LOOP
+            EXIT WHEN EXISTS (SELECT FROM public.t24_release);
+            PERFORM pg_sleep(0.01);
+          END LOOP; END \$\$; COMMIT" > "$T_DIR/holder.out" 2>&1 &
     local holder=$!
     t_wait_sql "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%t24 holder%' AND wait_event = 'PgSleep'" 1 10
     local got
@@ -250,6 +258,7 @@ skip_locked() {
     t_expect_sql "SELECT string_agg(resource || ' ' || status, ',' ORDER BY resource) FROM triaged.incident
                    WHERE resource IN ('r-0140', 'r-0141', 'r-0150', 'r-0151') AND status <> 'new' OR resource = 'r-0141'" \
         "r-0140 resolved,r-0141 new,r-0150 closed,r-0151 resolved"
+    t_sql "INSERT INTO public.t24_release VALUES (1)" > /dev/null
     wait "$holder" || t_fail "the holding session failed: $(cat "$T_DIR/holder.out")"
     got=$(t_sql "SELECT payload FROM ($TICK) t WHERE kind = 'stats'")
     [ "$got" = '{"closed": 1, "resolved": 1, "flapping_cleared": 1}' ] \
