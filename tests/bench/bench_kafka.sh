@@ -158,22 +158,11 @@ run_throughput() { # name n fingerprints order [gen_alerts options]
 }
 
 # produce_paced TOPIC RATE SECS: new alerts at RATE a second (a resource's
-# ten checks in a row), each stamped with its occurred_at when written
+# ten checks in a row), each stamped with its occurred_at when produced
+# (tests/bench/paced_produce.c: a few % of a core, where a python loop piped
+# into kcat -P took ~35 %; TD_BENCH_LAT_LINGER: its linger.ms, default 1)
 produce_paced() {
-    python3 - "$2" "$3" <<'PY' | kcat -P -b "$B" -t "$1" -K $'\t' -z none -X linger.ms="${TD_BENCH_LAT_LINGER:-1}"
-import sys, time, datetime
-rate, secs = int(sys.argv[1]), int(sys.argv[2])
-t0 = time.time(); i = 0
-while i < rate * secs:
-    due = t0 + i / rate
-    d = due - time.time()
-    if d > 0: time.sleep(d)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    r = f"host-{i // 10:06d}"
-    sys.stdout.write(f'{r}\t{{"source":"lat","resource":"{r}","check":"c{i % 10}","occurred_at":"{now}"}}\n')
-    sys.stdout.flush()
-    i += 1
-PY
+    "$build/tests/paced_produce" "$B" "$1" "$2" "$3" "${TD_BENCH_LAT_LINGER:-1}"
 }
 
 # The reference: kcat alone consuming the same paced stream from the same
