@@ -26,7 +26,13 @@
 #          TD_BENCH_LAT_LINGER=MS: the paced producer's linger.ms (default 1;
 #          librdkafka's default is 5: fewer produce requests for the mock
 #          broker to serve, each message up to MS later, counted in the
-#          latency as in kcat's reference)
+#          latency as in kcat's reference);
+#          it prints the mock broker's CPU in the first and the last 5 s: the
+#          mock (librdkafka 2.0.2's rdkafka_mock.c) finds a fetch's offset by
+#          walking the partition's message sets from the first ("FIXME:
+#          Maintain an index"), so its cost grows with the log over a run,
+#          which Kafka's offset index does not; kcat's reference runs as long
+#          as triaged's run, on the same kind of topic, to share that
 # Uses a running stack when TD_TEST_* is set, else starts one.
 # TD_BENCH_KAFKA_EXTRA: more lines for triaged's [kafka] section.
 # TD_BENCH_LANES: triaged's [pipeline] lanes (default: its own default).
@@ -196,7 +202,7 @@ run_latency() {
     # there; kcat alone sees ~250 ms p50 against it. 10 ms is what Kafka's
     # early answer gives for this rate; kcat and triaged both use it.
     fetch_wait=10
-    kcat_latency "$rate" 5
+    kcat_latency "$rate" $((warm + secs))
     stack_kafka_control "topic $topic 16" >/dev/null
     stack_kafka_control "topic bench_lat_inc_$$ 32" >/dev/null
     fresh_db latency
@@ -213,7 +219,21 @@ ${TD_BENCH_KAFKA_EXTRA:-}" start_triaged "$topic"
         sleep 0.2
     done
     sleep 1 # their stored positions read
+    # the mock broker's CPU, second by second (clock ticks), while producing
+    local bpid; bpid=$(cat "$TD_TEST_DIR/kafka.pid" 2>/dev/null || echo)
+    ( [ -n "$bpid" ] || exit 0
+      prev=$(awk '{print $14 + $15}' "/proc/$bpid/stat") || exit 0
+      while sleep 1; do
+          cur=$(awk '{print $14 + $15}' "/proc/$bpid/stat") || exit 0
+          echo $((cur - prev)); prev=$cur
+      done ) > "$work/broker_cpu" &
+    local sampler=$!
     produce_paced "$topic" "$rate" $((warm + secs))
+    kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+    awk -v hz="$(getconf CLK_TCK)" '{ v[NR] = $1 } END { if (NR < 10) exit
+        f = 0; l = 0; for (i = 1; i <= 5; i++) { f += v[i]; l += v[NR - 5 + i] }
+        printf "mock broker CPU while producing: first 5 s %.0f %%, last 5 s %.0f %% of a core\n",
+               100 * f / 5 / hz, 100 * l / 5 / hz }' "$work/broker_cpu"
     local n=$((rate * (warm + secs))) got=0
     deadline=$((SECONDS + 60))
     until [ "$got" -ge "$n" ] || [ $SECONDS -ge $deadline ]; do
