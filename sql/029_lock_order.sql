@@ -968,19 +968,6 @@ BEGIN
   v_dups := 0;
   v_ndup_hint := 0;
 
-  -- 2a. (013) older firings that moved their alert's firing start: its
-  --     history row of that start moves with it, and so does the opened_at
-  --     of each open incident it belongs to (to the earliest of the batch's),
-  --     as 002's loop does one by one (there ~2 ms each: a plan over the
-  --     open incidents); the incidents locked in id order first
-  IF cardinality(v_older) > 0 THEN
-    UPDATE triaged.alert_history h SET at = o.at
-      FROM unnest(v_older) o
-     WHERE h.alert_id = o.alert_id AND h.to_status = 'firing'
-       AND h.from_status IS DISTINCT FROM 'firing' AND h.at = o.was;
-    PERFORM triaged._move_opened(v_older);
-  END IF;
-
   -- 2b. a resolve of a fingerprint never seen, with no firing in this batch,
   --     is kept as a resolved alert with no occurrences and no incident, so
   --     that firing messages older than it, arriving in a later batch, do
@@ -1026,6 +1013,79 @@ BEGIN
               SELECT * FROM unnest(v_newsegs) n
                WHERE NOT EXISTS (SELECT 1 FROM unnest(v_new) a WHERE a.fingerprint = n.fp)) s;
     END IF;
+  END IF;
+
+  -- (029) the incidents this batch's steps will lock, locked first, at
+  --     once, in id order (see the file's header): before, 3.'s
+  --     find-or-open locked its groups' incidents, 4.'s re-fires theirs and
+  --     the end of batch those of the loop's resolves, each a run in id
+  --     order, so that two batches could each hold an incident of one run
+  --     and wait for the other's in a later one. Here, when the loop or 2a
+  --     has alerts (a batch of new alerts only has one run: find-or-open's),
+  --     after every alert row of the batch is held or made (alerts before
+  --     incidents, as every path of the engine takes them): the incidents
+  --     of the loop's and 2a's alerts (their links; but closed ones, which
+  --     nothing here changes), and the open incidents of the new alerts'
+  --     groups and of the loop's firing segments' groups (find-or-open's
+  --     and the row path's look-ups, by key). The steps below lock them
+  --     again, held already, and the few this could not foresee (an
+  --     incident opened or merged into meanwhile, a CI's upstream incident
+  --     a bound group is routed to) after them, as before. Looked up by key
+  --     (links by alert, incidents by CI or resource: the sub-selects, in
+  --     key order with enable_sort off, the keys' probes) and locked
+  --     through incident_pkey, as find-or-open's lock; plans made once.
+  IF cardinality(v_loopsegs) > 0 OR cardinality(v_older) > 0 THEN
+    v_pcm := current_setting('plan_cache_mode');
+    v_sort := current_setting('enable_sort');
+    v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
+    v_mode := set_config('enable_sort', 'off', true);
+    PERFORM 1
+       FROM triaged.incident i
+      WHERE i.id = ANY (ARRAY(SELECT l.incident_id
+                                FROM unnest(v_loopids || ARRAY(SELECT o.alert_id
+                                                                 FROM unnest(v_older) o)) a(id)
+                               CROSS JOIN LATERAL (SELECT ia.incident_id
+                                                     FROM triaged.incident_alert ia
+                                                    WHERE ia.alert_id = a.id OFFSET 0) l)
+                        || ARRAY(SELECT x.id FROM triaged.incident x
+                                  WHERE x.ci_id = ANY (ARRAY(
+                                          SELECT n.ci_id FROM unnest(v_new) n
+                                           WHERE n.ci_id IS NOT NULL
+                                          UNION ALL
+                                          SELECT s.ci_id FROM unnest(v_loopsegs) s
+                                           WHERE s.status = 'firing' AND s.ci_id IS NOT NULL))
+                                    AND x.status IN ('new', 'acknowledged')
+                                    AND x.merged_into IS NULL
+                                  ORDER BY x.ci_id)
+                        || ARRAY(SELECT x.id FROM triaged.incident x
+                                  WHERE x.resource = ANY (ARRAY(
+                                          SELECT n.resource FROM unnest(v_new) n
+                                           WHERE n.ci_id IS NULL
+                                          UNION ALL
+                                          SELECT s.resource FROM unnest(v_loopsegs) s
+                                           WHERE s.status = 'firing' AND s.ci_id IS NULL))
+                                    AND x.ci_id IS NULL AND x.status IN ('new', 'acknowledged')
+                                    AND x.merged_into IS NULL
+                                  ORDER BY x.resource))
+        AND i.status <> 'closed'
+      ORDER BY i.id
+        FOR UPDATE OF i;
+    v_mode := set_config('enable_sort', v_sort, true);
+    v_mode := set_config('plan_cache_mode', v_pcm, true);
+  END IF;
+
+  -- 2a. (013) ((029) now after 2b, 3.'s alerts and the lock above: see
+  --     there) older firings that moved their alert's firing start: its
+  --     history row of that start moves with it, and so does the opened_at
+  --     of each open incident it belongs to (to the earliest of the batch's),
+  --     as 002's loop does one by one (there ~2 ms each: a plan over the
+  --     open incidents); the incidents locked in id order first
+  IF cardinality(v_older) > 0 THEN
+    UPDATE triaged.alert_history h SET at = o.at
+      FROM unnest(v_older) o
+     WHERE h.alert_id = o.alert_id AND h.to_status = 'firing'
+       AND h.from_status IS DISTINCT FROM 'firing' AND h.at = o.was;
+    PERFORM triaged._move_opened(v_older);
   END IF;
 
   IF cardinality(v_new) > 0 THEN
