@@ -1463,3 +1463,460 @@ AS $$
            ORDER BY i.id FOR UPDATE OF i) o
     JOIN unnest(p_reqs) r ON r.ci_id = o.ci_id
 $$;
+-- ---------------------------------------------------------------------------
+-- (029) the jsonb path's engine (002's ingest, renamed _ingest_core by 003:
+-- batches with heartbeats, or with alerts of CIs in maintenance, through
+-- 003's ingest), unchanged but for the part marked "(029)": the incidents
+-- its steps will lock, locked first, in id order, as _ingest_batch's steps
+-- path does (see there and the file's header)
+CREATE OR REPLACE FUNCTION triaged._ingest_core(p_batch jsonb, p_offsets jsonb, p_opts jsonb)
+RETURNS SETOF triaged.ingest_row
+LANGUAGE plpgsql
+SET TimeZone = 'UTC'
+SET jit = off
+-- Every table access here is by key. plpgsql caches each statement's plan for
+-- the session, and a plan made while the tables were small (a fresh database)
+-- scans them whole forever after: forbid that, the indexes always exist.
+SET enable_seqscan = off
+AS $$
+DECLARE
+  v_now       timestamptz;
+  v_actor     text;
+  v_reopen    interval;
+  v_flap_thr  integer;
+  v_flap_win  interval;
+  v_fenced    triaged.ingest_row[];
+  v_nins      integer;
+  v_nneg      integer;
+  v_segs      triaged._segment[];
+  v_bad       triaged._segment;
+  v_fps       text[];
+  v_known     triaged._known[];
+  v_c_tid     tid[];
+  v_c_id      bigint[];
+  v_c_n       bigint[];
+  v_c_firing  boolean[];
+  v_c_first   timestamptz[];
+  v_c_last    timestamptz[];
+  v_c_same    boolean[];
+  v_c_labels  jsonb[];
+  v_c_summary text[];
+  v_counted   integer;
+  v_unksegs   triaged._segment[];
+  v_newsegs   triaged._segment[];
+  v_loopsegs  triaged._segment[];
+  v_unknown   integer;
+  v_stale     integer;
+  v_dups      integer;
+  v_ndup_hint integer;
+  v_new       triaged._new_alert[] := '{}';
+  v_reqs      triaged._group_req[];
+  v_grp       triaged._group_res[];
+  v_rows      triaged.ingest_row[] := '{}';
+  v_changes   triaged._change[] := '{}';
+  v_loop      triaged._loop_result;
+  v_opened    integer := 0;
+  v_sort      text := current_setting('enable_sort');   -- (029)
+BEGIN
+  -- options
+  IF p_opts IS NULL OR jsonb_typeof(p_opts) <> 'object' THEN
+    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+      MESSAGE = 'triaged.ingest: options ($3) must be a JSON object';
+  END IF;
+  v_now      := coalesce((p_opts->>'now')::timestamptz, now());
+  v_actor    := coalesce(nullif(p_opts->>'actor', ''), 'triaged');
+  v_reopen   := coalesce((p_opts->>'reopen_window_ms')::float8, 1800000) * interval '1 millisecond';
+  v_flap_thr := coalesce((p_opts->>'flap_threshold')::integer, 6);
+  v_flap_win := coalesce((p_opts->>'flap_window_ms')::float8, 1800000) * interval '1 millisecond';
+  IF p_batch IS NULL THEN
+    p_batch := '[]';
+  END IF;
+  IF jsonb_typeof(p_batch) <> 'array' THEN
+    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+      MESSAGE = 'triaged.ingest: batch ($1) must be a JSON array';
+  END IF;
+
+  -- offsets: compare-and-set, all or nothing
+  IF p_offsets IS NOT NULL AND jsonb_typeof(p_offsets) <> 'null' THEN
+    IF jsonb_typeof(p_offsets) <> 'array' THEN
+      RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+        MESSAGE = 'triaged.ingest: offsets ($2) must be a JSON array';
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_to_recordset(p_offsets)
+                 AS o("group" text, topic text, "partition" integer, expect bigint, "next" bigint)
+               WHERE o."group" IS NULL OR o.topic IS NULL OR o."partition" IS NULL
+                  OR o.expect IS NULL OR o."next" IS NULL OR o.expect < -1 OR o."next" < 0) THEN
+      RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+        MESSAGE = 'triaged.ingest: each offset needs group, topic, partition, expect >= -1, next >= 0';
+    END IF;
+    IF (SELECT count(*) <> count(DISTINCT (o."group", o.topic, o."partition"))
+          FROM jsonb_to_recordset(p_offsets) AS o("group" text, topic text, "partition" integer)) THEN
+      RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+        MESSAGE = 'triaged.ingest: a partition appears twice in the offsets';
+    END IF;
+    -- lock the stored rows in a fixed order
+    PERFORM 1
+       FROM triaged.kafka_offset k
+       JOIN jsonb_to_recordset(p_offsets)
+              AS o("group" text, topic text, "partition" integer, expect bigint, "next" bigint)
+         ON k.group_id = o."group" AND k.topic = o.topic AND k.partition = o."partition"
+      ORDER BY k.group_id, k.topic, k.partition
+        FOR UPDATE OF k;
+    -- then check them (a fresh snapshot: sees what the lock waited for)
+    SELECT coalesce(array_agg(ROW('fenced', o.topic || '/' || o."partition",
+                                  ('{"stored": ' || coalesce(k.next_offset::text, 'null') || '}')::json
+                                 )::triaged.ingest_row
+                              ORDER BY o."group", o.topic, o."partition"), '{}')
+      INTO v_fenced
+      FROM jsonb_to_recordset(p_offsets)
+             AS o("group" text, topic text, "partition" integer, expect bigint, "next" bigint)
+      LEFT JOIN triaged.kafka_offset k
+        ON k.group_id = o."group" AND k.topic = o.topic AND k.partition = o."partition"
+     WHERE (o.expect = -1 AND k.next_offset IS NOT NULL)
+        OR (o.expect <> -1 AND k.next_offset IS DISTINCT FROM o.expect);
+    IF cardinality(v_fenced) > 0 THEN
+      RETURN QUERY SELECT * FROM unnest(v_fenced);
+      RETURN;
+    END IF;
+    UPDATE triaged.kafka_offset k
+       SET next_offset = o."next", instance = v_actor, updated_at = now()
+      FROM jsonb_to_recordset(p_offsets)
+             AS o("group" text, topic text, "partition" integer, expect bigint, "next" bigint)
+     WHERE o.expect <> -1
+       AND k.group_id = o."group" AND k.topic = o.topic AND k.partition = o."partition";
+    SELECT count(*) INTO v_nneg
+      FROM jsonb_to_recordset(p_offsets) AS o(expect bigint) WHERE o.expect = -1;
+    IF v_nneg > 0 THEN
+      WITH ins AS (
+        INSERT INTO triaged.kafka_offset (group_id, topic, partition, next_offset, instance)
+        SELECT o."group", o.topic, o."partition", o."next", v_actor
+          FROM jsonb_to_recordset(p_offsets)
+                 AS o("group" text, topic text, "partition" integer, expect bigint, "next" bigint)
+         WHERE o.expect = -1
+         ORDER BY o."group", o.topic, o."partition"
+        ON CONFLICT (group_id, topic, partition) DO NOTHING
+        RETURNING 1)
+      SELECT count(*) INTO v_nins FROM ins;
+      IF v_nins <> v_nneg THEN
+        -- another instance stored this partition's first offset meanwhile;
+        -- the retry will report it as fenced
+        RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+          MESSAGE = 'triaged.ingest: a kafka_offset row was created concurrently (retry)';
+      END IF;
+    END IF;
+  END IF;
+
+
+  -- the segments, sorted by (fingerprint, position in the batch)
+  SELECT coalesce(array_agg(x), '{}')
+    INTO v_segs
+    FROM (SELECT ROW(j.fp, j.source, j.resource, j."check", j.dedup_key, j.ci_id,
+                     j.summary, coalesce(j.labels, '{}'::jsonb), j.severity, j.status,
+                     CASE WHEN j.status = 'resolved' THEN 0 ELSE j.n END,
+                     j."first", j."last", j.hint, j.ordinality::integer,
+                     row_number() OVER w = 1,
+                     min(j.ordinality::integer) FILTER (WHERE j.status = 'firing') OVER w,
+                     bool_or(j.status = 'firing') OVER (PARTITION BY j.fp),
+                     NULL)::triaged._segment AS x
+            FROM jsonb_populate_recordset(NULL::triaged._segment, p_batch) WITH ORDINALITY j
+          WINDOW w AS (PARTITION BY j.fp ORDER BY j.ordinality)
+           ORDER BY j.fp, j.ordinality) s;
+
+  SELECT * INTO v_bad FROM unnest(v_segs) s
+   WHERE s.fp IS NULL OR s.fp = '' OR s.source IS NULL OR s.resource IS NULL
+      OR s."check" IS NULL OR s.status IS NULL OR s.status NOT IN ('firing', 'resolved')
+      OR s.severity IS NULL
+      OR s.severity NOT IN ('critical', 'major', 'minor', 'warning', 'info')
+      OR s."first" IS NULL OR s."last" IS NULL OR s."last" < s."first"
+      OR (s.status = 'firing' AND (s.n IS NULL OR s.n < 1))
+      OR jsonb_typeof(s.labels) <> 'object'
+   LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+      MESSAGE = format('triaged.ingest: bad segment #%s (fp %s): %s', v_bad.ord, v_bad.fp,
+                       to_jsonb(v_bad) - 'ord' - 'first_of_fp' - 'first_firing' - 'fp_fires'
+                       - 'cls');
+  END IF;
+
+  -- 0. lock every existing alert of the batch, in fingerprint order, once:
+  --    two instances then never wait for each other's alerts in opposite
+  --    orders, whatever path each segment takes below. What is read here
+  --    stays true until step 2 changes it: only we can change these rows.
+  SELECT coalesce(array_agg(s.fp), '{}') INTO v_fps FROM unnest(v_segs) s WHERE s.first_of_fp;
+  SELECT coalesce(array_agg(ROW(k.id, k.ctid, k.fingerprint, k.status, k.severity,
+                                k.state_changed_at, k.fired_at)::triaged._known), '{}')
+    INTO v_known
+    FROM (SELECT a.id, a.ctid, a.fingerprint, a.status, a.severity, a.state_changed_at,
+                 a.fired_at
+            FROM triaged.alert a
+           WHERE a.fingerprint = ANY (v_fps)
+           ORDER BY a.fingerprint
+             FOR NO KEY UPDATE OF a) k;
+
+  -- 1. classify:
+  --    'count'   the first segment of an existing alert that changes no state:
+  --              same status (and severity, when firing), or older than the
+  --              alert's state (stale); it only counts (occurrences, times,
+  --              the newest labels and summary) -- except a firing segment
+  --              older than the firing period (its start may move back) or
+  --              older than the resolve that created the alert (it fires and
+  --              resolves it): those are 'loop'
+  --    'new'     the first firing segment of an unknown fingerprint
+  --    'unknown' a resolve before any firing of an unknown fingerprint
+  --              (counted; kept as a resolved alert when the fingerprint does
+  --              not fire in this batch, see 2b)
+  --    'loop'    everything else (state changes, later segments of a fingerprint)
+  --    A dup hint is a hit when its segment counts on a firing alert of the
+  --    same severity.
+  WITH x AS (
+    SELECT s.*, k.id AS kid, k.tid AS ktid,
+           CASE WHEN k.id IS NULL THEN
+                  CASE WHEN s.ord < coalesce(s.first_firing, 2147483647) THEN 'unknown'
+                       WHEN s.ord = s.first_firing THEN 'new'
+                       ELSE 'loop' END
+                WHEN s.first_of_fp
+                     AND ((s.status = k.status AND (s.status = 'resolved' OR s.severity = k.severity))
+                          OR s."first" < k.state_changed_at)
+                     AND NOT coalesce(s.status = 'firing' AND k.status = 'firing'
+                                      AND s."first" < k.fired_at, true)
+                     AND NOT (s.status = 'firing' AND k.status = 'resolved' AND k.fired_at IS NULL
+                              AND s."first" < k.state_changed_at)
+                THEN 'count'
+                ELSE 'loop' END AS c,
+           (s.status = k.status AND (s.status = 'resolved' OR s.severity = k.severity)) AS same,
+           s.status = k.status AS same_status
+      FROM unnest(v_segs) s
+      LEFT JOIN unnest(v_known) k ON k.fingerprint = s.fp)
+  SELECT coalesce(array_agg(x.ktid) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.kid) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.n) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.status = 'firing') FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x."first") FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x."last") FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.same_status) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.labels) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(x.summary) FILTER (WHERE x.c = 'count'), '{}'),
+         coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
+                                x.summary, x.labels, x.severity, x.status, x.n, x."first",
+                                x."last", x.hint, x.ord, x.first_of_fp, x.first_firing,
+                                x.fp_fires, x.c)::triaged._segment ORDER BY x.fp)
+                    FILTER (WHERE x.c = 'new'), '{}'),
+         coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
+                                x.summary, x.labels, x.severity, x.status, x.n, x."first",
+                                x."last", x.hint, x.ord, x.first_of_fp, x.first_firing,
+                                x.fp_fires, x.c)::triaged._segment ORDER BY x.fp, x.ord)
+                    FILTER (WHERE x.c = 'loop'), '{}'),
+         coalesce(array_agg(ROW(x.fp, x.source, x.resource, x."check", x.dedup_key, x.ci_id,
+                                x.summary, x.labels, x.severity, x.status, x.n, x."first",
+                                x."last", x.hint, x.ord, x.first_of_fp, x.first_firing,
+                                x.fp_fires, x.c)::triaged._segment ORDER BY x.fp, x.ord)
+                    FILTER (WHERE x.c = 'unknown' AND NOT x.fp_fires), '{}'),
+         count(*) FILTER (WHERE x.c = 'unknown'),
+         count(*) FILTER (WHERE x.c = 'count' AND NOT x.same),
+         count(*) FILTER (WHERE x.c = 'count' AND x.same AND x.status = 'firing'
+                                AND x.hint = 'dup'),
+         count(*) FILTER (WHERE x.hint = 'dup')
+    INTO v_c_tid, v_c_id, v_c_n, v_c_firing, v_c_first, v_c_last, v_c_same, v_c_labels,
+         v_c_summary, v_newsegs, v_loopsegs, v_unksegs, v_unknown, v_stale, v_dups, v_ndup_hint
+    FROM x;
+
+  -- 2. counting segments: one UPDATE, by row version (locked in step 0); the
+  --    newest message's labels and summary win
+  IF cardinality(v_c_tid) > 0 THEN
+    UPDATE triaged.alert a
+       SET occurrences = a.occurrences + c.n,
+           first_seen = CASE WHEN c.firing THEN least(a.first_seen, c."first")
+                             ELSE a.first_seen END,
+           labels = CASE WHEN c.same_status AND c."last" >= a.last_seen THEN c.labels
+                         ELSE a.labels END,
+           summary = CASE WHEN c.same_status AND c."last" >= a.last_seen
+                          THEN coalesce(c.summary, a.summary) ELSE a.summary END,
+           last_seen = greatest(a.last_seen, c."last"),
+           updated_at = now()
+      FROM unnest(v_c_tid, v_c_id, v_c_n, v_c_firing, v_c_first, v_c_last, v_c_same,
+                  v_c_labels, v_c_summary)
+             AS c(tid, id, n, firing, "first", "last", same_status, labels, summary)
+     WHERE a.ctid = c.tid AND a.id = c.id;
+    GET DIAGNOSTICS v_counted = ROW_COUNT;
+    IF v_counted <> cardinality(v_c_tid) THEN
+      RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+        MESSAGE = format('triaged.ingest: %s of %s locked alerts changed under the lock (retry)',
+                         cardinality(v_c_tid) - v_counted, cardinality(v_c_tid));
+    END IF;
+  END IF;
+
+  -- 2b. a resolve of a fingerprint never seen, with no firing in this batch,
+  --     is kept as a resolved alert with no occurrences and no incident, so
+  --     that firing messages older than it, arriving in a later batch, do
+  --     not leave the alert firing (out-of-order messages never move state
+  --     backwards, wherever the batches split). A later, newer firing
+  --     re-fires it as usual.
+  IF cardinality(v_unksegs) > 0 THEN
+    WITH t AS (
+      INSERT INTO triaged.alert AS a (fingerprint, source, resource, check_name, dedup_key,
+                                      severity, status, summary, labels, ci_id, occurrences,
+                                      first_seen, last_seen, fired_at, resolved_at,
+                                      state_changed_at, flapping)
+      SELECT s.fp, s.source, s.resource, s."check", s.dedup_key, s.severity, 'resolved',
+             s.summary, s.labels, s.ci_id, 0, s."first", greatest(s."last", s."first"), NULL,
+             s."first", s."first", false
+        FROM unnest(v_unksegs) s
+       ORDER BY s.fp, s.ord
+      ON CONFLICT (fingerprint) DO NOTHING
+      RETURNING a.id, a.resolved_at, a.severity)
+    INSERT INTO triaged.alert_history (alert_id, at, from_status, to_status, severity,
+                                       occurrences, detail)
+    SELECT t.id, t.resolved_at, NULL, 'resolved', t.severity, 0,
+           '{"resolve_before_firing": true}'::jsonb
+      FROM t ORDER BY t.id;
+  END IF;
+
+  -- 3. new alerts, in fingerprint order, with their creation in the history;
+  --    a fingerprint another transaction created meanwhile (rare: the
+  --    plain INSERT fails, and is redone skipping those) is left to the
+  --    row-by-row path
+  IF cardinality(v_newsegs) > 0 THEN
+    BEGIN
+      v_new := triaged._create_alerts(v_newsegs, v_flap_thr, false);
+    EXCEPTION WHEN unique_violation THEN
+      v_new := triaged._create_alerts(v_newsegs, v_flap_thr, true);
+    END;
+    IF cardinality(v_new) < cardinality(v_newsegs) THEN
+      SELECT coalesce(array_agg(s ORDER BY s.fp, s.ord), '{}')
+        INTO v_loopsegs
+        FROM (SELECT * FROM unnest(v_loopsegs)
+              UNION ALL
+              SELECT * FROM unnest(v_newsegs) n
+               WHERE NOT EXISTS (SELECT 1 FROM unnest(v_new) a WHERE a.fingerprint = n.fp)) s;
+    END IF;
+  END IF;
+
+  -- (029) the incidents the steps below will lock, locked first, at once,
+  --     in id order, when the loop has segments (else find-or-open's is the
+  --     only lock): the incidents of the loop's known alerts (their links;
+  --     but closed ones), the open incidents of the new alerts' groups and
+  --     of the loop's firing segments' groups; the steps lock them again,
+  --     and what this could not foresee after them (see _ingest_batch)
+  IF cardinality(v_loopsegs) > 0 THEN
+    PERFORM set_config('enable_sort', 'off', true);
+    PERFORM 1
+       FROM triaged.incident i
+      WHERE i.id = ANY (ARRAY(SELECT l.incident_id
+                                FROM unnest(v_known) a
+                               CROSS JOIN LATERAL (SELECT ia.incident_id
+                                                     FROM triaged.incident_alert ia
+                                                    WHERE ia.alert_id = a.id OFFSET 0) l
+                               WHERE a.fingerprint IN (SELECT s.fp FROM unnest(v_loopsegs) s))
+                        || ARRAY(SELECT x.id FROM triaged.incident x
+                                  WHERE x.ci_id = ANY (ARRAY(
+                                          SELECT n.ci_id FROM unnest(v_new) n
+                                           WHERE n.ci_id IS NOT NULL
+                                          UNION ALL
+                                          SELECT s.ci_id FROM unnest(v_loopsegs) s
+                                           WHERE s.status = 'firing' AND s.ci_id IS NOT NULL))
+                                    AND x.status IN ('new', 'acknowledged')
+                                    AND x.merged_into IS NULL
+                                  ORDER BY x.ci_id)
+                        || ARRAY(SELECT x.id FROM triaged.incident x
+                                  WHERE x.resource = ANY (ARRAY(
+                                          SELECT n.resource FROM unnest(v_new) n
+                                           WHERE n.ci_id IS NULL
+                                          UNION ALL
+                                          SELECT s.resource FROM unnest(v_loopsegs) s
+                                           WHERE s.status = 'firing' AND s.ci_id IS NULL))
+                                    AND x.ci_id IS NULL AND x.status IN ('new', 'acknowledged')
+                                    AND x.merged_into IS NULL
+                                  ORDER BY x.resource))
+        AND i.status <> 'closed'
+      ORDER BY i.id
+        FOR UPDATE OF i;
+    PERFORM set_config('enable_sort', v_sort, true);
+  END IF;
+
+  IF cardinality(v_new) > 0 THEN
+    -- one request per group: title and resource of its earliest alert,
+    -- opened at the earliest first time, the most severe severity
+    SELECT coalesce(array_agg(ROW(x.gkey, x.ci_id, x.resource, x.title, x.opened_at,
+                                  triaged.severity_of_rank(x.best))::triaged._group_req
+                              ORDER BY x.gkey), '{}')
+      INTO v_reqs
+      FROM (SELECT DISTINCT ON (a.gkey) a.gkey, a.ci_id, a.resource,
+                   a.check_name || ' on ' || a.resource AS title,
+                   min(a.first_seen) OVER w AS opened_at,
+                   min(triaged.severity_rank(a.severity)) OVER w AS best
+              FROM unnest(v_new) a
+            WINDOW w AS (PARTITION BY a.gkey)
+             ORDER BY a.gkey, a.first_seen, a.fingerprint) x;
+
+    SELECT coalesce(array_agg(r), '{}') INTO v_grp FROM triaged._open_incidents(v_reqs) r;
+
+    -- links (new alerts have none yet), changes, published rows
+    WITH m AS (
+      SELECT a.*, g.incident_id, g.number
+        FROM unnest(v_new) a JOIN unnest(v_grp) g ON g.gkey = a.gkey),
+    ins AS (
+      INSERT INTO triaged.incident_alert (incident_id, alert_id, role)
+      SELECT m.incident_id, m.id, 'cause' FROM m ORDER BY m.incident_id, m.id)
+    SELECT coalesce(array_agg(ROW(m.incident_id, 'attached', m.fingerprint, m.first_seen,
+                                  m.severity, NULL)::triaged._change), '{}'),
+           coalesce(array_agg(ROW('alert.firing', m.fingerprint,
+                                  triaged.alert_payload(m.fingerprint, 'firing', m.severity,
+                                    m.resource, m.check_name, m.occurrences, m.first_seen,
+                                    m.last_seen, m.flapping, m.number))::triaged.ingest_row
+                              ORDER BY m.fingerprint), '{}')
+      INTO v_changes, v_rows
+      FROM m;
+    IF cardinality(v_changes) <> cardinality(v_new) THEN
+      RAISE EXCEPTION 'triaged.ingest: % new alerts without an incident',
+        cardinality(v_new) - cardinality(v_changes);
+    END IF;
+
+    SELECT v_changes || coalesce(array_agg(ROW(g.incident_id, 'opened', NULL, NULL, NULL, NULL)
+                                           ::triaged._change), '{}'),
+           count(*)
+      INTO v_changes, v_opened
+      FROM unnest(v_grp) g WHERE g.opened;
+  END IF;
+
+  -- 4. everything else, row by row in (fingerprint, ord) order
+  IF cardinality(v_loopsegs) > 0 THEN
+    v_loop := triaged._ingest_loop(v_loopsegs, v_reopen, v_flap_thr, v_flap_win);
+  ELSE
+    v_loop := ROW('{}', '{}', 0, 0, 0, 0, 0, 0, 0, 0)::triaged._loop_result;
+  END IF;
+  v_changes := v_changes || v_loop.changes;
+
+  -- 5. alert rows (new ones first), then per incident: updates, events, one
+  --    row each
+  RETURN QUERY SELECT * FROM unnest(v_rows);
+  RETURN QUERY
+    SELECT o.kind, o.fingerprint,
+           triaged.alert_payload(o.fingerprint, o.status, o.severity, o.resource, o.check_name,
+                                 o.occurrences, o.first_seen, o.last_seen, o.flapping,
+                                 coalesce(o.incident,
+                                   (SELECT i.number FROM triaged.incident i
+                                     WHERE i.id = (SELECT ia.incident_id
+                                                     FROM triaged.incident_alert ia
+                                                    WHERE ia.alert_id = o.alert_id
+                                                    ORDER BY ia.attached_at DESC,
+                                                             ia.incident_id DESC
+                                                    LIMIT 1))))
+      FROM unnest(v_loop.out_rows) WITH ORDINALITY o
+     ORDER BY o.ordinality;
+  RETURN QUERY SELECT * FROM triaged._finish_incidents(v_changes, v_now, v_actor);
+
+  RETURN NEXT ROW('stats', NULL, jsonb_build_object(
+    'segments', cardinality(v_segs),
+    'dups', v_dups,
+    'dup_misses', v_ndup_hint - v_dups,
+    'new_alerts', cardinality(v_new),
+    'refired', v_loop.refired,
+    'resolved', v_loop.resolved,
+    'stale', v_stale + v_loop.stale,
+    'unknown_resolves', v_unknown + v_loop.unknown_resolves,
+    'severity_changes', v_loop.severity_changes,
+    'incidents_opened', v_opened + v_loop.incidents_opened,
+    'incidents_reopened', v_loop.incidents_reopened,
+    'attached', cardinality(v_new) + v_loop.attached)::json)::triaged.ingest_row;
+  RETURN;
+END $$;

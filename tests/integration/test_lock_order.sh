@@ -28,19 +28,24 @@
 #   mixed    A brings a new alert to 2 and resolves the alert of 1 in one
 #            batch (find-or-open locks 2, _finish_counted then 1: two runs
 #            before 029; its pre-lock takes both first); C holds 2
+#   heartbeat  as mixed, A's batch with a heartbeat (the jsonb path: 003's
+#            ingest, 002's engine, _ingest_core)
+#   refire   A re-fires an alert of 2 (the loop's re-fire locks 2) and
+#            resolves the alert of 1 (the end of batch locks 1 and 2); C
+#            holds 2
 # (TD_LOCK_ORDER_SHAPES="new bound ...": those shapes only)
 source "$(dirname "$0")/lib.sh"
 
 tmpl=$(t_db_migrated tmpl) || exit 1
 psql "$tmpl" -qAtX -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || t_fail "helper"
 -- b(NOW, SEGMENTS): one batch through ingest_arrays (the daemon's
--- statement); a segment: fp, res, ci, sev (minor), st (firing), first/last
--- NOW - 0.5 s
+-- statement); a segment: fp, res, ci, sev (minor), st (firing), check
+-- (c-FP), first/last NOW - 0.5 s
 CREATE FUNCTION public.b(p_now text, p_segs jsonb)
 RETURNS TABLE (kind text, key text) LANGUAGE sql AS $$
 SELECT r.kind, r.key FROM (
   SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg('t'::text ORDER BY o) src,
-         array_agg(e->>'res' ORDER BY o) res, array_agg('c-' || (e->>'fp') ORDER BY o) chk,
+         array_agg(e->>'res' ORDER BY o) res, array_agg(coalesce(e->>'check', 'c-' || (e->>'fp')) ORDER BY o) chk,
          array_agg(NULL::text ORDER BY o) dk, array_agg((e->>'ci')::bigint ORDER BY o) ci,
          array_agg('s'::text ORDER BY o) sm, array_agg('{}'::jsonb ORDER BY o) lab,
          array_agg(coalesce(e->>'sev', 'minor') ORDER BY o) sev,
@@ -220,6 +225,24 @@ race mixed 2 \
     "SELECT * FROM b('2024-03-01T10:00:00Z', '[$(seg a1 a)]');
      SELECT * FROM b('2024-03-01T10:00:01Z', '[$(seg a2 b)]');" \
     "SELECT * FROM b('2024-03-01T10:00:05Z', '[$(seg a1 a '"st":"resolved"'),$(seg n1 b '"sev":"major"')]')" \
+    "SELECT * FROM b('2024-03-01T10:00:06Z', '[$(seg n2 a '"sev":"major"'),$(seg n3 b '"sev":"major"')]')" \
+"alert a1 resolved minor INC0000001
+alert a2 firing minor INC0000002
+alert n1 firing major INC0000002
+alert n2 firing major INC0000001
+alert n3 firing major INC0000002
+incident 1 INC0000001 a - new major p2 2/1 pending false
+incident 2 INC0000002 b - new major p2 3/3 pending false
+events 1 opened [\"a1\"]; alerts_resolved [\"a1\"]; resolve_pending; alerts_attached [\"n2\"]; priority_changed; resolve_cancelled
+events 2 opened [\"a2\"]; alerts_attached [\"n1\"]; priority_changed; alerts_attached [\"n3\"]
+counts_verify 0
+audit_verify 0"
+
+# heartbeat: as mixed, A's batch with a heartbeat (the jsonb path)
+race heartbeat 2 \
+    "SELECT * FROM b('2024-03-01T10:00:00Z', '[$(seg a1 a)]');
+     SELECT * FROM b('2024-03-01T10:00:01Z', '[$(seg a2 b)]');" \
+    "SELECT * FROM b('2024-03-01T10:00:05Z', '[$(seg a1 a '"st":"resolved"'),$(seg n1 b '"sev":"major"'),$(seg hb1 hbhost '"check":"heartbeat"')]')" \
     "SELECT * FROM b('2024-03-01T10:00:06Z', '[$(seg n2 a '"sev":"major"'),$(seg n3 b '"sev":"major"')]')" \
 "alert a1 resolved minor INC0000001
 alert a2 firing minor INC0000002
