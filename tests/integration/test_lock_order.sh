@@ -277,4 +277,78 @@ events 2 opened [\"a2\", \"r1\"]; alerts_resolved [\"r1\"]; alerts_refired [\"r1
 counts_verify 0
 audit_verify 0"
 
+# plans: 029's locks (the new alerts' lookup, find-or-open's, _open_found's,
+# the steps path's and the jsonb path's locks ahead) are key probes then a
+# probe of incident_pkey in id order, in a fresh database (plans made on
+# empty tables) and after an ANALYZE at ~300 incidents (the plans made
+# again), with auto_explain: no Seq Scan, no Sort, every index scan by an
+# Index Cond, the incidents locked through incident_pkey by id
+shape_on() { case " ${TD_LOCK_ORDER_SHAPES:-plans} " in *" plans "*) return 0 ;; esac; return 1; }
+if shape_on; then
+    db="$(_t_extra_prefix)plans"
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db TEMPLATE $tdb" >/dev/null \
+        || t_fail "plans: cannot copy the database"
+    P="$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
+    for t in incident incident_alert alert; do
+        psql "$P" -qAtX -c "ALTER TABLE triaged.$t SET (autovacuum_enabled = off)" >/dev/null
+    done
+    q() { echo "SELECT count(*) FROM b('$1', '[$2]');"; }
+    {
+        echo "LOAD 'auto_explain';"
+        echo "SET auto_explain.log_min_duration = 0;"
+        echo "SET auto_explain.log_nested_statements = on;"
+        echo "SET auto_explain.log_analyze = on;"
+        for phase in 0 1; do
+            if [ $phase = 1 ]; then
+                echo "SET client_min_messages = warning;"
+                for ((i = 0; i < 300; i++)); do
+                    q 2024-03-01T10:01:00Z "$(seg "m$i" "mr$i")"
+                done
+                echo "ANALYZE triaged.incident; ANALYZE triaged.incident_alert; ANALYZE triaged.alert;"
+            fi
+            echo "SET client_min_messages = log;"
+            q 2024-03-01T1$phase:00:00Z "$(seg "x$phase" "q$phase"),$(seg "c$phase" "h$phase" '"ci":1')"
+            q 2024-03-01T1$phase:00:01Z "$(seg "y$phase" "q$phase"),$(seg "d$phase" "h$phase" '"ci":1')"
+            q 2024-03-01T1$phase:00:01Z "$(seg "v$phase" "q$phase"),$(seg "u$phase" "p$phase")"
+            q 2024-03-01T1$phase:00:02Z "$(seg "x$phase" "q$phase" '"st":"resolved"'),$(seg "z$phase" "q$phase"),$(seg "e$phase" "h$phase" '"ci":1'),$(seg "f$phase" "g$phase" '"ci":2')"
+            q 2024-03-01T1$phase:00:03Z "$(seg "x$phase" "q$phase"),$(seg "w$phase" "q$phase"),$(seg "hb" "hbh" '"check":"heartbeat"')"
+        done
+    } > "$T_DIR/plans.sql"
+    PGOPTIONS= psql "$P" -qX -v ON_ERROR_STOP=1 -f "$T_DIR/plans.sql" > "$T_DIR/plans.out" 2> "$T_DIR/plans.log" \
+        || t_fail "plans: the batches: $(grep -m3 ERROR "$T_DIR/plans.log")"
+    python3 - "$T_DIR/plans.log" <<'PY' || t_fail "plans: $(cat "$T_DIR/plans.bad")"
+import re, sys
+text = open(sys.argv[1]).read()
+blocks = re.split(r'^(?:psql:\S+ )?LOG:  duration: [0-9.]+ ms  plan:\n', text, flags=re.M)[1:]
+bad, seen = [], {}
+kinds = {'lookup': 'x.resource = ANY (v_nres)', 'find': 'FROM unnest(p_reqs) r',
+         'ahead': "i.status <> 'closed'"}
+for b in blocks:
+    if 'FOR UPDATE OF i' not in b:
+        continue
+    kind = next((k for k, m in kinds.items() if m in b), None)
+    if kind is None:
+        continue
+    root = re.search(r'^\S.*\(cost=', b, flags=re.M)
+    plan = b[root.start():] if root else ''
+    plan = plan.split('\npsql:')[0]
+    seen[kind] = seen.get(kind, 0) + 1
+    why = [w for w in ('Seq Scan', 'Sort', 'Merge Join') if w in plan]
+    lines = plan.split('\n')
+    for i, l in enumerate(lines):
+        if re.search(r'Index Scan (using|on) ', l) and 'Index Cond' not in ' '.join(lines[i + 1:i + 3]):
+            why.append('an index scan with no Index Cond: ' + l.strip())
+    if not re.search(r'Index Scan using incident_pkey on incident i .*\n\s+Index Cond: \(id = ANY', plan):
+        why.append('the incidents not locked through incident_pkey by id')
+    if why:
+        bad += [kind + ': ' + ', '.join(why), plan]
+for k in kinds:
+    if seen.get(k, 0) < 2:
+        bad.append(f'{k}: {seen.get(k, 0)} plans seen, 2 at least expected')
+open(sys.argv[1].replace('plans.log', 'plans.bad'), 'w').write('\n'.join(bad))
+sys.exit(1 if bad else 0)
+PY
+    t_log "ok: plans: the locks are key probes, then incident_pkey by id ($(grep -c 'FOR UPDATE OF i' "$T_DIR/plans.log") plans)"
+fi
+
 t_log "PASS"
