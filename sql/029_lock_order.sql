@@ -1,9 +1,184 @@
--- 029_lock_order.sql — HEADER TO WRITE
+-- 029_lock_order.sql — a batch locks incidents in one order, ascending id,
+-- on every path of the engine (DESIGN.md §3-§4: same rows, ids, numbers,
+-- events, hashes and stored state as before; only the order in which a
+-- batch waits for other transactions' locks changes).
+--
+-- The bug (found by a read-only review of 027): batches of two lanes (or
+-- instances) locked incidents in different orders: the new alerts' path of
+-- _ingest_batch locked its unbound groups' open incidents in resource order
+-- (021's "key order", one statement ORDER BY resource FOR UPDATE),
+-- find-or-open the bound groups' by CI then the unbound ones' by resource
+-- (013/021), _open_found (017) by CI, while _finish_counted and the loop's
+-- re-fires lock theirs in id order. Incident 1 on resource b, 2 on a; a
+-- batch resolving an alert of each locks 1 then 2; one bringing new alerts
+-- to both locked 2 then 1: deadlock_detected (40P01) after
+-- deadlock_timeout (1 s), the daemon retrying the victim: results right,
+-- a second of latency on two lanes. And within one batch, the steps path
+-- (a batch with state changes: resolves, re-fires, severity changes, later
+-- segments of an alert) locked in several runs, each in id order but one
+-- after the other (find-or-open's, the loop's re-fires', the end of
+-- batch's): two batches could each hold an incident of an early run and
+-- wait for the other's in a later one (test_lock_order's mixed and refire
+-- shapes: deadlocks with the lookup fixed alone).
+--
+-- Here:
+-- 1. Every look-up that locks incidents by key looks them up by key (the
+--    sub-select: the key's index probe, in key order with enable_sort off,
+--    as 021 made sure whatever the statistics) and locks them through
+--    incident_pkey in id order, in the same statement (the outer scan: id
+--    = ANY (the sub-select's ids) ORDER BY id FOR UPDATE; with enable_sort
+--    off incident_pkey is the only path in id order): the new alerts' path
+--    of _ingest_batch (unbound groups), _find_or_open (bound and unbound
+--    groups now in one statement, one run: 021 had one per kind),
+--    _open_found (017's bound groups, and now the unbound ones too, so that
+--    _open_incidents locks both kinds in one run: before, the bound groups'
+--    by CI, then find-or-open the unbound ones'). A row a concurrent
+--    change resolved, closed or merged while the lock waited fails the
+--    re-check (the outer WHERE: open, not merged; READ COMMITTED re-reads
+--    the row version the lock was granted on) and is not returned: its
+--    group goes to the INSERT (ON CONFLICT as before) or find-or-open's
+--    fall-back, as before.
+-- 2. The steps path of _ingest_batch (and of _ingest_core, 002's engine
+--    that 003's ingest calls for batches with heartbeats or alerts of CIs
+--    in maintenance) locks, when the loop has segments (or 2a alerts), the
+--    incidents its steps will lock, at once, in id order, after every
+--    alert row of the batch is held or made (alerts before incidents, as
+--    every path takes them: the fast path's comment says why) and before
+--    find-or-open: the incidents of the loop's (and 2a's) alerts (their
+--    links, but closed incidents, which no step changes: resolves and
+--    severity changes reach the open ones, a re-fire locks the alert's
+--    latest incident), the open incidents of the new alerts' groups and of
+--    the loop's firing segments' groups (find-or-open's look-ups, the row
+--    path's "join its group's open incident"). The steps lock them again,
+--    held already; what this cannot foresee (below) after them, as
+--    before. 2a (older firings: their incidents' opened_at) moved after
+--    2b and 3.'s alert INSERTs, behind this lock (it touches other rows
+--    than theirs: same results). A batch of new alerts only (no loop
+--    segment) has one run, find-or-open's: no extra statement.
+-- 3. The plans: test_lock_order checks them (auto_explain, in a fresh
+--    database and after an ANALYZE at ~300 incidents): key probes, then
+--    incident_pkey by id; no Seq Scan, no Sort, no index read without an
+--    Index Cond.
+--
+-- The audit: what an engine batch locks or updates, in which order (after
+-- 029; "run": one statement's locks, in its order)
+--   ingest_arrays -> _ingest_batch (027/029):
+--   - kafka_offset: FOR UPDATE in (group, topic, partition) order, first.
+--   - alerts, new alerts' path: INSERT in fingerprint order (a fingerprint
+--     another transaction is inserting waits for it: key order), history.
+--   - alerts, lean path (_count_lean, 022/027, older30's): UPDATE of the
+--     pure counts, probed in fingerprint order; then step 0: FOR NO KEY
+--     UPDATE of the other known alerts, in fingerprint order; then 2b and
+--     3.'s INSERTs (fingerprint order). "Two ascending runs": yes, a
+--     deadlock risk between batches sharing fingerprints whose segments
+--     the two classify differently: A with x a duplicate (lean) and w a
+--     state change (step 0), B with w a duplicate and x a state change, w
+--     < x: A holds x and waits for w, B holds w and waits for x. Reproduced
+--     with three sessions (a third holding x until both wait): 40P01 on
+--     main and with 029. Only when two batches carry the same
+--     fingerprints at once: a Kafka partition is one instance's, one
+--     lane's, and HTTP/syslog alerts go to a lane by resource, so only two
+--     instances fed the same alerts (HTTP behind a balancer, Alertmanager
+--     HA) meet it. Not changed here (_count_lean is older30's; see the
+--     report): ways out cost every batch with known alerts a statement or
+--     a subtransaction.
+--   - incidents, new alerts' path, unbound groups: (029) one run, id order
+--     (1.); the found groups' UPDATE (027's statement) on those rows; the
+--     new incidents' INSERT ... ON CONFLICT (resource) DO UPDATE WHERE
+--     false in resource order: waits for a transaction inserting the same
+--     resource's incident (a transaction, not a row: key order, the lost
+--     race of 025), and locks an incident committed meanwhile (one this
+--     batch could not have looked up); then find-or-open of the lost
+--     groups (id order) and _finish_counted (id order; held rows and those
+--     of the race). Links (incident_alert INSERT): FOR KEY SHARE of their
+--     incidents (the foreign key), all held or new.
+--   - incidents, new alerts' path, bound groups: _open_incidents (017):
+--     _open_found (029: bound and unbound, one run, id order); for CIs with
+--     no open incident, _route (014: upstream CIs' open incidents, FOR
+--     UPDATE in id order: a later run, not foreseen) and _find_or_open
+--     (029: id order; finds only incidents opened meanwhile) and
+--     _open_bound's INSERT ON CONFLICT (ci_id) (as above); _finish_counted
+--     (held or new).
+--   - incidents, steps path: (029) the lock ahead (2.), one run, id order;
+--     2a _move_opened (013: id order, held); find-or-open as above (held,
+--     but routes and races); 4. the loop (008's _ingest_loop: resolves
+--     set-based, no lock; re-fires: FOR UPDATE of the alerts' latest
+--     incidents, id order, held; then 002's row path, row by row in
+--     fingerprint order: a re-fire's latest incident FOR UPDATE, following
+--     merged_into (the incident merged into: not foreseen), a reopen's
+--     UPDATE, the group's open incident through _open_incidents, an older
+--     firing's opened_at UPDATE: held, but for merges, routes and races);
+--     5. _finish_counted (020/027: FOR UPDATE of all its incidents, id
+--     order: held, or opened by this batch) and _recount (028: id order,
+--     held).
+--   - after the engine (the count triggers on again): alerts leaving
+--     suppression (UPDATE of alerts; _open_for_alerts: _open_incidents as
+--     above, links whose count trigger (028) locks their alerts FOR SHARE
+--     in id order then their incidents FOR UPDATE in id order,
+--     _finish_incidents); _correlate (003/012/014/017, bound incidents
+--     opened or reopened): an advisory lock first (one correlating batch at
+--     a time, its wait bounded to 200 ms by 012: lock_not_available, a
+--     retry, instead of a deadlock), _merge's pairs FOR UPDATE in id order,
+--     the surviving incidents in id order; _fix_roles (incident_alert's
+--     roles, incident_role_check rows).
+--   The jsonb path (ingest_arrays -> ingest_all_arrays -> 003's ingest ->
+--   _ingest_core, batches with heartbeats or alerts of CIs in maintenance):
+--   heartbeat rows and the resolves of their heartbeat_missing alerts
+--   first (003), then 002's engine: step 0 over every known alert of the
+--   batch (one run, fingerprint order: no lean path there), the counted
+--   UPDATE, 2b, 3.'s INSERTs, (029) the lock ahead (2.), _open_incidents,
+--   the loop, _finish_incidents (013: _finish_counted); 003's steps after
+--   it as above.
+--   The tick (not a batch) locks FOR UPDATE SKIP LOCKED: it never waits for
+--   a batch's incidents.
+-- So a batch's incident locks are one run in id order but for what it
+-- cannot foresee before its steps: an incident another transaction opened
+-- or merged into meanwhile, an upstream CI's incident a new bound group is
+-- routed to, a re-fire following a merge, correlation's merges (serialised
+-- by its advisory lock); each locked after the run, as before.
+--
+-- Measured: backend CPU a batch (tests/bench/bench_lane.sh, 027's
+-- _ingest_batch as the previous one (OLD=OLD_LEAN=OLD_FINISH=
+-- sql/027_lane.sql; for resolving, 021's _find_or_open too: OLD_FIND), the
+-- batches alternating between the two in one session, 20,000 alerts (4,000
+-- for resolving (10)); each run's median batch, 5 runs, ms; the machine
+-- shared with two other helpers):
+--   shape (batch)    027 (5 runs)                   029 (5 runs)                   029-027
+--   split (50)       7.51  7.85  7.32  8.32  8.28   7.51  7.90  7.13  8.17  8.15   -0.13 (-0.18..+0.05)
+--   split (5)        3.34  3.64  3.66  3.85  3.92   3.34  3.75  3.77  3.94  3.89   +0.09 (-0.02..+0.12)
+--     (3 runs more, 20,000 alerts: 3.74 3.79 4.09 against 3.78 3.81 4.18)
+--   interleaved (50) 10.87 11.28 10.89 10.91 11.48  10.81 11.31 11.09 11.12 11.46  +0.03 (-0.06..+0.21)
+--   grouped (50)     6.76  6.87  6.82  6.93  7.11   6.79  6.90  6.91  6.85  7.09   +0.03 (-0.08..+0.09)
+--   mixed (50)       5.31  5.05  5.43  5.32  5.71   5.36  5.16  5.43  5.40  5.67   +0.05 (-0.03..+0.12)
+--   resolving (50)   14.72 14.94 13.65 15.52 15.92  14.96 15.23 13.62 15.72 16.52  +0.23 (-0.03..+0.61)
+--   resolving (10)   8.92  8.58  9.05  8.40  9.23   9.06  8.63  9.38  8.56  9.41   +0.17 (+0.05..+0.33)
+--   (029-027: the median of the runs' differences, and their range)
+--   The latency stream's shapes (split, interleaved, grouped: the new
+--   alerts' path; mixed: the lean path, then it) are within the noise;
+--   split (5), where each batch finds one incident, costs at most ~0.03-0.09
+--   ms more (~1-2 %: the sub-select's scan and the incident_pkey probe,
+--   not a statement). resolving (the steps path: half new alerts as
+--   split's, half resolves of the alerts of two batches before) pays the
+--   lock ahead, one statement: +0.17-0.23 ms a batch (median of the runs'
+--   differences, ~1.5-2 %).
+--
+-- Tried and not kept:
+-- - One scan, sorted by id (WHERE resource = ANY ... ORDER BY id + 0 FOR
+--   UPDATE: LockRows over a Sort, so the rows are locked in id order; the
+--   key's probe not forced by an order any more): the generic plan made on
+--   an empty table read 006's GiST index incident_outage_idx whole with
+--   every condition a filter (auto_explain), every incident at every
+--   batch for the session. The sub-select keeps the key's probe whatever
+--   the statistics (021's reason for enable_sort off).
+-- - A lock ahead in the new alerts' path and for a steps-path batch with
+--   no loop segment: one run there already (find-or-open's), nothing to
+--   gain for a statement.
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
--- (029) the batch: 027's, the change marked "(029)": the open incidents of
--- the new alerts' unbound groups locked in id order (see the file's header)
+-- (029) the batch: 027's, the changes marked "(029)": the open incidents
+-- of the new alerts' unbound groups locked in id order; the steps path's
+-- lock ahead, 2a after it (see the file's header)
 CREATE OR REPLACE FUNCTION triaged._ingest_batch(
     p_fp text[], p_source text[], p_resource text[], p_check text[], p_dedup_key text[],
     p_ci_id bigint[], p_summary text[], p_labels jsonb[], p_severity text[], p_status text[],
@@ -1436,12 +1611,17 @@ BEGIN
 END $$;
 
 -- ---------------------------------------------------------------------------
--- (029) the bound groups whose CI has an open incident: 017's, its
--- incidents looked up by CI as before (the sub-select, in CI order with
--- enable_sort off: incident_open_ci_key's or incident_ci_opened_idx's
--- probe, whatever the statistics; see 017) and locked in id order
--- (incident_pkey's probe, the only path in id order with enable_sort off);
--- one that stops being open before its lock is granted is not returned
+-- (029) the groups whose open incident exists, answered with it (opened
+-- false): 017's for the bound groups (by CI), and (029) the unbound ones
+-- too (by resource), so that _open_incidents locks both kinds in one run,
+-- in id order (before, 017's locked the bound groups' incidents in CI
+-- order, and find-or-open the unbound ones' after them: two runs). Looked
+-- up by key as before (the sub-selects, in key order with enable_sort off:
+-- incident_open_ci_key's or incident_ci_opened_idx's probe, and
+-- incident_open_resource_key's, whatever the statistics; see 017), locked
+-- through incident_pkey (the only path in id order with enable_sort off);
+-- one that stops being open before its lock is granted is not returned.
+-- _open_incidents only calls it with bound groups among p_reqs.
 CREATE OR REPLACE FUNCTION triaged._open_found(p_reqs triaged._group_req[])
 RETURNS triaged._group_res[]
 LANGUAGE sql
@@ -1451,17 +1631,25 @@ SET enable_seqscan = off
 SET enable_nestloop = off
 AS $$
   SELECT coalesce(array_agg(ROW(r.gkey, o.ci_id, o.resource, o.id, false, o.number)
-                            ::triaged._group_res ORDER BY o.ci_id), '{}')
+                            ::triaged._group_res ORDER BY o.ci_id, o.resource), '{}')
     FROM (SELECT i.id, i.ci_id, i.resource, i.number FROM triaged.incident i
            WHERE i.id = ANY (ARRAY(SELECT x.id FROM triaged.incident x
                                     WHERE x.ci_id = ANY (ARRAY(SELECT r.ci_id FROM unnest(p_reqs) r
                                                                 WHERE r.ci_id IS NOT NULL))
                                       AND x.status IN ('new', 'acknowledged')
                                       AND x.merged_into IS NULL
-                                    ORDER BY x.ci_id))
+                                    ORDER BY x.ci_id)
+                             || ARRAY(SELECT x.id FROM triaged.incident x
+                                       WHERE x.resource = ANY (ARRAY(SELECT r.resource
+                                                                       FROM unnest(p_reqs) r
+                                                                      WHERE r.ci_id IS NULL))
+                                         AND x.ci_id IS NULL
+                                         AND x.status IN ('new', 'acknowledged')
+                                         AND x.merged_into IS NULL
+                                       ORDER BY x.resource))
              AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
            ORDER BY i.id FOR UPDATE OF i) o
-    JOIN unnest(p_reqs) r ON r.ci_id = o.ci_id
+    JOIN unnest(p_reqs) r ON r.gkey = triaged._gkey(o.ci_id, o.resource)
 $$;
 -- ---------------------------------------------------------------------------
 -- (029) the jsonb path's engine (002's ingest, renamed _ingest_core by 003:
