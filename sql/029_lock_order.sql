@@ -59,6 +59,17 @@
 --    database and after an ANALYZE at ~300 incidents): key probes, then
 --    incident_pkey by id; no Seq Scan, no Sort, no index read without an
 --    Index Cond.
+-- tests/integration/test_lock_order.sh races two batches for two incidents
+-- (a third session holding one until both wait) in eight shapes: new
+-- alerts against resolves (new), a split batch's (split), bound groups'
+-- (bound), bound and unbound groups in one batch (kinds), the steps path's
+-- find-or-open (steps), one batch bringing a new alert and a resolve
+-- (mixed), the same through the jsonb path (heartbeat), a re-fire and a
+-- resolve (refire). Each deadlocked on main (40P01, checked); mixed and
+-- refire still did with 1. alone, heartbeat with 2. in _ingest_batch only,
+-- kinds with 017's _open_found (checked). Both batches must commit and
+-- leave exactly the state A then B leave (alerts, links, incidents,
+-- counts, events; incident_counts_verify, audit_verify).
 --
 -- The audit: what an engine batch locks or updates, in which order (after
 -- 029; "run": one statement's locks, in its order)

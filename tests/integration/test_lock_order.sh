@@ -23,6 +23,9 @@
 #   split    B as new with a duplicate of a known alert first (the lean
 #            path counts it: the split batch's path)
 #   bound    as new, the groups bound to CIs (_open_found: by CI)
+#   kinds    as new, B's groups one bound (incident 2), one unbound (1):
+#            _open_incidents locked the bound group's incident (_open_found)
+#            before the unbound one's (find-or-open): two runs before 029
 #   steps    B's batch also resolves an alert of incident 3 (not the new
 #            alerts' path: find-or-open, then _finish_counted)
 #   mixed    A brings a new alert to 2 and resolves the alert of 1 in one
@@ -192,6 +195,23 @@ alert a2 resolved minor INC0000002
 alert n1 firing major INC0000002
 alert n2 firing major INC0000001
 incident 1 INC0000001 h2 2 new major p3 2/1 pending false
+incident 2 INC0000002 h1 1 new major p3 2/1 pending false
+events 1 opened [\"a1\"]; alerts_resolved [\"a1\"]; resolve_pending; alerts_attached [\"n2\"]; priority_changed; resolve_cancelled
+events 2 opened [\"a2\"]; alerts_resolved [\"a2\"]; resolve_pending; alerts_attached [\"n1\"]; priority_changed; resolve_cancelled
+counts_verify 0
+audit_verify 0"
+
+# kinds: incident 1 on resource a, 2 on CI 1; B brings n1 (CI 1) and n2 (a)
+race kinds 1 \
+    "SELECT * FROM b('2024-03-01T10:00:00Z', '[$(seg a1 a)]');
+     SELECT * FROM b('2024-03-01T10:00:01Z', '[$(seg a2 h1 '"ci":1')]');" \
+    "SELECT * FROM b('2024-03-01T10:00:05Z', '[$(seg a1 a '"st":"resolved"'),$(seg a2 h1 '"ci":1,"st":"resolved"')]')" \
+    "SELECT * FROM b('2024-03-01T10:00:06Z', '[$(seg n1 h1 '"ci":1,"sev":"major"'),$(seg n2 a '"sev":"major"')]')" \
+"alert a1 resolved minor INC0000001
+alert a2 resolved minor INC0000002
+alert n1 firing major INC0000002
+alert n2 firing major INC0000001
+incident 1 INC0000001 a - new major p2 2/1 pending false
 incident 2 INC0000002 h1 1 new major p3 2/1 pending false
 events 1 opened [\"a1\"]; alerts_resolved [\"a1\"]; resolve_pending; alerts_attached [\"n2\"]; priority_changed; resolve_cancelled
 events 2 opened [\"a2\"]; alerts_resolved [\"a2\"]; resolve_pending; alerts_attached [\"n1\"]; priority_changed; resolve_cancelled
