@@ -126,7 +126,8 @@ SQL
     pc=$!
     c_holds() {
         [ "$(psql "$P" -qAtX -c "SELECT count(*) FROM pg_stat_activity
-                                  WHERE application_name = 'lo-c' AND query LIKE 'DO %'")" = 1 ]
+                                  WHERE datname = current_database()
+                                    AND application_name = 'lo-c' AND query LIKE 'DO %'")" = 1 ]
     }
     t_wait_until 30 "$name: C holding incident $hold" c_holds
     PGAPPNAME=lo-a psql "$P" -qAtX -v ON_ERROR_STOP=1 -c "$sa" > "$T_DIR/$name.a" 2>&1 &
