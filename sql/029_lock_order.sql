@@ -47,7 +47,8 @@
 --    find-or-open: the incidents of the loop's (and 2a's) alerts (their
 --    links, but closed incidents, which no step changes: resolves and
 --    severity changes reach the open ones, a re-fire locks the alert's
---    latest incident), the open incidents of the new alerts' groups and of
+--    latest incident; a closed one it only reads, under a lock taken
+--    after), the open incidents of the new alerts' groups and of
 --    the loop's firing segments' groups (find-or-open's look-ups, the row
 --    path's "join its group's open incident"). The steps lock them again,
 --    held already; what this cannot foresee (below) after them, as
@@ -145,8 +146,9 @@
 -- So a batch's incident locks are one run in id order but for what it
 -- cannot foresee before its steps: an incident another transaction opened
 -- or merged into meanwhile, an upstream CI's incident a new bound group is
--- routed to, a re-fire following a merge, correlation's merges (serialised
--- by its advisory lock); each locked after the run, as before.
+-- routed to, a re-fire following a merge or reading its closed latest
+-- incident, correlation's merges (serialised by its advisory lock); each
+-- locked after the run, as before.
 --
 -- Measured: backend CPU a batch (tests/bench/bench_lane.sh, 027's
 -- _ingest_batch as the previous one (OLD=OLD_LEAN=OLD_FINISH=
