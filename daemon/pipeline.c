@@ -19,8 +19,14 @@
  * commits), samples by their CI; so a partition's messages, and an alert's
  * from syslog or HTTP, are applied in the order they came. Batches of
  * different lanes that touch the same rows are settled by PostgreSQL:
- * the engine locks rows in a fixed order, and a deadlock or serialization
- * failure retries the batch like any error.
+ * the engine locks a batch's alert rows before its incidents, the alerts
+ * in fingerprint order (the duplicates' run, then the others'), the
+ * incidents it can foresee in one run in id order (sql/029); what it cannot
+ * foresee (an incident another batch opened or merged into meanwhile, a
+ * CI's upstream incident, correlation's merges) is locked after that run.
+ * So two batches seldom wait for each other in a cycle (two instances fed
+ * the same alerts still can, through the alerts' two runs); a deadlock or
+ * serialization failure retries the batch like any error.
  *
  * Exactly once in effect: a partition's offsets only advance with the
  * effects. When the compare-and-set fails (the partition moved to another
