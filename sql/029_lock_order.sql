@@ -196,6 +196,93 @@
 --
 -- No BEGIN/COMMIT: the runner wraps this file in one transaction.
 
+-- (029) what the steps path's lock ahead locks beyond the links it knows
+-- (see _ingest_batch's lock ahead and the file's header), from the loop's
+-- segments and their alerts as locked in step 0 (p_known):
+--   p_touch   the alerts a step changes an open incident of: a status
+--             change (resolve, re-fire), a severity change, an older
+--             firing (its incidents' opened_at); not those whose segments
+--             only count (duplicates: no incident is touched)
+--   p_refire  the alerts that may re-fire (a firing segment of a resolved
+--             alert, or a resolve then a firing of a firing one): their
+--             latest incident is locked whatever its state (resolved:
+--             reopened or not)
+--   p_refsegs the firing segments of those (and of fingerprints with no
+--             known alert: created meanwhile): the row path joins their
+--             group's open incident, or routes them, or opens one
+-- Stale segments (older than the alert's state) are not told apart: they
+-- count as changes (a lock more, never one less).
+CREATE OR REPLACE FUNCTION triaged._ahead_sets(p_segs triaged._segment[], p_known triaged._known[],
+                                               OUT p_touch bigint[], OUT p_refire bigint[],
+                                               OUT p_refsegs triaged._segment[])
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  SELECT coalesce(array_agg(DISTINCT k.id)
+                    FILTER (WHERE s.status <> k.status
+                               OR (s.status = 'firing' AND s.severity <> k.severity)
+                               OR (s.status = 'firing' AND k.status = 'firing'
+                                   AND s."first" < k.fired_at)), '{}'),
+         coalesce(array_agg(DISTINCT k.id)
+                    FILTER (WHERE (s.status = 'firing' AND k.status = 'resolved')
+                               OR (s.status = 'resolved' AND k.status = 'firing'
+                                   AND s.fp IN (SELECT f.fp FROM unnest(p_segs) f
+                                                 WHERE f.status = 'firing'))), '{}')
+    INTO p_touch, p_refire
+    FROM unnest(p_segs) s
+    JOIN unnest(p_known) k ON k.fingerprint = s.fp;
+  p_refsegs := ARRAY(SELECT s FROM unnest(p_segs) s
+                      WHERE s.status = 'firing'
+                        AND (coalesce((SELECT k.status FROM unnest(p_known) k
+                                        WHERE k.fingerprint = s.fp LIMIT 1), '') <> 'firing'
+                             OR EXISTS (SELECT 1 FROM unnest(p_segs) r
+                                         WHERE r.fp = s.fp AND r.status = 'resolved')));
+END $$;
+
+-- (029) the open incidents _route (014) would route groups to: for each
+-- (CI, opened at) whose CI has no open incident, the open incident of its
+-- farthest upstream CI (triaged._ci_up's order) opened within the
+-- correlation window of it, as _route picks it; not locked here (the
+-- callers lock them with the rest of their run, in id order). Read
+-- without a lock: what changes meanwhile is locked after the run, by
+-- _route itself, as before 029.
+CREATE OR REPLACE FUNCTION triaged._route_ahead(p_cis bigint[], p_ats timestamptz[])
+RETURNS bigint[]
+LANGUAGE plpgsql STABLE
+SET enable_seqscan = off
+AS $$
+DECLARE
+  v_window interval;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM unnest(p_cis) c WHERE c IS NOT NULL) THEN
+    RETURN '{}';
+  END IF;
+  v_window := coalesce(nullif(current_setting('triaged.correlation_window_ms', true), '')::float8,
+                       600000) * interval '1 millisecond';
+  RETURN ARRAY(
+    SELECT o.id
+      FROM (SELECT g.at, g.up,
+                   (SELECT max(u.pos)
+                      FROM unnest(g.up) WITH ORDINALITY u(ci, pos)
+                     WHERE EXISTS (SELECT 1 FROM triaged.incident x
+                                    WHERE x.ci_id = u.ci AND x.status IN ('new', 'acknowledged')
+                                      AND x.merged_into IS NULL
+                                      AND x.opened_at BETWEEN g.at - v_window
+                                                          AND g.at + v_window)) AS pos
+              FROM (SELECT p.at, triaged._ci_up(p.ci) AS up
+                      FROM unnest(p_cis, p_ats) p(ci, at)
+                     WHERE p.ci IS NOT NULL
+                       AND NOT EXISTS (SELECT 1 FROM triaged.incident y
+                                        WHERE y.ci_id = p.ci
+                                          AND y.status IN ('new', 'acknowledged')
+                                          AND y.merged_into IS NULL)) g) t
+     CROSS JOIN LATERAL (SELECT x.id FROM triaged.incident x
+                          WHERE x.ci_id = t.up[t.pos] AND x.status IN ('new', 'acknowledged')
+                            AND x.merged_into IS NULL
+                            AND x.opened_at BETWEEN t.at - v_window AND t.at + v_window
+                         OFFSET 0) o
+     WHERE t.pos IS NOT NULL);
+END $$;
+
 -- (029) the batch: 027's, the changes marked "(029)": the open incidents
 -- of the new alerts' unbound groups locked in id order; the steps path's
 -- lock ahead, 2a after it (see the file's header)
@@ -250,6 +337,10 @@ DECLARE
   v_recount   bigint[] := '{}';
   v_loopids   bigint[] := '{}';
   v_loops0    text[] := '{}';
+  v_touch     bigint[];            -- (029) the lock ahead's sets: _ahead_sets
+  v_refire    bigint[];
+  v_refsegs   triaged._segment[];
+  v_route     bigint[];
   v_bound     boolean;
   v_single    boolean;
   v_lean      boolean[];   -- (018) segment i was applied by the lean path
@@ -1230,6 +1321,12 @@ BEGIN
   --     key order with enable_sort off, the keys' probes) and locked
   --     through incident_pkey, as find-or-open's lock; plans made once.
   IF cardinality(v_loopsegs) > 0 OR cardinality(v_older) > 0 THEN
+    SELECT * INTO v_touch, v_refire, v_refsegs FROM triaged._ahead_sets(v_loopsegs, v_known);
+    v_route := triaged._route_ahead(
+                 ARRAY(SELECT n.ci_id FROM unnest(v_new) n
+                       UNION ALL SELECT s.ci_id FROM unnest(v_refsegs) s),
+                 ARRAY(SELECT n.first_seen FROM unnest(v_new) n
+                       UNION ALL SELECT s."first" FROM unnest(v_refsegs) s));
     v_pcm := current_setting('plan_cache_mode');
     v_sort := current_setting('enable_sort');
     v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
@@ -1237,18 +1334,31 @@ BEGIN
     PERFORM 1
        FROM triaged.incident i
       WHERE i.id = ANY (ARRAY(SELECT l.incident_id
-                                FROM unnest(v_loopids || ARRAY(SELECT o.alert_id
-                                                                 FROM unnest(v_older) o)) a(id)
+                                FROM unnest(v_refire) a(id)
                                CROSS JOIN LATERAL (SELECT ia.incident_id
                                                      FROM triaged.incident_alert ia
                                                     WHERE ia.alert_id = a.id OFFSET 0) l)
+                        || ARRAY(SELECT l.incident_id
+                                   FROM unnest(v_touch || ARRAY(SELECT o.alert_id
+                                                                  FROM unnest(v_older) o)) a(id)
+                                  CROSS JOIN LATERAL (SELECT ia.incident_id
+                                                        FROM triaged.incident_alert ia
+                                                       WHERE ia.alert_id = a.id
+                                                         -- (a probe by id: as a
+                                                         -- semi-join, the generic
+                                                         -- plan read another index)
+                                                         AND (SELECT y.status IN ('new', 'acknowledged')
+                                                                     AND y.merged_into IS NULL
+                                                                FROM triaged.incident y
+                                                               WHERE y.id = ia.incident_id)
+                                                       OFFSET 0) l)
                         || ARRAY(SELECT x.id FROM triaged.incident x
                                   WHERE x.ci_id = ANY (ARRAY(
                                           SELECT n.ci_id FROM unnest(v_new) n
                                            WHERE n.ci_id IS NOT NULL
                                           UNION ALL
-                                          SELECT s.ci_id FROM unnest(v_loopsegs) s
-                                           WHERE s.status = 'firing' AND s.ci_id IS NOT NULL))
+                                          SELECT s.ci_id FROM unnest(v_refsegs) s
+                                           WHERE s.ci_id IS NOT NULL))
                                     AND x.status IN ('new', 'acknowledged')
                                     AND x.merged_into IS NULL
                                   ORDER BY x.ci_id)
@@ -1257,11 +1367,12 @@ BEGIN
                                           SELECT n.resource FROM unnest(v_new) n
                                            WHERE n.ci_id IS NULL
                                           UNION ALL
-                                          SELECT s.resource FROM unnest(v_loopsegs) s
-                                           WHERE s.status = 'firing' AND s.ci_id IS NULL))
+                                          SELECT s.resource FROM unnest(v_refsegs) s
+                                           WHERE s.ci_id IS NULL))
                                     AND x.ci_id IS NULL AND x.status IN ('new', 'acknowledged')
                                     AND x.merged_into IS NULL
-                                  ORDER BY x.resource))
+                                  ORDER BY x.resource)
+                        || v_route)
         AND i.status <> 'closed'
       ORDER BY i.id
         FOR UPDATE OF i;
@@ -1666,7 +1777,14 @@ AS $$
                                          AND x.ci_id IS NULL
                                          AND x.status IN ('new', 'acknowledged')
                                          AND x.merged_into IS NULL
-                                       ORDER BY x.resource))
+                                       ORDER BY x.resource)
+                             -- (029) and those _open_incidents' _route will
+                             -- route the bound groups with no open incident
+                             -- to (locked in this run; not returned: no
+                             -- group's key)
+                             || triaged._route_ahead(ARRAY(SELECT r.ci_id FROM unnest(p_reqs) r),
+                                                     ARRAY(SELECT r.opened_at
+                                                             FROM unnest(p_reqs) r)))
              AND i.status IN ('new', 'acknowledged') AND i.merged_into IS NULL
            ORDER BY i.id FOR UPDATE OF i) o
     JOIN unnest(p_reqs) r ON r.gkey = triaged._gkey(o.ci_id, o.resource)
@@ -1725,6 +1843,10 @@ DECLARE
   v_loop      triaged._loop_result;
   v_opened    integer := 0;
   v_sort      text := current_setting('enable_sort');   -- (029)
+  v_touch     bigint[];            -- (029) the lock ahead's sets: _ahead_sets
+  v_refire    bigint[];
+  v_refsegs   triaged._segment[];
+  v_route     bigint[];
 BEGIN
   -- options
   IF p_opts IS NULL OR jsonb_typeof(p_opts) <> 'object' THEN
@@ -2006,22 +2128,40 @@ BEGIN
   --     of the loop's firing segments' groups; the steps lock them again,
   --     and what this could not foresee after them (see _ingest_batch)
   IF cardinality(v_loopsegs) > 0 THEN
+    SELECT * INTO v_touch, v_refire, v_refsegs FROM triaged._ahead_sets(v_loopsegs, v_known);
+    v_route := triaged._route_ahead(
+                 ARRAY(SELECT n.ci_id FROM unnest(v_new) n
+                       UNION ALL SELECT s.ci_id FROM unnest(v_refsegs) s),
+                 ARRAY(SELECT n.first_seen FROM unnest(v_new) n
+                       UNION ALL SELECT s."first" FROM unnest(v_refsegs) s));
     PERFORM set_config('enable_sort', 'off', true);
     PERFORM 1
        FROM triaged.incident i
       WHERE i.id = ANY (ARRAY(SELECT l.incident_id
-                                FROM unnest(v_known) a
+                                FROM unnest(v_refire) a(id)
                                CROSS JOIN LATERAL (SELECT ia.incident_id
                                                      FROM triaged.incident_alert ia
-                                                    WHERE ia.alert_id = a.id OFFSET 0) l
-                               WHERE a.fingerprint IN (SELECT s.fp FROM unnest(v_loopsegs) s))
+                                                    WHERE ia.alert_id = a.id OFFSET 0) l)
+                        || ARRAY(SELECT l.incident_id
+                                   FROM unnest(v_touch) a(id)
+                                  CROSS JOIN LATERAL (SELECT ia.incident_id
+                                                        FROM triaged.incident_alert ia
+                                                       WHERE ia.alert_id = a.id
+                                                         -- (a probe by id: as a
+                                                         -- semi-join, the generic
+                                                         -- plan read another index)
+                                                         AND (SELECT y.status IN ('new', 'acknowledged')
+                                                                     AND y.merged_into IS NULL
+                                                                FROM triaged.incident y
+                                                               WHERE y.id = ia.incident_id)
+                                                       OFFSET 0) l)
                         || ARRAY(SELECT x.id FROM triaged.incident x
                                   WHERE x.ci_id = ANY (ARRAY(
                                           SELECT n.ci_id FROM unnest(v_new) n
                                            WHERE n.ci_id IS NOT NULL
                                           UNION ALL
-                                          SELECT s.ci_id FROM unnest(v_loopsegs) s
-                                           WHERE s.status = 'firing' AND s.ci_id IS NOT NULL))
+                                          SELECT s.ci_id FROM unnest(v_refsegs) s
+                                           WHERE s.ci_id IS NOT NULL))
                                     AND x.status IN ('new', 'acknowledged')
                                     AND x.merged_into IS NULL
                                   ORDER BY x.ci_id)
@@ -2030,11 +2170,12 @@ BEGIN
                                           SELECT n.resource FROM unnest(v_new) n
                                            WHERE n.ci_id IS NULL
                                           UNION ALL
-                                          SELECT s.resource FROM unnest(v_loopsegs) s
-                                           WHERE s.status = 'firing' AND s.ci_id IS NULL))
+                                          SELECT s.resource FROM unnest(v_refsegs) s
+                                           WHERE s.ci_id IS NULL))
                                     AND x.ci_id IS NULL AND x.status IN ('new', 'acknowledged')
                                     AND x.merged_into IS NULL
-                                  ORDER BY x.resource))
+                                  ORDER BY x.resource)
+                        || v_route)
         AND i.status <> 'closed'
       ORDER BY i.id
         FOR UPDATE OF i;
