@@ -62,6 +62,27 @@ SELECT r.kind, r.key FROM (
                         jsonb_build_object('now', p_now, 'actor', 't',
                                            'reopen_window_ms', 1800000)) r
 $$;
+-- (fix29) bx(NOW, SEGMENTS, REOPEN_MS): as b(), a segment's first and last
+-- NOW + t0, t1 seconds, its labels lab, its count n
+CREATE FUNCTION public.bx(p_now text, p_segs jsonb, p_reopen int DEFAULT 60000)
+RETURNS TABLE (kind text, key text, payload text) LANGUAGE sql AS $$
+SELECT r.kind, r.key, r.payload::text FROM (
+  SELECT array_agg(e->>'fp' ORDER BY o) fp, array_agg(coalesce(e->>'src','t') ORDER BY o) src,
+         array_agg(e->>'res' ORDER BY o) res, array_agg(coalesce(e->>'check', 'c-' || (e->>'fp')) ORDER BY o) chk,
+         array_agg(NULL::text ORDER BY o) dk, array_agg((e->>'ci')::bigint ORDER BY o) ci,
+         array_agg('s'::text ORDER BY o) sm, array_agg(coalesce(e->'lab','{}'::jsonb) ORDER BY o) lab,
+         array_agg(coalesce(e->>'sev', 'minor') ORDER BY o) sev,
+         array_agg(coalesce(e->>'st', 'firing') ORDER BY o) st,
+         array_agg(CASE WHEN e->>'st' = 'resolved' THEN 0 ELSE coalesce((e->>'n')::bigint,1) END::bigint ORDER BY o) n,
+         array_agg(p_now::timestamptz + ((e->>'t0')::int * interval '1 s') ORDER BY o) t0,
+         array_agg(p_now::timestamptz + ((e->>'t1')::int * interval '1 s') ORDER BY o) t1
+    FROM jsonb_array_elements(p_segs) WITH ORDINALITY t(e, o)) x,
+  triaged.ingest_arrays(x.fp, x.src, x.res, x.chk, x.dk, x.ci, x.sm, x.lab, x.sev, x.st, x.n,
+                        x.t0, x.t1, NULL, NULL,
+                        jsonb_build_object('now', p_now, 'actor', 't',
+                                           'reopen_window_ms', p_reopen, 'flap_threshold', 3,
+                                           'flap_window_ms', 600000)) r
+$$;
 INSERT INTO triaged.ci (name) VALUES ('ci-1'), ('ci-2');
 SQL
 tdb=${tmpl##*dbname=}
@@ -295,6 +316,144 @@ incident 1 INC0000001 a - new major p2 2/1 pending false
 incident 2 INC0000002 b - new major p2 3/3 pending false
 events 1 opened [\"a1\"]; alerts_resolved [\"a1\"]; resolve_pending; alerts_attached [\"n2\"]; priority_changed; resolve_cancelled
 events 2 opened [\"a2\", \"r1\"]; alerts_resolved [\"r1\"]; alerts_refired [\"r1\"]; alerts_attached [\"n3\"]; priority_changed
+counts_verify 0
+audit_verify 0"
+
+# --- (fix29) the lock ahead's reach: what it must lock (route) and what it
+# must not (ticky, hbdl). These shapes use bx() (segments with offsets t0,
+# t1 in s, labels lab, n, and the reopen window) and CIs 3-7 with 3 -> 1,
+# 4 -> 1, 5 -> 2, 6 -> 2, 7 -> 3 (child -> parent: 1 is 3's upstream CI).
+cis="INSERT INTO triaged.ci (name) SELECT 'ci-' || g FROM generate_series(3, 7) g;
+     INSERT INTO triaged.ci_relation (child_id, parent_id) VALUES (3,1),(4,1),(5,2),(6,2),(7,3);"
+
+# route: incident 1 on CI 1 (a1), 2 on resource r (a2, b2); C holds 1; A
+# resolves a1 (1) and b2 (2: the end of batch, id order); B resolves a2
+# (2) and brings n3 on CI 3, which has no open incident: _route sends it
+# to 1, its upstream CI's. Before this fix the lock ahead held 2 and the
+# route locked 1 after it: deadlock (checked)
+route_setup="$cis
+    SELECT count(*) FROM bx('2024-03-01T10:00:00Z', '[{\"fp\":\"a1\",\"res\":\"h1\",\"t0\":-1,\"t1\":-1,\"ci\":1}]');
+    SELECT count(*) FROM bx('2024-03-01T10:00:01Z', '[{\"fp\":\"a2\",\"res\":\"r\",\"t0\":-1,\"t1\":-1},{\"fp\":\"b2\",\"res\":\"r\",\"t0\":-1,\"t1\":-1}]');"
+route_a="SELECT count(*) FROM bx('2024-03-01T10:00:06Z', '[{\"fp\":\"a1\",\"res\":\"h1\",\"t0\":-1,\"t1\":-1,\"ci\":1,\"st\":\"resolved\"},{\"fp\":\"b2\",\"res\":\"r\",\"t0\":-1,\"t1\":-1,\"st\":\"resolved\"}]')"
+race route 1 "$route_setup" "$route_a" \
+    "SELECT count(*) FROM bx('2024-03-01T10:00:05Z', '[{\"fp\":\"a2\",\"res\":\"r\",\"t0\":-1,\"t1\":-1,\"st\":\"resolved\"},{\"fp\":\"n3\",\"res\":\"h3\",\"t0\":-1,\"t1\":-1,\"ci\":3}]')" \
+"alert a1 resolved minor INC0000001
+alert a2 resolved minor INC0000002
+alert b2 resolved minor INC0000002
+alert n3 firing minor INC0000001
+incident 1 INC0000001 h1 1 new minor p4 2/1 pending false
+incident 2 INC0000002 r - new minor p3 2/0 pending true
+events 1 opened [\"a1\"]; alerts_resolved [\"a1\"]; resolve_pending; alerts_attached [\"n3\"]; resolve_cancelled
+events 2 opened [\"a2\", \"b2\"]; alerts_resolved [\"b2\"]; alerts_resolved [\"a2\"]; resolve_pending
+counts_verify 0
+audit_verify 0"
+
+# routehb: as route, B's batch with a heartbeat (the jsonb path: _ingest_core)
+race routehb 1 "$route_setup" "$route_a" \
+    "SELECT count(*) FROM bx('2024-03-01T10:00:05Z', '[{\"fp\":\"a2\",\"res\":\"r\",\"t0\":-1,\"t1\":-1,\"st\":\"resolved\"},{\"fp\":\"n3\",\"res\":\"h3\",\"t0\":-1,\"t1\":-1,\"ci\":3},{\"fp\":\"hb\",\"res\":\"hbr\",\"t0\":-1,\"t1\":-1,\"check\":\"heartbeat\",\"lab\":{\"timeout\":\"60s\"}}]')" \
+"alert a1 resolved minor INC0000001
+alert a2 resolved minor INC0000002
+alert b2 resolved minor INC0000002
+alert n3 firing minor INC0000001
+incident 1 INC0000001 h1 1 new minor p4 2/1 pending false
+incident 2 INC0000002 r - new minor p3 2/0 pending true
+events 1 opened [\"a1\"]; alerts_resolved [\"a1\"]; resolve_pending; alerts_attached [\"n3\"]; resolve_cancelled
+events 2 opened [\"a2\", \"b2\"]; alerts_resolved [\"b2\"]; alerts_resolved [\"a2\"]; resolve_pending
+counts_verify 0
+audit_verify 0"
+
+# routenew: as route, B new alerts only (the new alerts' path): n3 on CI 3
+# (routed to 1) and n4 on r (2): _open_found locked 2, _route 1 after it
+race routenew 1 "$route_setup" "$route_a" \
+    "SELECT count(*) FROM bx('2024-03-01T10:00:05Z', '[{\"fp\":\"n4\",\"res\":\"r\",\"t0\":-1,\"t1\":-1},{\"fp\":\"n3\",\"res\":\"h3\",\"t0\":-1,\"t1\":-1,\"ci\":3}]')" \
+"alert a1 resolved minor INC0000001
+alert a2 firing minor INC0000002
+alert b2 resolved minor INC0000002
+alert n3 firing minor INC0000001
+alert n4 firing minor INC0000002
+incident 1 INC0000001 h1 1 new minor p4 2/1 pending false
+incident 2 INC0000002 r - new minor p3 3/2 pending false
+events 1 opened [\"a1\"]; alerts_resolved [\"a1\"]; resolve_pending; alerts_attached [\"n3\"]; resolve_cancelled
+events 2 opened [\"a2\", \"b2\"]; alerts_resolved [\"b2\"]; alerts_attached [\"n4\"]
+counts_verify 0
+audit_verify 0"
+
+# race_tick NAME HOLD SETUP A T EXPECTED: C holds incident HOLD; A (a
+# batch) starts, then T (a tick) once A waits for a lock or is done; C
+# commits once T waits or is done. The tick holds rows it took with SKIP
+# LOCKED and then waits for incidents (its heartbeat ingest): a batch must
+# not lock an incident no step of it locks
+race_tick() {
+    case " ${TD_LOCK_ORDER_SHAPES:-$1} " in *" $1 "*) ;; *) return 0 ;; esac
+    local name=$1 hold=$2 setup=$3 sa=$4 st=$5 want=$6 db pa pt pc
+    db="$(_t_extra_prefix)$name"
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db TEMPLATE $tdb" >/dev/null \
+        || t_fail "$name: cannot copy the database"
+    P="$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
+    psql "$P" -qAtX -v ON_ERROR_STOP=1 -c "$setup" > "$T_DIR/$name.setup" 2>&1 \
+        || t_fail "$name: setup: $(cat "$T_DIR/$name.setup")"
+    rm -f "$T_DIR/$name.fifo"; mkfifo "$T_DIR/$name.fifo"
+    PGAPPNAME=lo-c psql "$P" -qAtX -v ON_ERROR_STOP=1 < "$T_DIR/$name.fifo" > "$T_DIR/$name.c" 2>&1 &
+    pc=$!
+    exec 7> "$T_DIR/$name.fifo"
+    echo "BEGIN; SELECT 'C', id FROM triaged.incident WHERE id = $hold FOR UPDATE;" >&7
+    t_wait_log "$T_DIR/$name.c" "^C\|$hold\$"
+    PGAPPNAME=lo-a psql "$P" -qAtX -v ON_ERROR_STOP=1 -c "$sa" > "$T_DIR/$name.a" 2>&1 &
+    pa=$!
+    a_waits() { [ "$(waiting lo-a)" = 1 ] || ! kill -0 $pa 2>/dev/null; }
+    t_wait_until 30 "$name: A waiting for C, or done" a_waits
+    PGAPPNAME=lo-t psql "$P" -qAtX -v ON_ERROR_STOP=1 -c "$st" > "$T_DIR/$name.t" 2>&1 &
+    pt=$!
+    t_waits() { [ "$(waiting lo-t)" = 1 ] || ! kill -0 $pt 2>/dev/null; }
+    t_wait_until 30 "$name: T waiting, or done" t_waits
+    sleep 0.2
+    echo "COMMIT;" >&7
+    exec 7>&-
+    wait $pc || t_fail "$name: C: $(cat "$T_DIR/$name.c")"
+    wait $pa || t_fail "$name: batch A failed: $(grep -m1 ERROR "$T_DIR/$name.a")"
+    wait $pt || t_fail "$name: tick T failed: $(grep -m1 ERROR "$T_DIR/$name.t")"
+    psql "$P" -qAtX -v ON_ERROR_STOP=1 -c "$state_sql" > "$T_DIR/$name.state" 2>&1 \
+        || t_fail "$name: state: $(cat "$T_DIR/$name.state")"
+    if [ "$(cat "$T_DIR/$name.state")" != "$want" ]; then
+        diff <(echo "$want") "$T_DIR/$name.state" >&2 || true
+        t_fail "$name: not the state A then T leave"
+    fi
+    t_log "ok: $name: the batch and the tick committed (no deadlock), the state as expected"
+}
+
+# ticky: incident 1 on hbr (x, the heartbeat hb), 2 on q (y) resolved by
+# the API (y still firing); C holds 1; A changes the severity of x (1)
+# and of y (2: resolved, no step locks it); T the tick (closes 2, skipped
+# while held; its heartbeat check waits for 1). Before this fix the lock
+# ahead locked 2 too: deadlock, A the victim (checked)
+race_tick ticky 1 \
+    "SELECT count(*) FROM bx('2024-03-01T10:00:00Z', '[{\"fp\":\"x\",\"res\":\"hbr\",\"t0\":-1,\"t1\":-1},{\"fp\":\"hb\",\"res\":\"hbr\",\"t0\":-1,\"t1\":-1,\"check\":\"heartbeat\",\"lab\":{\"timeout\":\"60s\"}}]', 1800000);
+     SELECT count(*) FROM bx('2024-03-01T10:00:01Z', '[{\"fp\":\"y\",\"res\":\"q\",\"t0\":-1,\"t1\":-1}]', 1800000);
+     SELECT count(*) FROM triaged.api_incident_action('INC0000002', 'resolve', 'u', NULL, '2024-03-01T10:00:03Z');" \
+    "SELECT count(*) FROM bx('2024-03-01T10:05:00Z', '[{\"fp\":\"x\",\"res\":\"hbr\",\"t0\":-1,\"t1\":-1,\"sev\":\"major\"},{\"fp\":\"y\",\"res\":\"q\",\"t0\":-1,\"t1\":-1,\"sev\":\"major\"}]', 1800000)" \
+    "SELECT count(*) FROM triaged.tick('{\"now\": \"2024-03-01T10:05:01Z\", \"actor\": \"tick\", \"close_after_ms\": 60000, \"resolve_grace_ms\": 30000}')" \
+"alert hb10cc2cf55564a3 firing major INC0000001
+alert x firing major INC0000001
+alert y firing major INC0000002
+incident 1 INC0000001 hbr - new major p2 2/2 pending false
+incident 2 INC0000002 q - closed minor p3 1/1 pending false
+events 1 opened [\"x\"]; priority_changed; alerts_attached [\"hb10cc2cf55564a3\"]
+events 2 opened [\"y\"]; resolved; closed
+counts_verify 0
+audit_verify 0"
+
+# hbdl: incident 1 on r0 (x, the heartbeat hb); C holds 1; A brings two
+# segments of x, firing (the loop: duplicates, no incident touched) and
+# the heartbeat; T the tick. Before this fix the lock ahead locked x's
+# group's open incident (1): deadlock, T the victim (checked)
+race_tick hbdl 1 \
+    "SELECT count(*) FROM bx('2024-03-01T10:00:00Z', '[{\"fp\":\"x\",\"res\":\"r0\",\"t0\":-1,\"t1\":-1},{\"fp\":\"hb\",\"res\":\"r0\",\"t0\":-1,\"t1\":-1,\"check\":\"heartbeat\",\"lab\":{\"timeout\":\"60s\"}}]', 60000);" \
+    "SELECT count(*) FROM bx('2024-03-01T10:05:00Z', '[{\"fp\":\"x\",\"res\":\"r0\",\"t0\":-1,\"t1\":-1},{\"fp\":\"x\",\"res\":\"r0\",\"t0\":0,\"t1\":0},{\"fp\":\"hb\",\"res\":\"r0\",\"t0\":0,\"t1\":0,\"check\":\"heartbeat\",\"lab\":{\"timeout\":\"60s\"}}]', 60000)" \
+    "SELECT count(*) FROM triaged.tick('{\"now\": \"2024-03-01T10:05:01Z\", \"actor\": \"tick\"}')" \
+"alert x firing minor INC0000001
+incident 1 INC0000001 r0 - new minor p3 1/1 pending false
+events 1 opened [\"x\"]
 counts_verify 0
 audit_verify 0"
 
