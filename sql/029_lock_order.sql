@@ -32,7 +32,10 @@
 --    groups now in one statement, one run: 021 had one per kind),
 --    _open_found (017's bound groups, and now the unbound ones too, so that
 --    _open_incidents locks both kinds in one run: before, the bound groups'
---    by CI, then find-or-open the unbound ones'). A row a concurrent
+--    by CI, then find-or-open the unbound ones'), and (fix29) the open
+--    incidents _route will route its bound groups with no open incident
+--    to (_route_ahead), in the same run (before, _route locked them after
+--    it: the new alerts' path's route). A row a concurrent
 --    change resolved, closed or merged while the lock waited fails the
 --    re-check (the outer WHERE: open, not merged; READ COMMITTED re-reads
 --    the row version the lock was granted on) and is not returned: its
@@ -44,15 +47,28 @@
 --    incidents its steps will lock, at once, in id order, after every
 --    alert row of the batch is held or made (alerts before incidents, as
 --    every path takes them: the fast path's comment says why) and before
---    find-or-open: the incidents of the loop's (and 2a's) alerts (their
---    links, but closed incidents, which no step changes: resolves and
---    severity changes reach the open ones, a re-fire locks the alert's
---    latest incident; a closed one it only reads, under a lock taken
---    after), the open incidents of the new alerts' groups and of
---    the loop's firing segments' groups (find-or-open's look-ups, the row
---    path's "join its group's open incident"). The steps lock them again,
---    held already; what this cannot foresee (below) after them, as
---    before. 2a (older firings: their incidents' opened_at) moved after
+--    find-or-open: exactly what the steps will lock, as far as the alerts
+--    locked in step 0 tell (_ahead_sets): the open incidents linked to
+--    the alerts a step touches (a status change, a severity change, an
+--    older firing (2a or the row path): those are what resolves, severity
+--    changes and opened_at moves reach; an alert whose segments only count
+--    touches none), every incident but closed ones linked to an alert
+--    that may re-fire (its latest incident is locked whatever its state;
+--    a closed one it only reads, under a lock taken after), the open
+--    incidents of the new alerts' groups and of the re-firing segments'
+--    groups (find-or-open's look-ups, the row path's "join its group's
+--    open incident"; not those of segments that do not re-fire), and the
+--    open incident _route will send a new bound group, or a re-firing
+--    bound segment, with no open incident of its CI to (_route_ahead: the
+--    farthest upstream CI's open incident within the correlation window,
+--    as _route picks it). The steps lock them again, held already; what
+--    this cannot foresee (below) after them, as before. (fix29: the
+--    first version locked every non-closed link of the loop's alerts and
+--    every firing segment's group's open incident, and not the route's:
+--    a route locked after the run, out of id order, and incidents no step
+--    locks held against the tick, which waits for incidents while it
+--    holds rows it took with SKIP LOCKED: deadlocks, test_lock_order's
+--    route, routehb, routenew, ticky and hbdl.) 2a (older firings: their incidents' opened_at) moved after
 --    2b and 3.'s alert INSERTs, behind this lock (it touches other rows
 --    than theirs: same results). A batch of new alerts only (no loop
 --    segment) has one run, find-or-open's: no extra statement.
@@ -61,12 +77,17 @@
 --    incident_pkey by id; no Seq Scan, no Sort, no index read without an
 --    Index Cond.
 -- tests/integration/test_lock_order.sh races two batches for two incidents
--- (a third session holding one until both wait) in eight shapes: new
+-- (a third session holding one until both wait) in eleven shapes (and a
+-- batch against the tick in two more: ticky, hbdl; see fix29 above): new
 -- alerts against resolves (new), a split batch's (split), bound groups'
 -- (bound), bound and unbound groups in one batch (kinds), the steps path's
 -- find-or-open (steps), one batch bringing a new alert and a resolve
 -- (mixed), the same through the jsonb path (heartbeat), a re-fire and a
--- resolve (refire). Each deadlocked on main (40P01, checked); mixed and
+-- resolve (refire), a new bound alert routed to an upstream CI's
+-- incident in a steps-path batch (route), the same through the jsonb path
+-- (routehb) and in a batch of new alerts only (routenew). Each deadlocked
+-- on main (40P01, checked; route* and the tick's two on 029's first
+-- version too, and on 0f5874c route, routehb, routenew as well); mixed and
 -- refire still did with 1. alone, heartbeat with 2. in _ingest_batch only,
 -- kinds with 017's _open_found (checked). Both batches must commit and
 -- leave exactly the state A then B leave (alerts, links, incidents,
@@ -107,19 +128,20 @@
 --   - incidents, new alerts' path, bound groups: _open_incidents (017):
 --     _open_found (029: bound and unbound, one run, id order); for CIs with
 --     no open incident, _route (014: upstream CIs' open incidents, FOR
---     UPDATE in id order: a later run, not foreseen) and _find_or_open
+--     UPDATE in id order: held, _open_found locked them (fix29)) and _find_or_open
 --     (029: id order; finds only incidents opened meanwhile) and
 --     _open_bound's INSERT ON CONFLICT (ci_id) (as above); _finish_counted
 --     (held or new).
 --   - incidents, steps path: (029) the lock ahead (2.), one run, id order;
 --     2a _move_opened (013: id order, held); find-or-open as above (held,
---     but routes and races); 4. the loop (008's _ingest_loop: resolves
+--     but races); 4. the loop (008's _ingest_loop: resolves
 --     set-based, no lock; re-fires: FOR UPDATE of the alerts' latest
 --     incidents, id order, held; then 002's row path, row by row in
 --     fingerprint order: a re-fire's latest incident FOR UPDATE, following
 --     merged_into (the incident merged into: not foreseen), a reopen's
---     UPDATE, the group's open incident through _open_incidents, an older
---     firing's opened_at UPDATE: held, but for merges, routes and races);
+--     UPDATE, the group's open incident through _open_incidents (and its
+--     route), an older firing's opened_at UPDATE: held, but for merges,
+--     closed latest incidents and races);
 --     5. _finish_counted (020/027: FOR UPDATE of all its incidents, id
 --     order: held, or opened by this batch) and _recount (028: id order,
 --     held).
@@ -144,11 +166,24 @@
 --   The tick (not a batch) locks FOR UPDATE SKIP LOCKED: it never waits for
 --   a batch's incidents.
 -- So a batch's incident locks are one run in id order but for what it
--- cannot foresee before its steps: an incident another transaction opened
--- or merged into meanwhile, an upstream CI's incident a new bound group is
--- routed to, a re-fire following a merge or reading its closed latest
--- incident, correlation's merges (serialised by its advisory lock); each
--- locked after the run, as before.
+-- cannot foresee before its steps: an incident another transaction opened,
+-- merged into, or made a route target (opened within the window upstream)
+-- meanwhile, a re-fire following a merge or reading its closed latest
+-- incident, a re-fire's group found by a resource or CI the re-fire
+-- changes (the segment's, not the alert's: as the row path), correlation's
+-- merges (serialised by its advisory lock); each locked after the run, as
+-- before. And it still locks a few no step locks (fix29 removed the
+-- others), each a lock more in id order, not one out of it: the links of
+-- a re-firing alert other than its latest (resolved ones: which one is
+-- the latest would need a sort per alert in the lock's plan, which
+-- test_lock_order's plan check forbids; _ahead_sets could return it), the
+-- links of a stale change segment (older than its alert's state: not told
+-- apart), the group of a firing segment of a fingerprint whose alert
+-- another transaction created meanwhile (its state unknown at step 0).
+-- Against the tick, which holds what it took with SKIP LOCKED and then
+-- waits for incidents, any such lock can still deadlock (as ticky did):
+-- rarer shapes (a re-fire with several links of which one is resolved
+-- and not the latest), not reproduced.
 --
 -- Measured: backend CPU a batch (tests/bench/bench_lane.sh, 027's
 -- _ingest_batch as the previous one (OLD=OLD_LEAN=OLD_FINISH=
@@ -190,6 +225,12 @@
 --   every condition a filter (auto_explain), every incident at every
 --   batch for the session. The sub-select keeps the key's probe whatever
 --   the statistics (021's reason for enable_sort off).
+-- - (fix29) For the route: the open incidents of every upstream CI of the
+--   new bound alerts and re-firing bound segments (the review's partial
+--   fix): it removed route's deadlock, but locks incidents _route does not
+--   (a CI with an open incident of its own is not routed; _route takes
+--   only the farthest upstream CI's, within the window): _route_ahead
+--   picks as _route does.
 -- - A lock ahead in the new alerts' path and for a steps-path batch with
 --   no loop segment: one run there already (find-or-open's), nothing to
 --   gain for a statement.
@@ -1309,14 +1350,16 @@ BEGIN
   --     and wait for the other's in a later one. Here, when the loop or 2a
   --     has alerts (a batch of new alerts only has one run: find-or-open's),
   --     after every alert row of the batch is held or made (alerts before
-  --     incidents, as every path of the engine takes them): the incidents
-  --     of the loop's and 2a's alerts (their links; but closed ones, which
-  --     nothing here changes), and the open incidents of the new alerts'
-  --     groups and of the loop's firing segments' groups (find-or-open's
-  --     and the row path's look-ups, by key). The steps below lock them
-  --     again, held already, and the few this could not foresee (an
-  --     incident opened or merged into meanwhile, a CI's upstream incident
-  --     a bound group is routed to) after them, as before. Looked up by key
+  --     incidents, as every path of the engine takes them): what the steps
+  --     will lock (fix29: no more, as far as step 0's alerts tell;
+  --     _ahead_sets): the open links of the alerts a step touches (and of
+  --     2a's), the links but closed ones of those that may re-fire, the
+  --     open incidents of the new alerts' groups and of the re-firing
+  --     segments' groups (find-or-open's and the row path's look-ups, by
+  --     key), and the incidents _route will route the bound ones with no
+  --     open incident to (_route_ahead). The steps below lock them again,
+  --     held already, and the few this could not foresee (an incident
+  --     opened or merged into meanwhile) after them, as before. Looked up by key
   --     (links by alert, incidents by CI or resource: the sub-selects, in
   --     key order with enable_sort off, the keys' probes) and locked
   --     through incident_pkey, as find-or-open's lock; plans made once.
@@ -2123,9 +2166,8 @@ BEGIN
 
   -- (029) the incidents the steps below will lock, locked first, at once,
   --     in id order, when the loop has segments (else find-or-open's is the
-  --     only lock): the incidents of the loop's known alerts (their links;
-  --     but closed ones), the open incidents of the new alerts' groups and
-  --     of the loop's firing segments' groups; the steps lock them again,
+  --     only lock): as _ingest_batch's (fix29: _ahead_sets, _route_ahead;
+  --     older firings go through the loop here: "touched"); the steps lock them again,
   --     and what this could not foresee after them (see _ingest_batch)
   IF cardinality(v_loopsegs) > 0 THEN
     SELECT * INTO v_touch, v_refire, v_refsegs FROM triaged._ahead_sets(v_loopsegs, v_known);
