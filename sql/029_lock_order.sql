@@ -85,9 +85,10 @@
 -- (mixed), the same through the jsonb path (heartbeat), a re-fire and a
 -- resolve (refire), a new bound alert routed to an upstream CI's
 -- incident in a steps-path batch (route), the same through the jsonb path
--- (routehb) and in a batch of new alerts only (routenew). Each deadlocked
--- on main (40P01, checked; route* and the tick's two on 029's first
--- version too, and on 0f5874c route, routehb, routenew as well); mixed and
+-- (routehb) and in a batch of new alerts only (routenew). The first eight
+-- deadlocked on main before 029 (40P01, checked); route, routehb,
+-- routenew, ticky and hbdl on 029's first version (a1e643b, checked), not
+-- before 029 (0f5874c: both commit, the same state, checked); mixed and
 -- refire still did with 1. alone, heartbeat with 2. in _ingest_batch only,
 -- kinds with 017's _open_found (checked). Both batches must commit and
 -- leave exactly the state A then B leave (alerts, links, incidents,
