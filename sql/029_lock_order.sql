@@ -202,6 +202,22 @@
 --   resolving (50)   14.72 14.94 13.65 15.52 15.92  14.96 15.23 13.62 15.72 16.52  +0.23 (-0.03..+0.61)
 --   resolving (10)   8.92  8.58  9.05  8.40  9.23   9.06  8.63  9.38  8.56  9.41   +0.17 (+0.05..+0.33)
 --   (029-027: the median of the runs' differences, and their range)
+--   fix29 (the lock ahead's sets, _route_ahead), against 029's first
+--   version (a1e643b's _ingest_batch as OLD), resolving (10), 4,000
+--   alerts, 4 runs, each run's median batch, ms: 10.34 9.22 8.86 9.74
+--   against 10.79 9.51 9.20 10.25: +0.29..+0.51 (~3-5 %: two PL/pgSQL
+--   calls and their statements, the links' status probes; not tuned,
+--   for want of time). Not measured: bound batches of new alerts only
+--   (_open_found's _route_ahead: a probe per CI of the batch).
+--   Deadlocks (the review's conc.sh: 4 sessions, 100 batches each, of
+--   bound and unbound alerts, resolves, re-fires, ticks, API actions; 8
+--   seeds): 0f5874c 82, a1e643b 16, fix29 14; by the server log (8 more
+--   seeds each): _route's (4 on a1e643b) gone; left: lock-ahead waits in
+--   three-session cycles with bound groups (5-7), the step 0 / lean
+--   path's fingerprint order (see above), merges, the tick's heartbeat
+--   ingest: not analysed. Results: the review's run2.sh (gen.py, gen2.py:
+--   batches, ticks, API actions in one session), 0f5874c against fix29,
+--   33 seeds: published rows and every stored row identical.
 --   The latency stream's shapes (split, interleaved, grouped: the new
 --   alerts' path; mixed: the lean path, then it) are within the noise;
 --   split (5), where each batch finds one incident, costs at most ~0.03-0.09
