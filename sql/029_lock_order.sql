@@ -100,7 +100,7 @@
 --   - kafka_offset: FOR UPDATE in (group, topic, partition) order, first.
 --   - alerts, new alerts' path: INSERT in fingerprint order (a fingerprint
 --     another transaction is inserting waits for it: key order), history.
---   - alerts, lean path (_count_lean, 022/027, older30's): UPDATE of the
+--   - alerts, lean path (_count_lean, 022/027): UPDATE of the
 --     pure counts, probed in fingerprint order; then step 0: FOR NO KEY
 --     UPDATE of the other known alerts, in fingerprint order; then 2b and
 --     3.'s INSERTs (fingerprint order). "Two ascending runs": yes, a
@@ -113,9 +113,9 @@
 --     fingerprints at once: a Kafka partition is one instance's, one
 --     lane's, and HTTP/syslog alerts go to a lane by resource, so only two
 --     instances fed the same alerts (HTTP behind a balancer, Alertmanager
---     HA) meet it. Not changed here (_count_lean is older30's; see the
---     report): ways out cost every batch with known alerts a statement or
---     a subtransaction.
+--     HA) meet it. Not changed here (_count_lean is not this file's):
+--     ways out cost every batch with known alerts a statement or a
+--     subtransaction.
 --   - incidents, new alerts' path, unbound groups: (029) one run, id order
 --     (1.); the found groups' UPDATE (027's statement) on those rows; the
 --     new incidents' INSERT ... ON CONFLICT (resource) DO UPDATE WHERE
