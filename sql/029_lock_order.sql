@@ -341,6 +341,84 @@ BEGIN
      WHERE t.pos IS NOT NULL);
 END $$;
 
+-- (029) the steps path's lock ahead (_ingest_batch and _ingest_core, see
+-- the file's header): the incidents the steps will lock, from the loop's
+-- segments (p_segs) and their alerts as step 0 locked them (p_known), the
+-- batch's new alerts (p_new) and the alerts of other steps that move their
+-- open incidents (p_more: _ingest_batch's 2a), locked at once in id order.
+-- Looked up by key (links by alert, incidents by CI or resource: the
+-- sub-selects, in key order with enable_sort off, the keys' probes) and
+-- locked through incident_pkey; generic plans, made once a session.
+CREATE OR REPLACE FUNCTION triaged._lock_ahead(p_segs triaged._segment[], p_known triaged._known[],
+                                               p_new triaged._new_alert[], p_more bigint[])
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_touch   bigint[];
+  v_refire  bigint[];
+  v_refsegs triaged._segment[];
+  v_route   bigint[];
+  v_pcm     text := current_setting('plan_cache_mode');
+  v_sort    text := current_setting('enable_sort');
+  v_mode    text;
+BEGIN
+  SELECT * INTO v_touch, v_refire, v_refsegs FROM triaged._ahead_sets(p_segs, p_known);
+  v_route := triaged._route_ahead(
+               ARRAY(SELECT n.ci_id FROM unnest(p_new) n
+                     UNION ALL SELECT s.ci_id FROM unnest(v_refsegs) s),
+               ARRAY(SELECT n.first_seen FROM unnest(p_new) n
+                     UNION ALL SELECT s."first" FROM unnest(v_refsegs) s));
+  -- (the lock alone: _ahead_sets and _route_ahead keep the caller's modes)
+  v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
+  v_mode := set_config('enable_sort', 'off', true);
+  PERFORM 1
+     FROM triaged.incident i
+    WHERE i.id = ANY (ARRAY(SELECT l.incident_id
+                              FROM unnest(v_refire) a(id)
+                             CROSS JOIN LATERAL (SELECT ia.incident_id
+                                                   FROM triaged.incident_alert ia
+                                                  WHERE ia.alert_id = a.id OFFSET 0) l)
+                      || ARRAY(SELECT l.incident_id
+                                 FROM unnest(v_touch || p_more) a(id)
+                                CROSS JOIN LATERAL (SELECT ia.incident_id
+                                                      FROM triaged.incident_alert ia
+                                                     WHERE ia.alert_id = a.id
+                                                       -- (a probe by id: as a
+                                                       -- semi-join, the generic
+                                                       -- plan read another index)
+                                                       AND (SELECT y.status IN ('new', 'acknowledged')
+                                                                   AND y.merged_into IS NULL
+                                                              FROM triaged.incident y
+                                                             WHERE y.id = ia.incident_id)
+                                                     OFFSET 0) l)
+                      || ARRAY(SELECT x.id FROM triaged.incident x
+                                WHERE x.ci_id = ANY (ARRAY(
+                                        SELECT n.ci_id FROM unnest(p_new) n
+                                         WHERE n.ci_id IS NOT NULL
+                                        UNION ALL
+                                        SELECT s.ci_id FROM unnest(v_refsegs) s
+                                         WHERE s.ci_id IS NOT NULL))
+                                  AND x.status IN ('new', 'acknowledged')
+                                  AND x.merged_into IS NULL
+                                ORDER BY x.ci_id)
+                      || ARRAY(SELECT x.id FROM triaged.incident x
+                                WHERE x.resource = ANY (ARRAY(
+                                        SELECT n.resource FROM unnest(p_new) n
+                                         WHERE n.ci_id IS NULL
+                                        UNION ALL
+                                        SELECT s.resource FROM unnest(v_refsegs) s
+                                         WHERE s.ci_id IS NULL))
+                                  AND x.ci_id IS NULL AND x.status IN ('new', 'acknowledged')
+                                  AND x.merged_into IS NULL
+                                ORDER BY x.resource)
+                      || v_route)
+      AND i.status <> 'closed'
+    ORDER BY i.id
+      FOR UPDATE OF i;
+  v_mode := set_config('enable_sort', v_sort, true);
+  v_mode := set_config('plan_cache_mode', v_pcm, true);
+END $$;
+
 -- (029) the batch: 027's, the changes marked "(029)": the open incidents
 -- of the new alerts' unbound groups locked in id order; the steps path's
 -- lock ahead, 2a after it (see the file's header)
@@ -395,10 +473,6 @@ DECLARE
   v_recount   bigint[] := '{}';
   v_loopids   bigint[] := '{}';
   v_loops0    text[] := '{}';
-  v_touch     bigint[];            -- (029) the lock ahead's sets: _ahead_sets
-  v_refire    bigint[];
-  v_refsegs   triaged._segment[];
-  v_route     bigint[];
   v_bound     boolean;
   v_single    boolean;
   v_lean      boolean[];   -- (018) segment i was applied by the lean path
@@ -1381,63 +1455,8 @@ BEGIN
   --     key order with enable_sort off, the keys' probes) and locked
   --     through incident_pkey, as find-or-open's lock; plans made once.
   IF cardinality(v_loopsegs) > 0 OR cardinality(v_older) > 0 THEN
-    SELECT * INTO v_touch, v_refire, v_refsegs FROM triaged._ahead_sets(v_loopsegs, v_known);
-    v_route := triaged._route_ahead(
-                 ARRAY(SELECT n.ci_id FROM unnest(v_new) n
-                       UNION ALL SELECT s.ci_id FROM unnest(v_refsegs) s),
-                 ARRAY(SELECT n.first_seen FROM unnest(v_new) n
-                       UNION ALL SELECT s."first" FROM unnest(v_refsegs) s));
-    v_pcm := current_setting('plan_cache_mode');
-    v_sort := current_setting('enable_sort');
-    v_mode := set_config('plan_cache_mode', 'force_generic_plan', true);
-    v_mode := set_config('enable_sort', 'off', true);
-    PERFORM 1
-       FROM triaged.incident i
-      WHERE i.id = ANY (ARRAY(SELECT l.incident_id
-                                FROM unnest(v_refire) a(id)
-                               CROSS JOIN LATERAL (SELECT ia.incident_id
-                                                     FROM triaged.incident_alert ia
-                                                    WHERE ia.alert_id = a.id OFFSET 0) l)
-                        || ARRAY(SELECT l.incident_id
-                                   FROM unnest(v_touch || ARRAY(SELECT o.alert_id
-                                                                  FROM unnest(v_older) o)) a(id)
-                                  CROSS JOIN LATERAL (SELECT ia.incident_id
-                                                        FROM triaged.incident_alert ia
-                                                       WHERE ia.alert_id = a.id
-                                                         -- (a probe by id: as a
-                                                         -- semi-join, the generic
-                                                         -- plan read another index)
-                                                         AND (SELECT y.status IN ('new', 'acknowledged')
-                                                                     AND y.merged_into IS NULL
-                                                                FROM triaged.incident y
-                                                               WHERE y.id = ia.incident_id)
-                                                       OFFSET 0) l)
-                        || ARRAY(SELECT x.id FROM triaged.incident x
-                                  WHERE x.ci_id = ANY (ARRAY(
-                                          SELECT n.ci_id FROM unnest(v_new) n
-                                           WHERE n.ci_id IS NOT NULL
-                                          UNION ALL
-                                          SELECT s.ci_id FROM unnest(v_refsegs) s
-                                           WHERE s.ci_id IS NOT NULL))
-                                    AND x.status IN ('new', 'acknowledged')
-                                    AND x.merged_into IS NULL
-                                  ORDER BY x.ci_id)
-                        || ARRAY(SELECT x.id FROM triaged.incident x
-                                  WHERE x.resource = ANY (ARRAY(
-                                          SELECT n.resource FROM unnest(v_new) n
-                                           WHERE n.ci_id IS NULL
-                                          UNION ALL
-                                          SELECT s.resource FROM unnest(v_refsegs) s
-                                           WHERE s.ci_id IS NULL))
-                                    AND x.ci_id IS NULL AND x.status IN ('new', 'acknowledged')
-                                    AND x.merged_into IS NULL
-                                  ORDER BY x.resource)
-                        || v_route)
-        AND i.status <> 'closed'
-      ORDER BY i.id
-        FOR UPDATE OF i;
-    v_mode := set_config('enable_sort', v_sort, true);
-    v_mode := set_config('plan_cache_mode', v_pcm, true);
+    PERFORM triaged._lock_ahead(v_loopsegs, v_known, v_new,
+                                ARRAY(SELECT o.alert_id FROM unnest(v_older) o));
   END IF;
 
   -- 2a. (013) ((029) now after 2b, 3.'s alerts and the lock above: see
@@ -1902,11 +1921,6 @@ DECLARE
   v_changes   triaged._change[] := '{}';
   v_loop      triaged._loop_result;
   v_opened    integer := 0;
-  v_sort      text := current_setting('enable_sort');   -- (029)
-  v_touch     bigint[];            -- (029) the lock ahead's sets: _ahead_sets
-  v_refire    bigint[];
-  v_refsegs   triaged._segment[];
-  v_route     bigint[];
 BEGIN
   -- options
   IF p_opts IS NULL OR jsonb_typeof(p_opts) <> 'object' THEN
@@ -2187,58 +2201,7 @@ BEGIN
   --     older firings go through the loop here: "touched"); the steps lock them again,
   --     and what this could not foresee after them (see _ingest_batch)
   IF cardinality(v_loopsegs) > 0 THEN
-    SELECT * INTO v_touch, v_refire, v_refsegs FROM triaged._ahead_sets(v_loopsegs, v_known);
-    v_route := triaged._route_ahead(
-                 ARRAY(SELECT n.ci_id FROM unnest(v_new) n
-                       UNION ALL SELECT s.ci_id FROM unnest(v_refsegs) s),
-                 ARRAY(SELECT n.first_seen FROM unnest(v_new) n
-                       UNION ALL SELECT s."first" FROM unnest(v_refsegs) s));
-    PERFORM set_config('enable_sort', 'off', true);
-    PERFORM 1
-       FROM triaged.incident i
-      WHERE i.id = ANY (ARRAY(SELECT l.incident_id
-                                FROM unnest(v_refire) a(id)
-                               CROSS JOIN LATERAL (SELECT ia.incident_id
-                                                     FROM triaged.incident_alert ia
-                                                    WHERE ia.alert_id = a.id OFFSET 0) l)
-                        || ARRAY(SELECT l.incident_id
-                                   FROM unnest(v_touch) a(id)
-                                  CROSS JOIN LATERAL (SELECT ia.incident_id
-                                                        FROM triaged.incident_alert ia
-                                                       WHERE ia.alert_id = a.id
-                                                         -- (a probe by id: as a
-                                                         -- semi-join, the generic
-                                                         -- plan read another index)
-                                                         AND (SELECT y.status IN ('new', 'acknowledged')
-                                                                     AND y.merged_into IS NULL
-                                                                FROM triaged.incident y
-                                                               WHERE y.id = ia.incident_id)
-                                                       OFFSET 0) l)
-                        || ARRAY(SELECT x.id FROM triaged.incident x
-                                  WHERE x.ci_id = ANY (ARRAY(
-                                          SELECT n.ci_id FROM unnest(v_new) n
-                                           WHERE n.ci_id IS NOT NULL
-                                          UNION ALL
-                                          SELECT s.ci_id FROM unnest(v_refsegs) s
-                                           WHERE s.ci_id IS NOT NULL))
-                                    AND x.status IN ('new', 'acknowledged')
-                                    AND x.merged_into IS NULL
-                                  ORDER BY x.ci_id)
-                        || ARRAY(SELECT x.id FROM triaged.incident x
-                                  WHERE x.resource = ANY (ARRAY(
-                                          SELECT n.resource FROM unnest(v_new) n
-                                           WHERE n.ci_id IS NULL
-                                          UNION ALL
-                                          SELECT s.resource FROM unnest(v_refsegs) s
-                                           WHERE s.ci_id IS NULL))
-                                    AND x.ci_id IS NULL AND x.status IN ('new', 'acknowledged')
-                                    AND x.merged_into IS NULL
-                                  ORDER BY x.resource)
-                        || v_route)
-        AND i.status <> 'closed'
-      ORDER BY i.id
-        FOR UPDATE OF i;
-    PERFORM set_config('enable_sort', v_sort, true);
+    PERFORM triaged._lock_ahead(v_loopsegs, v_known, v_new, '{}');
   END IF;
 
   IF cardinality(v_new) > 0 THEN
