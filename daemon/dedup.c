@@ -6,8 +6,8 @@
  * against a cluster node (INFO cluster, asked on connect, or a CROSSSLOT
  * answer) each call touches one key. Only one node is spoken to: keys
  * another node holds come back MOVED, counted as errors ("change" hints).
- * A key holds the newest known state (s = f|r, t = its time in µs, v =
- * severity) and expires after a week without news, so Redis memory is
+ * A key holds the newest known state (a string: f|r, the severity, a flag,
+ * the time in µs; see the script) and expires after a week without news, so Redis memory is
  * bounded by the alerts of the last week, whatever the storm. The script is
  * loaded with SCRIPT LOAD on every (re)connect; a NOSCRIPT reply (Redis
  * restarted and lost it) turns into a "change" hint and a reload. */
@@ -27,22 +27,42 @@
 #define KEY_TTL_S 604800
 
 /* One call classifies the fingerprints given as KEYS: ARGV[1] is the TTL,
- * then four values a key (state f|r, time in µs, severity, "1" when the
- * batch holds only firing news of it). Returns a hint a key. */
+ * then one value a key, which is also what the key holds: its state (f|r),
+ * severity (one digit), "1" when the batch holds only firing news of it
+ * ("0" otherwise; not read back), then the time in µs. Returns a hint a key.
+ * One SET ... GET a key (the value and the TTL written, the previous value
+ * read, in one call); a second SET only for an older message, to put the
+ * newer state back. Until 2026-11-27 a key was a hash (s, t, v) read with
+ * HMGET and written with HSET and EXPIRE: three calls a key, and four
+ * arguments a key to send, parse and turn into Lua strings; such a key (from
+ * a triaged before then) makes SET ... GET fail (WRONGTYPE) and is read as a
+ * hash, then rewritten in this form. */
 static const char script[] =
     "local out = {}\n"
+    "local ttl = ARGV[1]\n"
     "for i = 1, #KEYS do\n"
-    "  local a = i * 4 - 2\n"
-    "  local s = redis.call('HMGET', KEYS[i], 's', 't', 'v')\n"
-    "  local hint\n"
-    "  if not s[1] then hint = 2\n"
-    "  elseif ARGV[a + 3] == '1' and s[1] == 'f' and s[3] == ARGV[a + 2] then hint = 0\n"
-    "  else hint = 1 end\n"
-    "  if (not s[2]) or tonumber(ARGV[a + 1]) >= tonumber(s[2]) then\n"
-    "    redis.call('HSET', KEYS[i], 's', ARGV[a], 't', ARGV[a + 1], 'v', ARGV[a + 2])\n"
+    "  local k, x = KEYS[i], ARGV[i + 1]\n"
+    "  local old = redis.pcall('SET', k, x, 'EX', ttl, 'GET')\n"
+    "  if type(old) == 'table' then\n"
+    "    local h = redis.pcall('HMGET', k, 's', 't', 'v')\n"
+    "    old = false\n"
+    "    if h[1] and h[2] and h[3] then old = h[1] .. h[3] .. '0' .. h[2] end\n"
+    "    redis.call('DEL', k)\n"
+    "    redis.call('SET', k, x, 'EX', ttl)\n"
     "  end\n"
-    "  redis.call('EXPIRE', KEYS[i], ARGV[1])\n"
-    "  out[i] = hint\n"
+    "  if not old then\n"
+    "    out[i] = 2\n"
+    "  else\n"
+    "    if string.byte(x, 3) == 49 and string.byte(old, 1) == 102\n"
+    "       and string.byte(old, 2) == string.byte(x, 2) then\n"
+    "      out[i] = 0\n"
+    "    else\n"
+    "      out[i] = 1\n"
+    "    end\n"
+    "    if tonumber(string.sub(x, 4)) < (tonumber(string.sub(old, 4)) or 0) then\n"
+    "      redis.call('SET', k, old, 'EX', ttl)\n"
+    "    end\n"
+    "  end\n"
     "end\n"
     "return out\n";
 
@@ -389,12 +409,11 @@ td_dedup_classify(td_dedup *d, const td_segment *segs, size_t n, uint8_t *hints,
     size_t per_call = d->cluster ? 1 : KEYS_PER_CALL;
     /* the arguments as hiredis sends them (it copies them), without a
      * format string to parse and print through for each fingerprint */
-    size_t max_args = 4 + 5 * per_call;
+    size_t max_args = 4 + 2 * per_call;
     const char **argv = td_malloc(max_args * sizeof(*argv));
     size_t *argvlen = td_malloc(max_args * sizeof(*argvlen));
     char(*keys)[27] = td_malloc(per_call * sizeof(*keys));
-    char(*times)[24] = td_malloc(per_call * sizeof(*times));
-    char *small = td_malloc(per_call * 4); /* state, severity, single a key */
+    char(*vals)[3 + 24] = td_malloc(per_call * sizeof(*vals)); /* the script's values */
     char ttl[24], nkeys[24];
     size_t ttl_len = fmt_i64(KEY_TTL_S, ttl);
     for (size_t i = 0; i < n;) {
@@ -423,14 +442,11 @@ td_dedup_classify(td_dedup *d, const td_segment *segs, size_t n, uint8_t *hints,
         for (size_t k = 0; k < c->n; k++) {
             const td_segment *first = &segs[c->keys[k].first];
             const td_segment *last = first + c->keys[k].count - 1;
-            char *sm = small + 4 * k;
-            sm[0] = last->firing ? 'f' : 'r';
-            sm[1] = (char)('0' + (int)last->severity);
-            sm[2] = (first->fp_single && first->firing) ? '1' : '0';
-            argv[na] = &sm[0], argvlen[na++] = 1;
-            argv[na] = times[k], argvlen[na++] = fmt_i64(last->last_us, times[k]);
-            argv[na] = &sm[1], argvlen[na++] = 1;
-            argv[na] = &sm[2], argvlen[na++] = 1;
+            char *v = vals[k];
+            v[0] = last->firing ? 'f' : 'r';
+            v[1] = (char)('0' + (int)last->severity);
+            v[2] = (first->fp_single && first->firing) ? '1' : '0';
+            argv[na] = v, argvlen[na++] = 3 + fmt_i64(last->last_us, v + 3);
         }
         if (redisAsyncCommandArgv(d->ac, on_eval, c, (int)na, argv, argvlen) != REDIS_OK) {
             td_metric_add(d->m_errors, c->n); /* leaves CHANGE hints for these */
@@ -442,8 +458,7 @@ td_dedup_classify(td_dedup *d, const td_segment *segs, size_t n, uint8_t *hints,
     free(argv);
     free(argvlen);
     free(keys);
-    free(times);
-    free(small);
+    free(vals);
     if (--q->pending == 0)
         request_done(q);
 }

@@ -49,6 +49,38 @@ redis_cmd(const char *cmd)
     redisFree(c);
 }
 
+/* The reply to one command (database 9) as a string: a string's value, an
+ * integer in decimal, a status ("string" for TYPE), "(nil)" for none. */
+static void
+redis_get(const char *key, const char *cmd, char *out, size_t len)
+{
+    const char *url = getenv("TD_TEST_REDIS_URL");
+    int port = atoi(strrchr(url, ':') + 1);
+    redisContext *c = redisConnect("127.0.0.1", port);
+    cr_assert(c && !c->err);
+    redisReply *r = redisCommand(c, "SELECT 9");
+    freeReplyObject(r);
+    r = redisCommand(c, "%s %s", cmd, key);
+    cr_assert_not_null(r);
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+        snprintf(out, len, "%s", r->str);
+    else if (r->type == REDIS_REPLY_INTEGER)
+        snprintf(out, len, "%lld", r->integer);
+    else
+        snprintf(out, len, "(nil)");
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+static void
+key_of(uint64_t fp, char out[27])
+{
+    memcpy(out, "triaged:{", 9);
+    td_fp_hex(fp, out + 9);
+    out[25] = '}';
+    out[26] = '\0';
+}
+
 static void
 done(void *arg)
 {
@@ -267,4 +299,75 @@ Test(dedup, runs_of_one_fingerprint_across_a_call_boundary_share_its_hint)
         cr_assert_eq(h[i], want, "segment %zu (fingerprint %llu): hint %d, want %d", i,
                      (unsigned long long)f, h[i], want);
     }
+}
+
+Test(dedup, a_key_holds_the_newest_state_as_one_string_for_a_week)
+{
+    redis_cmd("FLUSHDB");
+    wait_ready();
+    char key[27], v[64];
+    key_of(0x77, key);
+    td_segment s[] = {seg(0x77, true, TD_SEV_MINOR, 1732700000000123, true)};
+    uint8_t h[1];
+    classify(s, 1, h);
+    redis_get(key, "GET", v, sizeof(v));
+    char want[64];
+    snprintf(want, sizeof(want), "f%d11732700000000123", (int)TD_SEV_MINOR);
+    cr_assert_str_eq(v, want);
+    redis_get(key, "TTL", v, sizeof(v));
+    long ttl = atol(v);
+    cr_assert(ttl > 604700 && ttl <= 604800, "TTL %ld", ttl);
+    /* an older resolve: a change, and the newer firing state stays */
+    s[0] = seg(0x77, false, TD_SEV_MINOR, 1732699999000000, true);
+    classify(s, 1, h);
+    cr_assert_eq(h[0], TD_HINT_CHANGE);
+    redis_get(key, "GET", v, sizeof(v));
+    cr_assert_str_eq(v, want);
+    redis_get(key, "TTL", v, sizeof(v));
+    cr_assert(atol(v) > 604700, "the TTL kept after putting the newer state back: %s", v);
+}
+
+/* A key as a triaged before 2026-11-27 wrote it: a hash (s, t, v). */
+static void
+old_key(uint64_t fp, char state, td_severity sev, long long t)
+{
+    char key[27], cmd[160];
+    key_of(fp, key);
+    snprintf(cmd, sizeof(cmd), "HSET %s s %c t %lld v %d", key, state, t, (int)sev);
+    redis_cmd(cmd);
+}
+
+Test(dedup, a_key_of_the_previous_version_is_read_and_rewritten)
+{
+    redis_cmd("FLUSHDB");
+    wait_ready();
+    old_key(0x81, 'f', TD_SEV_MAJOR, 100); /* firing: a repeat is a duplicate */
+    old_key(0x82, 'r', TD_SEV_MAJOR, 100); /* resolved: a firing is a change */
+    old_key(0x83, 'r', TD_SEV_MAJOR, 500); /* resolved later than what comes */
+    td_segment s[] = {seg(0x81, true, TD_SEV_MAJOR, 200, true),
+                      seg(0x82, true, TD_SEV_MAJOR, 200, true),
+                      seg(0x83, true, TD_SEV_MAJOR, 200, true),
+                      seg(0x84, true, TD_SEV_MAJOR, 200, true)};
+    uint8_t h[4];
+    classify(s, 4, h);
+    cr_assert_eq(h[0], TD_HINT_DUP);
+    cr_assert_eq(h[1], TD_HINT_CHANGE);
+    cr_assert_eq(h[2], TD_HINT_CHANGE);
+    cr_assert_eq(h[3], TD_HINT_NEW);
+    char key[27], v[64], want[64];
+    for (uint64_t fp = 0x81; fp <= 0x83; fp++) {
+        key_of(fp, key);
+        redis_get(key, "TYPE", v, sizeof(v));
+        cr_assert_str_eq(v, "string", "key %s rewritten", key);
+    }
+    key_of(0x83, key); /* the hash's newer state kept, in the new form */
+    redis_get(key, "GET", v, sizeof(v));
+    snprintf(want, sizeof(want), "r%d0500", (int)TD_SEV_MAJOR);
+    cr_assert_str_eq(v, want);
+    /* and from now on as any key */
+    classify(s, 4, h);
+    cr_assert_eq(h[0], TD_HINT_DUP);
+    cr_assert_eq(h[1], TD_HINT_DUP, "fired at 200 by the first call");
+    cr_assert_eq(h[2], TD_HINT_CHANGE, "still resolved at 500");
+    cr_assert_eq(h[3], TD_HINT_DUP);
 }
