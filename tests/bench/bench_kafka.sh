@@ -152,14 +152,19 @@ run_throughput() { # name n fingerprints order [gen_alerts options]
     echo "$name: produced $n messages ($f alerts) in $(python3 -c "print(f'{$t1-$t0:.1f}')") s"
     local kr; kr=$(kcat_rate "$topic" "$n")
     fresh_db "${name//-/_}"
+    # Redis's CPU over the run (clock ticks; the stack's redis-server)
+    local rpid r0; rpid=$(head -1 "$TD_TEST_DIR/redis.pid" 2>/dev/null) || rpid=""
+    r0=$(awk '{print $14 + $15}' "/proc/$rpid/stat" 2>/dev/null || echo 0)
     start_triaged "$topic"
     local tr; tr=$(wait_done "$n")
+    local rcpu; rcpu=$(awk -v hz="$(getconf CLK_TCK)" -v r0="$r0" '{printf "%.1f", ($14 + $15 - r0) / hz}' \
+        "/proc/$rpid/stat" 2>/dev/null || echo "?")
     local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$pid/status)
     # CPU seconds triaged itself used (utime + stime), to tell its share
     local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' /proc/$pid/stat)
     local pgc; pgc=$(pg_cpu "$db")
     stop_triaged
-    echo "$name (lanes ${TD_BENCH_LANES:-default}): kcat consumes $kr msg/s; triaged commits $tr msg/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; peak RSS ${rss} kB; triaged CPU ${cpu} s; PostgreSQL CPU ${pgc} s"
+    echo "$name (lanes ${TD_BENCH_LANES:-default}): kcat consumes $kr msg/s; triaged commits $tr msg/s end to end = $(python3 -c "print(f'{$tr/$kr:.2f}')")x kcat; peak RSS ${rss} kB; triaged CPU ${cpu} s; PostgreSQL CPU ${pgc} s; Redis CPU ${rcpu} s"
     psql "$pg" -qAtc "SELECT 'alerts ' || count(*) || ', occurrences ' || sum(occurrences) || ', incidents ' || (SELECT count(*) FROM triaged.incident) FROM triaged.alert"
 }
 
