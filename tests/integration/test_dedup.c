@@ -34,8 +34,9 @@ teardown(void)
 
 TestSuite(dedup, .init = setup, .fini = teardown, .timeout = 20);
 
-static void
-redis_cmd(const char *cmd)
+/* A connection of our own to the stack's Redis, on database 9. */
+static redisContext *
+redis_db9(void)
 {
     const char *url = getenv("TD_TEST_REDIS_URL");
     int port = atoi(strrchr(url, ':') + 1);
@@ -43,7 +44,14 @@ redis_cmd(const char *cmd)
     cr_assert(c && !c->err);
     redisReply *r = redisCommand(c, "SELECT 9");
     freeReplyObject(r);
-    r = redisCommand(c, cmd);
+    return c;
+}
+
+static void
+redis_cmd(const char *cmd)
+{
+    redisContext *c = redis_db9();
+    redisReply *r = redisCommand(c, cmd);
     cr_assert_not_null(r);
     freeReplyObject(r);
     redisFree(c);
@@ -54,13 +62,8 @@ redis_cmd(const char *cmd)
 static void
 redis_get(const char *key, const char *cmd, char *out, size_t len)
 {
-    const char *url = getenv("TD_TEST_REDIS_URL");
-    int port = atoi(strrchr(url, ':') + 1);
-    redisContext *c = redisConnect("127.0.0.1", port);
-    cr_assert(c && !c->err);
-    redisReply *r = redisCommand(c, "SELECT 9");
-    freeReplyObject(r);
-    r = redisCommand(c, "%s %s", cmd, key);
+    redisContext *c = redis_db9();
+    redisReply *r = redisCommand(c, "%s %s", cmd, key);
     cr_assert_not_null(r);
     if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
         snprintf(out, len, "%s", r->str);
