@@ -36,7 +36,9 @@
  * HMGET and written with HSET and EXPIRE: three calls a key, and four
  * arguments a key to send, parse and turn into Lua strings; such a key (from
  * a triaged before then) makes SET ... GET fail (WRONGTYPE) and is read as a
- * hash, then rewritten in this form. */
+ * hash, then rewritten in this form. Any other error (out of memory, say)
+ * ends the call with it, as an error of a redis.call() did before: hints
+ * "change" for the call's keys. */
 static const char script[] =
     "local out = {}\n"
     "local ttl = ARGV[1]\n"
@@ -44,6 +46,9 @@ static const char script[] =
     "  local k, x = KEYS[i], ARGV[i + 1]\n"
     "  local old = redis.pcall('SET', k, x, 'EX', ttl, 'GET')\n"
     "  if type(old) == 'table' then\n"
+    "    if not string.find(old.err, 'WRONGTYPE', 1, true) then\n"
+    "      return redis.error_reply(old.err)\n"
+    "    end\n"
     "    local h = redis.pcall('HMGET', k, 's', 't', 'v')\n"
     "    old = false\n"
     "    if h[1] and h[2] and h[3] then old = h[1] .. h[3] .. '0' .. h[2] end\n"

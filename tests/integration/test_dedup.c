@@ -374,3 +374,27 @@ Test(dedup, a_key_of_the_previous_version_is_read_and_rewritten)
     cr_assert_eq(h[2], TD_HINT_CHANGE, "still resolved at 500");
     cr_assert_eq(h[3], TD_HINT_DUP);
 }
+
+Test(dedup, a_redis_out_of_memory_leaves_every_key_as_it_was)
+{
+    redis_cmd("FLUSHDB");
+    wait_ready();
+    char key[27], v[64], want[64];
+    key_of(0x91, key);
+    td_segment s[] = {seg(0x91, true, TD_SEV_MAJOR, 100, true)};
+    uint8_t h[1];
+    classify(s, 1, h);
+    snprintf(want, sizeof(want), "f%d1100", (int)TD_SEV_MAJOR);
+    redis_get(key, "GET", v, sizeof(v));
+    cr_assert_str_eq(v, want);
+    redis_cmd("CONFIG SET maxmemory-policy noeviction");
+    redis_cmd("CONFIG SET maxmemory 1");
+    s[0] = seg(0x91, true, TD_SEV_MAJOR, 200, true);
+    classify(s, 1, h);
+    redis_cmd("CONFIG SET maxmemory 0");
+    cr_assert_eq(h[0], TD_HINT_CHANGE, "the call failed: PostgreSQL decides");
+    redis_get(key, "GET", v, sizeof(v));
+    cr_assert_str_eq(v, want, "the key neither deleted nor changed");
+    classify(s, 1, h);
+    cr_assert_eq(h[0], TD_HINT_DUP);
+}
