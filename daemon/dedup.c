@@ -31,28 +31,31 @@
  * severity (one digit), "1" when the batch holds only firing news of it
  * ("0" otherwise; not read back), then the time in µs. Returns a hint a key.
  * One SET ... GET a key (the value and the TTL written, the previous value
- * read, in one call); a second SET only for an older message, to put the
- * newer state back. Until 2026-11-27 a key was a hash (s, t, v) read with
- * HMGET and written with HSET and EXPIRE: three calls a key, and four
- * arguments a key to send, parse and turn into Lua strings; such a key (from
- * a triaged before then) makes SET ... GET fail (WRONGTYPE) and is read as a
- * hash, then rewritten in this form. Any other error (out of memory, say)
- * ends the call with it, as an error of a redis.call() did before: hints
- * "change" for the call's keys. */
+ * read, in one call; Redis 6.2 or newer, checked on connect); a second SET
+ * only for an older message, to put the newer state back. Until 2026-11-27
+ * a key was a hash (s, t, v) read with HMGET and written with HSET and
+ * EXPIRE: three calls a key, and four arguments a key to send, parse and
+ * turn into Lua strings. Such a key (from a triaged before then) makes
+ * SET ... GET fail with WRONGTYPE; it is read as a hash and overwritten in
+ * this form. Any other error (a key of another type, out of memory, a value
+ * that is not ours) ends the call with it and leaves that key as it was, as
+ * an error of a redis.call() did before: hints "change" for the call's
+ * keys. */
 static const char script[] =
     "local out = {}\n"
     "local ttl = ARGV[1]\n"
     "for i = 1, #KEYS do\n"
     "  local k, x = KEYS[i], ARGV[i + 1]\n"
+    "  local t = x and #x >= 4 and tonumber(string.sub(x, 4))\n"
+    "  if not t then return redis.error_reply('bad value for ' .. k) end\n"
     "  local old = redis.pcall('SET', k, x, 'EX', ttl, 'GET')\n"
     "  if type(old) == 'table' then\n"
     "    if not string.find(old.err, 'WRONGTYPE', 1, true) then\n"
     "      return redis.error_reply(old.err)\n"
     "    end\n"
     "    local h = redis.pcall('HMGET', k, 's', 't', 'v')\n"
-    "    old = false\n"
-    "    if h[1] and h[2] and h[3] then old = h[1] .. h[3] .. '0' .. h[2] end\n"
-    "    redis.call('DEL', k)\n"
+    "    if h.err then return redis.error_reply(h.err) end\n"
+    "    old = h[1] and (h[1] .. (h[3] or '?') .. '0' .. (h[2] or '')) or false\n"
     "    redis.call('SET', k, x, 'EX', ttl)\n"
     "  end\n"
     "  if not old then\n"
@@ -64,7 +67,7 @@ static const char script[] =
     "    else\n"
     "      out[i] = 1\n"
     "    end\n"
-    "    if tonumber(string.sub(x, 4)) < (tonumber(string.sub(old, 4)) or 0) then\n"
+    "    if t < (tonumber(string.sub(old, 4)) or -math.huge) then\n"
     "      redis.call('SET', k, old, 'EX', ttl)\n"
     "    end\n"
     "  end\n"
@@ -105,6 +108,7 @@ struct td_dedup {
     int port, db;
     redisAsyncContext *ac;
     bool connected, script_loaded;
+    bool too_old; /* older than 6.2: no SET ... GET, no script */
     bool cluster; /* cluster_enabled: one key a call (keys of one slot) */
     char sha[41];
     struct event *ev_retry;
@@ -151,7 +155,7 @@ on_script_loaded(redisAsyncContext *ac, void *r, void *priv)
     if (reply && reply->type == REDIS_REPLY_STRING && reply->len == 40) {
         memcpy(d->sha, reply->str, 40);
         d->sha[40] = '\0';
-        d->script_loaded = true;
+        d->script_loaded = !d->too_old;
     } else if (reply) {
         td_error("redis: SCRIPT LOAD failed", "error=\"%s\"",
                  TD_LOG_VALUE(reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply"));
@@ -182,6 +186,27 @@ on_info(redisAsyncContext *ac, void *r, void *priv)
         td_warn("redis: INFO cluster failed, one fingerprint a script call", "error=\"%s\"",
                 TD_LOG_VALUE(reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply"));
     }
+}
+
+/* The script's SET ... GET needs Redis 6.2: an older server would refuse
+ * every call ("syntax error"), counted fingerprint by fingerprint; say it
+ * once instead, and leave the hints "change" (PostgreSQL decides). Asked
+ * before SCRIPT LOAD, so answered before it. */
+static void
+on_server_info(redisAsyncContext *ac, void *r, void *priv)
+{
+    td_dedup *d = priv;
+    redisReply *reply = r;
+    (void)ac;
+    const char *v = reply && reply->type == REDIS_REPLY_STRING
+                        ? strstr(reply->str, "redis_version:") : NULL;
+    int major = 0, minor = 0;
+    if (!v || sscanf(v + 14, "%d.%d", &major, &minor) != 2)
+        return; /* (unknown: try the script) */
+    d->too_old = major < 6 || (major == 6 && minor < 2);
+    if (d->too_old)
+        td_error("redis: server older than 6.2 (no SET ... GET); dedup hints off, "
+                 "PostgreSQL decides alone", "version=%d.%d", major, minor);
 }
 
 static void
@@ -235,7 +260,10 @@ connect_now(td_dedup *d)
         redisAsyncCommand(ac, on_setup_reply, d, "AUTH %s", d->password);
     if (d->db)
         redisAsyncCommand(ac, on_setup_reply, d, "SELECT %d", d->db);
-    /* standalone or cluster? Known before the script's answer (in order). */
+    /* standalone or cluster, and new enough? Known before the script's
+     * answer (in order). */
+    d->too_old = false;
+    redisAsyncCommand(ac, on_server_info, d, "INFO server");
     redisAsyncCommand(ac, on_info, d, "INFO cluster");
     redisAsyncCommand(ac, on_script_loaded, d, "SCRIPT LOAD %s", script);
 }

@@ -75,6 +75,18 @@ redis_get(const char *key, const char *cmd, char *out, size_t len)
     redisFree(c);
 }
 
+/* A Redis setting's value (CONFIG GET name). */
+static void
+redis_config(const char *name, char *out, size_t len)
+{
+    redisContext *c = redis_db9();
+    redisReply *r = redisCommand(c, "CONFIG GET %s", name);
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2, "CONFIG GET %s", name);
+    snprintf(out, len, "%s", r->element[1]->str);
+    freeReplyObject(r);
+    redisFree(c);
+}
+
 static void
 key_of(uint64_t fp, char out[27])
 {
@@ -88,28 +100,6 @@ static void
 done(void *arg)
 {
     *(int *)arg = 1;
-}
-
-/* Run the loop until connected (script loaded), within the suite timeout. */
-static void
-wait_ready(void)
-{
-    for (int i = 0; i < 400; i++) {
-        uint8_t h;
-        td_segment s = {.fp = 1, .firing = true, .fp_first = true, .fp_single = true};
-        int fin = 0;
-        td_dedup_classify(d, &s, 0, &h, done, &fin);
-        struct timeval tv = {0, 10000};
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-        if (td_dedup_connected(d)) {
-            /* one more turn for SCRIPT LOAD's reply */
-            event_base_loopexit(base, &tv);
-            event_base_dispatch(base);
-            return;
-        }
-    }
-    cr_assert_fail("redis did not connect");
 }
 
 static void
@@ -126,6 +116,30 @@ seg(uint64_t fp, bool firing, td_severity sev, int64_t t, bool single)
 {
     return (td_segment){.fp = fp, .firing = firing, .severity = sev, .n = firing,
                         .first_us = t, .last_us = t, .fp_first = true, .fp_single = single};
+}
+
+/* Run the loop until a probe fingerprint gets a real hint (connected, and
+ * SCRIPT LOAD answered: until then every hint is "change"), within the
+ * suite timeout; then forget the probe. */
+static void
+wait_ready(void)
+{
+    td_segment probe = seg(0xfeedfeedULL, true, TD_SEV_MAJOR, 1, true);
+    for (int i = 0; i < 400; i++) {
+        uint8_t h;
+        classify(&probe, 1, &h);
+        if (h != TD_HINT_CHANGE) {
+            char key[27], cmd[64];
+            key_of(probe.fp, key);
+            snprintf(cmd, sizeof(cmd), "DEL %s", key);
+            redis_cmd(cmd);
+            return;
+        }
+        struct timeval tv = {0, 10000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+    }
+    cr_assert_fail("redis gave no real hint");
 }
 
 Test(dedup, first_sight_is_new_then_a_repeat_is_a_duplicate)
@@ -367,6 +381,16 @@ Test(dedup, a_key_of_the_previous_version_is_read_and_rewritten)
     redis_get(key, "GET", v, sizeof(v));
     snprintf(want, sizeof(want), "r%d0500", (int)TD_SEV_MAJOR);
     cr_assert_str_eq(v, want);
+    for (uint64_t fp = 0x81; fp <= 0x83; fp++) {
+        key_of(fp, key);
+        if (fp < 0x83) { /* the message's state, newer than the hash's */
+            redis_get(key, "GET", v, sizeof(v));
+            snprintf(want, sizeof(want), "f%d1200", (int)TD_SEV_MAJOR);
+            cr_assert_str_eq(v, want, "key %s", key);
+        }
+        redis_get(key, "TTL", v, sizeof(v));
+        cr_assert(atol(v) > 604700, "key %s expires in a week: TTL %s", key, v);
+    }
     /* and from now on as any key */
     classify(s, 4, h);
     cr_assert_eq(h[0], TD_HINT_DUP);
@@ -387,14 +411,58 @@ Test(dedup, a_redis_out_of_memory_leaves_every_key_as_it_was)
     snprintf(want, sizeof(want), "f%d1100", (int)TD_SEV_MAJOR);
     redis_get(key, "GET", v, sizeof(v));
     cr_assert_str_eq(v, want);
+    char mem[64], policy[64], cmd[128];
+    redis_config("maxmemory", mem, sizeof(mem));
+    redis_config("maxmemory-policy", policy, sizeof(policy));
     redis_cmd("CONFIG SET maxmemory-policy noeviction");
     redis_cmd("CONFIG SET maxmemory 1");
     s[0] = seg(0x91, true, TD_SEV_MAJOR, 200, true);
     classify(s, 1, h);
-    redis_cmd("CONFIG SET maxmemory 0");
+    snprintf(cmd, sizeof(cmd), "CONFIG SET maxmemory %s", mem);
+    redis_cmd(cmd);
+    snprintf(cmd, sizeof(cmd), "CONFIG SET maxmemory-policy %s", policy);
+    redis_cmd(cmd);
     cr_assert_eq(h[0], TD_HINT_CHANGE, "the call failed: PostgreSQL decides");
     redis_get(key, "GET", v, sizeof(v));
     cr_assert_str_eq(v, want, "the key neither deleted nor changed");
     classify(s, 1, h);
     cr_assert_eq(h[0], TD_HINT_DUP);
+}
+
+Test(dedup, a_message_as_old_as_the_state_replaces_it)
+{
+    redis_cmd("FLUSHDB");
+    wait_ready();
+    td_segment s[] = {seg(0xa1, true, TD_SEV_MAJOR, 300, true)};
+    uint8_t h[1];
+    classify(s, 1, h);
+    s[0] = seg(0xa1, false, TD_SEV_MAJOR, 300, true); /* resolved, same time */
+    classify(s, 1, h);
+    cr_assert_eq(h[0], TD_HINT_CHANGE);
+    char key[27], v[64], want[64];
+    key_of(0xa1, key);
+    redis_get(key, "GET", v, sizeof(v));
+    snprintf(want, sizeof(want), "r%d0300", (int)TD_SEV_MAJOR); /* (flag 0: a resolve) */
+    cr_assert_str_eq(v, want);
+}
+
+Test(dedup, a_key_of_another_type_fails_its_call_and_is_left_alone)
+{
+    redis_cmd("FLUSHDB");
+    wait_ready();
+    char key[27], cmd[96], v[64];
+    key_of(0xb2, key);
+    snprintf(cmd, sizeof(cmd), "RPUSH %s x", key);
+    redis_cmd(cmd);
+    td_segment s[] = {seg(0xb1, true, TD_SEV_MAJOR, 100, true),
+                      seg(0xb2, true, TD_SEV_MAJOR, 100, true),
+                      seg(0xb3, true, TD_SEV_MAJOR, 100, true)};
+    uint8_t h[3];
+    classify(s, 3, h);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(h[i], TD_HINT_CHANGE, "the call failed: PostgreSQL decides (%d)", i);
+    redis_get(key, "TYPE", v, sizeof(v));
+    cr_assert_str_eq(v, "list");
+    redis_get(key, "LLEN", v, sizeof(v));
+    cr_assert_str_eq(v, "1");
 }
