@@ -7,8 +7,9 @@
  * answer) each call touches one key. Only one node is spoken to: keys
  * another node holds come back MOVED, counted as errors ("change" hints).
  * A key holds the newest known state (a string: f|r, the severity, a flag,
- * the time in µs; see the script) and expires after a week without news, so Redis memory is
- * bounded by the alerts of the last week, whatever the storm. The script is
+ * the time in µs; see the script) and expires after a week without news,
+ * so Redis memory is bounded by the alerts of the last week, whatever the
+ * storm. The script is
  * loaded with SCRIPT LOAD on every (re)connect; a NOSCRIPT reply (Redis
  * restarted and lost it) turns into a "change" hint and a reload. */
 #include "internal/dedup.h"
