@@ -24,6 +24,9 @@
 # of 019's _ingest_batch calling 019's _count_lean (the new alerts of mixed
 # and new batches are then created: every batch's new fingerprints are
 # fresh ones).
+# DUPLOG=1: the shipped _count_lean against tests/bench/duplog_probe.sql's
+# _dup_log_probe (a design not built: a batch's duplicates as one log row,
+# their alerts locked FOR SHARE, no UPDATE of each alert) instead of 019's.
 # Uses a running stack when TD_TEST_* is set, else starts one.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -59,11 +62,13 @@ sed -n '/^CREATE OR REPLACE FUNCTION triaged._ingest_batch(/,/^END \$\$;/p' \
     >> "$work/lean019.sql"
 grep -q '_count_lean_019(p_fp' "$work/lean019.sql" || { echo "bench_dups: 019's _ingest_batch not found" >&2; exit 1; }
 psql "$pg" -qAtX -v ON_ERROR_STOP=1 -f "$work/lean019.sql" >/dev/null
+[ "${DUPLOG:-0}" = 1 ] && psql "$pg" -qAtX -v ON_ERROR_STOP=1 -f "$root/tests/bench/duplog_probe.sql" >/dev/null
 if [ "${FULL:-0}" = 1 ]; then
     fns="_ingest_batch _ingest_batch_019"
     call() { echo "SELECT count(*) FROM triaged.$1($args13, NULL, NULL, '{\"actor\":\"bench\"}') \\gset"; }
 else
     fns="_count_lean _count_lean_019"
+    [ "${DUPLOG:-0}" = 1 ] && fns="_count_lean _dup_log_probe"
     call() { echo "SELECT l.nlean FROM triaged.$1($args) l \\gset"; }
 fi
 
@@ -132,9 +137,10 @@ SQL
 
 set -- $fns
 echo "$1, $B segments a call, $R rounds (the first 5 left out): backend CPU µs a segment"
-python3 - "$work/cpu" "$B" <<'PY'
+python3 - "$work/cpu" "$B" "$2" <<'PY'
 import sys, statistics as st
 B = int(sys.argv[2])
+other = "duplog" if sys.argv[3] == "_dup_log_probe" else "019"
 t = {}
 for line in open(sys.argv[1]):
     r, shape, fn, us = line.split()
@@ -145,7 +151,7 @@ for shape in ("dups", "mixed", "new"):
     cur, old = t[shape][fns[0]], t[shape][fns[1]]
     d = [cur[r] - old[r] for r in cur if r in old]
     print(f"  {shape:<6} shipped {st.median(cur.values()):6.1f} (p25 {st.quantiles(cur.values(), n=4)[0]:5.1f})"
-          f"   019 {st.median(old.values()):6.1f} (p25 {st.quantiles(old.values(), n=4)[0]:5.1f})"
+          f"   {other} {st.median(old.values()):6.1f} (p25 {st.quantiles(old.values(), n=4)[0]:5.1f})"
           f"   paired difference: median {st.median(d):+5.1f} µs a segment,"
           f" {st.median(d) * B / 1000:+.2f} ms a call")
 PY
