@@ -113,18 +113,35 @@ waiting() {
                            AND wait_event_type = 'Lock'"
 }
 
+# race_db NAME SETUP: a copy of the migrated database for the shape NAME
+# (P), SETUP applied
+race_db() {
+    local db
+    db="$(_t_extra_prefix)$1"
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db TEMPLATE $tdb" >/dev/null \
+        || t_fail "$1: cannot copy the database"
+    P="$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
+    psql "$P" -qAtX -v ON_ERROR_STOP=1 -c "$2" > "$T_DIR/$1.setup" 2>&1 \
+        || t_fail "$1: setup: $(cat "$T_DIR/$1.setup")"
+}
+
+# race_state NAME EXPECTED WHO: the state in P is EXPECTED (what WHO leave)
+race_state() {
+    psql "$P" -qAtX -v ON_ERROR_STOP=1 -c "$state_sql" > "$T_DIR/$1.state" 2>&1 \
+        || t_fail "$1: state: $(cat "$T_DIR/$1.state")"
+    if [ "$(cat "$T_DIR/$1.state")" != "$2" ]; then
+        diff <(echo "$2") "$T_DIR/$1.state" >&2 || true
+        t_fail "$1: not the state $3 leave"
+    fi
+}
+
 # race NAME HOLD SETUP A B EXPECTED: SETUP, A, B: SQL (calls of b());
 # HOLD: the incident C holds; EXPECTED: the state after both
 race() {
     case " ${TD_LOCK_ORDER_SHAPES:-$1} " in *" $1 "*) ;; *) return 0 ;; esac
-    local name=$1 hold=$2 setup=$3 sa=$4 sb=$5 want=$6 db pa pb pc
-    db="$(_t_extra_prefix)$name"
-    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
-    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db TEMPLATE $tdb" >/dev/null \
-        || t_fail "$name: cannot copy the database"
-    P="$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
-    psql "$P" -qAtX -v ON_ERROR_STOP=1 -c "$setup" > "$T_DIR/$name.setup" 2>&1 \
-        || t_fail "$name: setup: $(cat "$T_DIR/$name.setup")"
+    local name=$1 hold=$2 setup=$3 sa=$4 sb=$5 want=$6 pa pb pc
+    race_db "$name" "$setup"
     # C: holds HOLD until A and B both wait for a lock (30 s at most)
     PGAPPNAME=lo-c psql "$P" -qAtX -v ON_ERROR_STOP=1 > "$T_DIR/$name.c" 2>&1 <<SQL &
 BEGIN;
@@ -160,12 +177,7 @@ SQL
     wait $pc || t_fail "$name: C: $(cat "$T_DIR/$name.c")"
     wait $pa || t_fail "$name: batch A failed: $(grep -m1 ERROR "$T_DIR/$name.a")"
     wait $pb || t_fail "$name: batch B failed: $(grep -m1 ERROR "$T_DIR/$name.b")"
-    psql "$P" -qAtX -v ON_ERROR_STOP=1 -c "$state_sql" > "$T_DIR/$name.state" 2>&1 \
-        || t_fail "$name: state: $(cat "$T_DIR/$name.state")"
-    if [ "$(cat "$T_DIR/$name.state")" != "$want" ]; then
-        diff <(echo "$want") "$T_DIR/$name.state" >&2 || true
-        t_fail "$name: not the state A then B leave"
-    fi
+    race_state "$name" "$want" "A then B"
     t_log "ok: $name: both batches committed (no deadlock), the state as expected"
 }
 seg() { printf '{"fp":"%s","res":"%s"%s}' "$1" "$2" "${3:+,$3}"; }
@@ -335,9 +347,8 @@ route_setup="$cis
     SELECT count(*) FROM bx('2024-03-01T10:00:00Z', '[{\"fp\":\"a1\",\"res\":\"h1\",\"t0\":-1,\"t1\":-1,\"ci\":1}]');
     SELECT count(*) FROM bx('2024-03-01T10:00:01Z', '[{\"fp\":\"a2\",\"res\":\"r\",\"t0\":-1,\"t1\":-1},{\"fp\":\"b2\",\"res\":\"r\",\"t0\":-1,\"t1\":-1}]');"
 route_a="SELECT count(*) FROM bx('2024-03-01T10:00:06Z', '[{\"fp\":\"a1\",\"res\":\"h1\",\"t0\":-1,\"t1\":-1,\"ci\":1,\"st\":\"resolved\"},{\"fp\":\"b2\",\"res\":\"r\",\"t0\":-1,\"t1\":-1,\"st\":\"resolved\"}]')"
-race route 1 "$route_setup" "$route_a" \
-    "SELECT count(*) FROM bx('2024-03-01T10:00:05Z', '[{\"fp\":\"a2\",\"res\":\"r\",\"t0\":-1,\"t1\":-1,\"st\":\"resolved\"},{\"fp\":\"n3\",\"res\":\"h3\",\"t0\":-1,\"t1\":-1,\"ci\":3}]')" \
-"alert a1 resolved minor INC0000001
+# (what A then B leave, with B's batch on the arrays or the jsonb path)
+route_want="alert a1 resolved minor INC0000001
 alert a2 resolved minor INC0000002
 alert b2 resolved minor INC0000002
 alert n3 firing minor INC0000001
@@ -347,20 +358,14 @@ events 1 opened [\"a1\"]; alerts_resolved [\"a1\"]; resolve_pending; alerts_atta
 events 2 opened [\"a2\", \"b2\"]; alerts_resolved [\"b2\"]; alerts_resolved [\"a2\"]; resolve_pending
 counts_verify 0
 audit_verify 0"
+race route 1 "$route_setup" "$route_a" \
+    "SELECT count(*) FROM bx('2024-03-01T10:00:05Z', '[{\"fp\":\"a2\",\"res\":\"r\",\"t0\":-1,\"t1\":-1,\"st\":\"resolved\"},{\"fp\":\"n3\",\"res\":\"h3\",\"t0\":-1,\"t1\":-1,\"ci\":3}]')" \
+"$route_want"
 
 # routehb: as route, B's batch with a heartbeat (the jsonb path: _ingest_core)
 race routehb 1 "$route_setup" "$route_a" \
     "SELECT count(*) FROM bx('2024-03-01T10:00:05Z', '[{\"fp\":\"a2\",\"res\":\"r\",\"t0\":-1,\"t1\":-1,\"st\":\"resolved\"},{\"fp\":\"n3\",\"res\":\"h3\",\"t0\":-1,\"t1\":-1,\"ci\":3},{\"fp\":\"hb\",\"res\":\"hbr\",\"t0\":-1,\"t1\":-1,\"check\":\"heartbeat\",\"lab\":{\"timeout\":\"60s\"}}]')" \
-"alert a1 resolved minor INC0000001
-alert a2 resolved minor INC0000002
-alert b2 resolved minor INC0000002
-alert n3 firing minor INC0000001
-incident 1 INC0000001 h1 1 new minor p4 2/1 pending false
-incident 2 INC0000002 r - new minor p3 2/0 pending true
-events 1 opened [\"a1\"]; alerts_resolved [\"a1\"]; resolve_pending; alerts_attached [\"n3\"]; resolve_cancelled
-events 2 opened [\"a2\", \"b2\"]; alerts_resolved [\"b2\"]; alerts_resolved [\"a2\"]; resolve_pending
-counts_verify 0
-audit_verify 0"
+"$route_want"
 
 # routenew: as route, B new alerts only (the new alerts' path): n3 on CI 3
 # (routed to 1) and n4 on r (2): _open_found locked 2, _route 1 after it
@@ -385,14 +390,8 @@ audit_verify 0"
 # not lock an incident no step of it locks
 race_tick() {
     case " ${TD_LOCK_ORDER_SHAPES:-$1} " in *" $1 "*) ;; *) return 0 ;; esac
-    local name=$1 hold=$2 setup=$3 sa=$4 st=$5 want=$6 db pa pt pc
-    db="$(_t_extra_prefix)$name"
-    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
-    psql "$TD_TEST_PG_ADMIN_CONNINFO" -qAtc "CREATE DATABASE $db TEMPLATE $tdb" >/dev/null \
-        || t_fail "$name: cannot copy the database"
-    P="$TD_TEST_PG_ADMIN_CONNINFO dbname=$db"
-    psql "$P" -qAtX -v ON_ERROR_STOP=1 -c "$setup" > "$T_DIR/$name.setup" 2>&1 \
-        || t_fail "$name: setup: $(cat "$T_DIR/$name.setup")"
+    local name=$1 hold=$2 setup=$3 sa=$4 st=$5 want=$6 pa pt pc
+    race_db "$name" "$setup"
     rm -f "$T_DIR/$name.fifo"; mkfifo "$T_DIR/$name.fifo"
     PGAPPNAME=lo-c psql "$P" -qAtX -v ON_ERROR_STOP=1 < "$T_DIR/$name.fifo" > "$T_DIR/$name.c" 2>&1 &
     pc=$!
@@ -413,12 +412,7 @@ race_tick() {
     wait $pc || t_fail "$name: C: $(cat "$T_DIR/$name.c")"
     wait $pa || t_fail "$name: batch A failed: $(grep -m1 ERROR "$T_DIR/$name.a")"
     wait $pt || t_fail "$name: tick T failed: $(grep -m1 ERROR "$T_DIR/$name.t")"
-    psql "$P" -qAtX -v ON_ERROR_STOP=1 -c "$state_sql" > "$T_DIR/$name.state" 2>&1 \
-        || t_fail "$name: state: $(cat "$T_DIR/$name.state")"
-    if [ "$(cat "$T_DIR/$name.state")" != "$want" ]; then
-        diff <(echo "$want") "$T_DIR/$name.state" >&2 || true
-        t_fail "$name: not the state A then T leave"
-    fi
+    race_state "$name" "$want" "A then T"
     t_log "ok: $name: the batch and the tick committed (no deadlock), the state as expected"
 }
 
