@@ -154,11 +154,12 @@ run_throughput() { # name n fingerprints order [gen_alerts options]
     fresh_db "${name//-/_}"
     # Redis's CPU over the run (clock ticks; the stack's redis-server)
     local rpid r0; rpid=$(head -1 "$TD_TEST_DIR/redis.pid" 2>/dev/null) || rpid=""
-    r0=$(awk '{print $14 + $15}' "/proc/$rpid/stat" 2>/dev/null || echo 0)
+    r0=$(proc_ticks "$rpid") || r0=0
     start_triaged "$topic"
     local tr; tr=$(wait_done "$n")
-    local rcpu; rcpu=$(awk -v hz="$(getconf CLK_TCK)" -v r0="$r0" '{printf "%.1f", ($14 + $15 - r0) / hz}' \
-        "/proc/$rpid/stat" 2>/dev/null || echo "?")
+    local r1 rcpu="?"
+    r1=$(proc_ticks "$rpid") && rcpu=$(awk -v t="$((r1 - r0))" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN {printf "%.1f", t / hz}')
     local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$pid/status)
     # CPU seconds triaged itself used (utime + stime), to tell its share
     local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' /proc/$pid/stat)
@@ -227,9 +228,9 @@ ${TD_BENCH_KAFKA_EXTRA:-}" start_triaged "$topic"
     # the mock broker's CPU, second by second (clock ticks), while producing
     local bpid; bpid=$(cat "$TD_TEST_DIR/kafka.pid" 2>/dev/null || echo)
     ( [ -n "$bpid" ] || exit 0
-      prev=$(awk '{print $14 + $15}' "/proc/$bpid/stat") || exit 0
+      prev=$(proc_ticks "$bpid") || exit 0
       while sleep 1; do
-          cur=$(awk '{print $14 + $15}' "/proc/$bpid/stat") || exit 0
+          cur=$(proc_ticks "$bpid") || exit 0
           echo $((cur - prev)); prev=$cur
       done ) > "$work/broker_cpu" &
     local sampler=$!

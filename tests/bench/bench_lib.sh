@@ -14,3 +14,9 @@ pg_cpu() {
     done | awk -v hz="$(getconf CLK_TCK)" -v d="${2:-1}" \
         '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.*f", d, t / hz}'
 }
+
+# proc_ticks PID: the CPU (utime + stime, clock ticks) process PID has used;
+# fails, printing nothing, when there is no such process.
+proc_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null
+}
